@@ -1,0 +1,325 @@
+//! Configuration: embedded defaults, then a TOML file (`--config` / `RECOVERY_CONFIG`), then
+//! `RECOVERY_*` environment variables (env over file over defaults). Nested keys in the
+//! environment use a double underscore: `RECOVERY_FLOW__CODE_TTL_SECS=300`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::accounts::HashSettings;
+use crate::db::DatabaseSettings;
+use crate::notify::queue::DeliverySettings;
+use crate::recovery::flow::FlowSettings;
+use crate::recovery::policy::PolicySettings;
+use crate::recovery::service::{RateLimits, RecoverySettings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    #[default]
+    Log,
+    Smtp,
+}
+
+/// `on`/`off`, `true`/`false`, `1`/`0`: what people type in environment variables.
+fn on_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Int(i64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Bool(value) => Ok(value),
+        Raw::Int(value) => Ok(value != 0),
+        Raw::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => Ok(true),
+            "off" | "false" | "no" | "0" => Ok(false),
+            other => Err(serde::de::Error::custom(format!("expected on or off, got {other:?}"))),
+        },
+    }
+}
+
+fn serialize_on_off<S: serde::Serializer>(value: &bool, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if *value { "on" } else { "off" })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FlowConfig {
+    pub flow_ttl_secs: u64,
+    pub code_ttl_secs: u64,
+    pub token_ttl_secs: u64,
+    pub max_attempts: u32,
+    pub resend_cooldown_secs: u64,
+    pub max_sends: u32,
+    pub captcha_ttl_secs: u64,
+    pub captcha_digits: u32,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        let flow = FlowSettings::default();
+        Self {
+            flow_ttl_secs: flow.flow_ttl.as_secs(),
+            code_ttl_secs: flow.code_ttl.as_secs(),
+            token_ttl_secs: flow.token_ttl.as_secs(),
+            max_attempts: flow.max_attempts,
+            resend_cooldown_secs: flow.resend_cooldown.as_secs(),
+            max_sends: flow.max_sends,
+            captcha_ttl_secs: 300,
+            captcha_digits: 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "recovery:".to_owned(),
+            connect_timeout_ms: 2_000,
+            command_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Largest request accepted, in bytes.
+    pub max_message_bytes: usize,
+    pub request_timeout_ms: u64,
+    /// Requests handled at once per connection.
+    pub concurrency_limit: usize,
+    /// Peers whose `x-forwarded-for` is believed (exact addresses).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Seconds to let in-flight calls finish on SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            request_timeout_ms: 30_000,
+            concurrency_limit: 256,
+            trusted_proxies: Vec::new(),
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AccountApiConfig {
+    /// SHA-256 (hex) of the API keys allowed to call `AccountService`. Empty: loopback only.
+    pub api_key_sha256: Vec<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub notifier: NotifierKind,
+    #[serde(skip_serializing)]
+    pub smtp_url: Option<SecretString>,
+    pub mail_from: String,
+    #[serde(deserialize_with = "on_off", serialize_with = "serialize_on_off")]
+    pub captcha: bool,
+    #[serde(skip_serializing)]
+    pub secret: Option<SecretString>,
+    pub otlp_endpoint: Option<String>,
+    /// Production mode refuses to start with a missing or weak secret or the log notifier.
+    pub production: bool,
+    /// Directory with templates overriding the embedded ones.
+    pub templates_dir: Option<PathBuf>,
+    pub log_format: String,
+    pub flow: FlowConfig,
+    pub rate_limits: RateLimits,
+    pub password_policy: PolicySettings,
+    pub hashing: HashSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisConfig,
+    pub delivery: DeliverySettings,
+    pub server: ServerConfig,
+    pub account_api: AccountApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://recovery.db?mode=rwc".to_owned(),
+            redis_url: None,
+            notifier: NotifierKind::Log,
+            smtp_url: None,
+            mail_from: "no-reply@localhost".to_owned(),
+            captcha: true,
+            secret: None,
+            otlp_endpoint: None,
+            production: false,
+            templates_dir: None,
+            log_format: "text".to_owned(),
+            flow: FlowConfig::default(),
+            rate_limits: RateLimits::default(),
+            password_policy: PolicySettings::default(),
+            hashing: HashSettings::default(),
+            database: DatabaseSettings::default(),
+            redis: RedisConfig::default(),
+            delivery: DeliverySettings::default(),
+            server: ServerConfig::default(),
+            account_api: AccountApiConfig::default(),
+        }
+    }
+}
+
+/// `Debug` never shows a secret.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_toml())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Hides the password of `scheme://user:password@host` URLs.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `RECOVERY_*`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("RECOVERY_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!("config file {} not found", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("RECOVERY_").ignore(&["CONFIG"]).split("__"));
+        figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    pub fn recovery_settings(&self) -> RecoverySettings {
+        let f = &self.flow;
+        RecoverySettings {
+            flow: FlowSettings {
+                flow_ttl: Duration::from_secs(f.flow_ttl_secs),
+                code_ttl: Duration::from_secs(f.code_ttl_secs),
+                token_ttl: Duration::from_secs(f.token_ttl_secs),
+                max_attempts: f.max_attempts,
+                resend_cooldown: Duration::from_secs(f.resend_cooldown_secs),
+                max_sends: f.max_sends,
+                ..FlowSettings::default()
+            },
+            captcha_enabled: self.captcha,
+            captcha_ttl: Duration::from_secs(f.captcha_ttl_secs),
+            captcha_digits: f.captcha_digits.clamp(5, 8),
+            limits: self.rate_limits.clone(),
+        }
+    }
+
+    /// The effective configuration as TOML, with every secret replaced by `***`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.secret.is_some() {
+            shown.secret = Some(SecretString::from("***"));
+        }
+        shown.smtp_url = self.smtp_url.as_ref().map(|url| SecretString::from(redact_url(url.expose_secret())));
+        shown.database_url = redact_url(&self.database_url);
+        shown.redis_url = self.redis_url.as_deref().map(|urls| urls.split(',').map(redact_url).collect::<Vec<_>>().join(","));
+        let mut value = match toml::Value::try_from(&shown) {
+            Ok(value) => value,
+            Err(error) => return format!("# configuration cannot be shown: {error}"),
+        };
+        // SecretString does not serialise its content; show what the operator set, redacted.
+        if let Some(table) = value.as_table_mut() {
+            if let Some(url) = &shown.smtp_url {
+                table.insert("smtp_url".into(), toml::Value::String(url.expose_secret().to_owned()));
+            }
+            if shown.secret.is_some() {
+                table.insert("secret".into(), toml::Value::String("***".into()));
+            }
+        }
+        toml::to_string_pretty(&value).unwrap_or_else(|error| format!("# configuration cannot be shown: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_embedded_ones() {
+        let config = Config::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.database_url, "sqlite://recovery.db?mode=rwc");
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.notifier, NotifierKind::Log);
+        assert!(config.captcha);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("recovery.toml", "captcha = \"on\"\nmail_from = \"file@example.com\"\n[flow]\ncode_ttl_secs = 120\n")?;
+            jail.set_env("RECOVERY_CAPTCHA", "off");
+            jail.set_env("RECOVERY_LISTEN", "0.0.0.0:6000");
+            jail.set_env("RECOVERY_FLOW__MAX_SENDS", "3");
+            let config = Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
+            assert!(!config.captcha);
+            assert_eq!(config.listen.to_string(), "0.0.0.0:6000");
+            assert_eq!(config.mail_from, "file@example.com");
+            assert_eq!(config.flow.code_ttl_secs, 120);
+            assert_eq!(config.flow.max_sends, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_printed_config() {
+        let config = Config {
+            secret: Some(SecretString::from("super-secret-key-material-0123456789")),
+            smtp_url: Some(SecretString::from("smtp://user:hunter2@mail.example.com:587")),
+            database_url: "postgres://app:dbpass@db/recovery".into(),
+            redis_url: Some("redis://:redispass@cache:6379".into()),
+            ..Config::default()
+        };
+        let shown = config.redacted_toml();
+        for secret in ["super-secret-key-material", "hunter2", "dbpass", "redispass"] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        }
+        assert!(shown.contains("smtp://user:***@mail.example.com:587"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,227 @@
+//! Schema migrations, applied at start and by `recovery-service migrate`. Every statement is
+//! `IF NOT EXISTS`, so a replica that loses the race to another applying the same migration
+//! finds its work already done.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(InitialSchema)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Accounts {
+    Table,
+    Id,
+    LoginId,
+    LoginNormalized,
+    Email,
+    Phone,
+    PasswordHash,
+    PasswordChangedAt,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum PasswordHistory {
+    Table,
+    Id,
+    AccountId,
+    PasswordHash,
+    RecoveryFlowId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    At,
+    Event,
+    AccountId,
+    FlowId,
+    LoginKey,
+    ClientIp,
+    UserAgent,
+    Result,
+    Detail,
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Id,
+    EventId,
+    EventType,
+    AggregateId,
+    Payload,
+    CreatedAt,
+    PublishedAt,
+}
+
+#[derive(DeriveIden)]
+enum Deliveries {
+    Table,
+    Id,
+    Kind,
+    Ciphertext,
+    NotAfter,
+    CreatedAt,
+    Attempts,
+    NextAttemptAt,
+    LockedUntil,
+    Status,
+    FinishedAt,
+    LastError,
+}
+
+pub struct InitialSchema;
+
+impl MigrationName for InitialSchema {
+    fn name(&self) -> &str {
+        "m20261128_000001_initial_schema"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InitialSchema {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Accounts::Table)
+                    .if_not_exists()
+                    .col(string_len(Accounts::Id, 36).primary_key())
+                    .col(string_len(Accounts::LoginId, 320))
+                    .col(string_len_uniq(Accounts::LoginNormalized, 320))
+                    .col(string_len(Accounts::Email, 320))
+                    .col(string_len_null(Accounts::Phone, 32))
+                    .col(text(Accounts::PasswordHash))
+                    .col(timestamp_with_time_zone_null(Accounts::PasswordChangedAt))
+                    .col(timestamp_with_time_zone(Accounts::CreatedAt))
+                    .col(timestamp_with_time_zone(Accounts::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(PasswordHistory::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(PasswordHistory::Id))
+                    .col(string_len(PasswordHistory::AccountId, 36))
+                    .col(text(PasswordHistory::PasswordHash))
+                    .col(string_len_null(PasswordHistory::RecoveryFlowId, 36).unique_key())
+                    .col(timestamp_with_time_zone(PasswordHistory::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_password_history_account")
+                    .table(PasswordHistory::Table)
+                    .col(PasswordHistory::AccountId)
+                    .col(PasswordHistory::Id)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditEvents::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(AuditEvents::Id))
+                    .col(timestamp_with_time_zone(AuditEvents::At))
+                    .col(string_len(AuditEvents::Event, 64))
+                    .col(string_len_null(AuditEvents::AccountId, 36))
+                    .col(string_len_null(AuditEvents::FlowId, 36))
+                    .col(string_len_null(AuditEvents::LoginKey, 64))
+                    .col(string_len_null(AuditEvents::ClientIp, 64))
+                    .col(string_len_null(AuditEvents::UserAgent, 256))
+                    .col(string_len(AuditEvents::Result, 32))
+                    .col(string_len_null(AuditEvents::Detail, 256))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_audit_events_account")
+                    .table(AuditEvents::Table)
+                    .col(AuditEvents::AccountId)
+                    .col(AuditEvents::At)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(Outbox::Id))
+                    .col(string_len_uniq(Outbox::EventId, 36))
+                    .col(string_len(Outbox::EventType, 64))
+                    .col(string_len(Outbox::AggregateId, 36))
+                    .col(text(Outbox::Payload))
+                    .col(timestamp_with_time_zone(Outbox::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Outbox::PublishedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deliveries::Table)
+                    .if_not_exists()
+                    .col(string_len(Deliveries::Id, 36).primary_key())
+                    .col(string_len(Deliveries::Kind, 32))
+                    .col(blob(Deliveries::Ciphertext))
+                    .col(timestamp_with_time_zone(Deliveries::NotAfter))
+                    .col(timestamp_with_time_zone(Deliveries::CreatedAt))
+                    .col(integer(Deliveries::Attempts))
+                    .col(timestamp_with_time_zone(Deliveries::NextAttemptAt))
+                    .col(timestamp_with_time_zone_null(Deliveries::LockedUntil))
+                    .col(string_len(Deliveries::Status, 16))
+                    .col(timestamp_with_time_zone_null(Deliveries::FinishedAt))
+                    .col(string_len_null(Deliveries::LastError, 256))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_deliveries_due")
+                    .table(Deliveries::Table)
+                    .col(Deliveries::Status)
+                    .col(Deliveries::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Deliveries::Table.into_iden(),
+            Outbox::Table.into_iden(),
+            AuditEvents::Table.into_iden(),
+            PasswordHistory::Table.into_iden(),
+            Accounts::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

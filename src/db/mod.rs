@@ -1,0 +1,420 @@
+//! Accounts, password history, audit trail, outbox and delivery queue in a relational database
+//! through sea-orm: PostgreSQL in production, SQLite embedded, MySQL/MariaDB supported. The
+//! same code and migrations serve all three.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{
+    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, QueuedDelivery, RepoError, ResetCommit,
+    ResetOutcome, SealedDelivery,
+};
+
+pub mod entities;
+pub mod migration;
+
+use entities::{account, audit_event, delivery, outbox, password_history};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub connect_timeout_ms: u64,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            min_connections: 0,
+            connect_timeout_ms: 5_000,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Database {
+    conn: DatabaseConnection,
+}
+
+/// Connection-level failures are retryable (`UNAVAILABLE`); everything else is a bug or a
+/// constraint and becomes `INTERNAL`.
+fn classify(error: DbErr) -> RepoError {
+    let unavailable = match &error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        other => {
+            let text = other.to_string().to_lowercase();
+            ["connection refused", "pool timed out", "error communicating", "broken pipe", "connection reset", "closed", "timed out", "unable to open database"]
+                .iter()
+                .any(|needle| text.contains(needle))
+        }
+    };
+    if unavailable {
+        RepoError::Unavailable(anyhow::Error::new(error))
+    } else {
+        RepoError::Internal(anyhow::Error::new(error))
+    }
+}
+
+fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+impl Database {
+    pub async fn connect(url: &str, settings: &DatabaseSettings) -> Result<Self, RepoError> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(settings.max_connections.max(1))
+            .min_connections(settings.min_connections)
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .sqlx_logging(false);
+        let conn = SeaDatabase::connect(options).await.map_err(classify)?;
+        if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            // WAL lets readers proceed during a write; busy_timeout makes concurrent writers
+            // wait instead of failing with SQLITE_BUSY.
+            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
+                conn.execute_unprepared(pragma).await.map_err(classify)?;
+            }
+        }
+        Ok(Self { conn })
+    }
+
+    pub async fn migrate(&self) -> Result<(), RepoError> {
+        migration::Migrator::up(&self.conn, None).await.map_err(classify)
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub async fn ping(&self) -> Result<(), RepoError> {
+        self.conn.ping().await.map_err(classify)
+    }
+
+    pub async fn close(self) -> Result<(), RepoError> {
+        self.conn.close().await.map_err(classify)
+    }
+}
+
+fn to_account(model: account::Model) -> Account {
+    Account {
+        id: model.id,
+        login_id: model.login_id,
+        email: model.email,
+        phone: model.phone,
+        password_hash: model.password_hash,
+        password_changed_at: model.password_changed_at,
+        created_at: model.created_at,
+    }
+}
+
+fn audit_row(record: AuditRecord) -> audit_event::ActiveModel {
+    fn clip(value: Option<String>, max: usize) -> Option<String> {
+        value.map(|v| v.chars().take(max).collect())
+    }
+    audit_event::ActiveModel {
+        id: NotSet,
+        at: Set(record.at),
+        event: Set(record.event.to_owned()),
+        account_id: Set(record.account_id),
+        flow_id: Set(record.flow_id),
+        login_key: Set(record.login_key),
+        client_ip: Set(clip(record.client_ip, 64)),
+        user_agent: Set(clip(record.user_agent, 256)),
+        result: Set(record.result.to_owned()),
+        detail: Set(clip(record.detail, 256)),
+    }
+}
+
+fn delivery_row(d: SealedDelivery) -> delivery::ActiveModel {
+    delivery::ActiveModel {
+        id: Set(d.id),
+        kind: Set(d.kind),
+        ciphertext: Set(d.ciphertext),
+        not_after: Set(d.not_after),
+        created_at: Set(d.created_at),
+        attempts: Set(0),
+        next_attempt_at: Set(d.created_at),
+        locked_until: Set(None),
+        status: Set("pending".to_owned()),
+        finished_at: Set(None),
+        last_error: Set(None),
+    }
+}
+
+#[async_trait]
+impl AccountRepository for Database {
+    async fn create_account(&self, new: NewAccount) -> Result<Account, RepoError> {
+        let txn = self.conn.begin().await.map_err(classify)?;
+        let row = account::ActiveModel {
+            id: Set(new.id.clone()),
+            login_id: Set(new.login_id.clone()),
+            login_normalized: Set(new.login_normalized.clone()),
+            email: Set(new.email.clone()),
+            phone: Set(new.phone.clone()),
+            password_hash: Set(new.password_hash.clone()),
+            password_changed_at: Set(None),
+            created_at: Set(new.created_at),
+            updated_at: Set(new.created_at),
+        };
+        if let Err(error) = account::Entity::insert(row).exec_without_returning(&txn).await {
+            return Err(if is_unique_violation(&error) { RepoError::Conflict } else { classify(error) });
+        }
+        password_history::Entity::insert(password_history::ActiveModel {
+            id: NotSet,
+            account_id: Set(new.id.clone()),
+            password_hash: Set(new.password_hash.clone()),
+            recovery_flow_id: Set(None),
+            created_at: Set(new.created_at),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(classify)?;
+        txn.commit().await.map_err(classify)?;
+        Ok(Account {
+            id: new.id,
+            login_id: new.login_id,
+            email: new.email,
+            phone: new.phone,
+            password_hash: new.password_hash,
+            password_changed_at: None,
+            created_at: new.created_at,
+        })
+    }
+
+    async fn find_by_login(&self, login_normalized: &str) -> Result<Option<Account>, RepoError> {
+        account::Entity::find()
+            .filter(account::Column::LoginNormalized.eq(login_normalized))
+            .one(&self.conn)
+            .await
+            .map(|found| found.map(to_account))
+            .map_err(classify)
+    }
+
+    async fn find_by_id(&self, account_id: &str) -> Result<Option<Account>, RepoError> {
+        account::Entity::find_by_id(account_id.to_owned())
+            .one(&self.conn)
+            .await
+            .map(|found| found.map(to_account))
+            .map_err(classify)
+    }
+
+    async fn password_history(&self, account_id: &str, limit: u32) -> Result<Vec<String>, RepoError> {
+        password_history::Entity::find()
+            .filter(password_history::Column::AccountId.eq(account_id))
+            .order_by_desc(password_history::Column::Id)
+            .limit(u64::from(limit))
+            .all(&self.conn)
+            .await
+            .map(|rows| rows.into_iter().map(|row| row.password_hash).collect())
+            .map_err(classify)
+    }
+
+    async fn upgrade_hash(&self, account_id: &str, old_hash: &str, new_hash: &str) -> Result<bool, RepoError> {
+        // Compare-and-set: a reset that landed meanwhile is never overwritten by a rehash.
+        let result = account::Entity::update_many()
+            .col_expr(account::Column::PasswordHash, Expr::value(new_hash))
+            .filter(account::Column::Id.eq(account_id))
+            .filter(account::Column::PasswordHash.eq(old_hash))
+            .exec(&self.conn)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn commit_reset(&self, commit: ResetCommit) -> Result<ResetOutcome, RepoError> {
+        let txn = self.conn.begin().await.map_err(classify)?;
+        // The guard makes the database the arbiter between concurrent resets of one account:
+        // a flow started before the last change is stale, so exactly one of two racing flows
+        // wins and the other writes nothing but its audit row.
+        let updated = account::Entity::update_many()
+            .col_expr(account::Column::PasswordHash, Expr::value(commit.new_hash.clone()))
+            .col_expr(account::Column::PasswordChangedAt, Expr::value(Some(commit.changed_at)))
+            .col_expr(account::Column::UpdatedAt, Expr::value(commit.changed_at))
+            .filter(account::Column::Id.eq(commit.account_id.clone()))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(account::Column::PasswordChangedAt.is_null())
+                    .add(account::Column::PasswordChangedAt.lt(commit.flow_started_at)),
+            )
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await.map_err(classify)?;
+            let mut audit = commit.audit;
+            audit.result = "stale";
+            self.record_audit(audit).await?;
+            return Ok(ResetOutcome::Stale);
+        }
+        let history = password_history::Entity::insert(password_history::ActiveModel {
+            id: NotSet,
+            account_id: Set(commit.account_id.clone()),
+            password_hash: Set(commit.new_hash.clone()),
+            recovery_flow_id: Set(Some(commit.flow_id.clone())),
+            created_at: Set(commit.changed_at),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(error) = history {
+            txn.rollback().await.map_err(classify)?;
+            // The same flow already reset the password (a retried call after a lost reply).
+            return if is_unique_violation(&error) { Ok(ResetOutcome::Stale) } else { Err(classify(error)) };
+        }
+        // Keep only the newest `history_keep` hashes: old hashes are a liability, not a record.
+        let keep: Vec<i64> = password_history::Entity::find()
+            .select_only()
+            .column(password_history::Column::Id)
+            .filter(password_history::Column::AccountId.eq(commit.account_id.clone()))
+            .order_by_desc(password_history::Column::Id)
+            .limit(u64::from(commit.history_keep.max(1)))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        password_history::Entity::delete_many()
+            .filter(password_history::Column::AccountId.eq(commit.account_id.clone()))
+            .filter(password_history::Column::Id.is_not_in(keep))
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        audit_event::Entity::insert(audit_row(commit.audit))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(classify)?;
+        outbox::Entity::insert(outbox::ActiveModel {
+            id: NotSet,
+            event_id: Set(commit.event_id),
+            event_type: Set("password.changed".to_owned()),
+            aggregate_id: Set(commit.account_id),
+            payload: Set(commit.event_payload),
+            created_at: Set(commit.changed_at),
+            published_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(classify)?;
+        if let Some(notice) = commit.notice {
+            delivery::Entity::insert(delivery_row(notice))
+                .exec_without_returning(&txn)
+                .await
+                .map_err(classify)?;
+        }
+        txn.commit().await.map_err(classify)?;
+        Ok(ResetOutcome::Applied)
+    }
+
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError> {
+        audit_event::Entity::insert(audit_row(record))
+            .exec_without_returning(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for Database {
+    async fn enqueue(&self, delivery: SealedDelivery) -> Result<(), RepoError> {
+        delivery::Entity::insert(delivery_row(delivery))
+            .on_conflict(OnConflict::column(delivery::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: u64) -> Result<Vec<QueuedDelivery>, RepoError> {
+        let due = delivery::Entity::find()
+            .filter(delivery::Column::Status.eq("pending"))
+            .filter(delivery::Column::NextAttemptAt.lte(now))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(delivery::Column::LockedUntil.is_null())
+                    .add(delivery::Column::LockedUntil.lt(now)),
+            )
+            .order_by_asc(delivery::Column::NextAttemptAt)
+            .limit(limit)
+            .all(&self.conn)
+            .await
+            .map_err(classify)?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for row in due {
+            // Each row is leased with a conditional update: of several replicas polling at
+            // once, exactly one wins it.
+            let leased = delivery::Entity::update_many()
+                .col_expr(delivery::Column::LockedUntil, Expr::value(Some(lease_until)))
+                .filter(delivery::Column::Id.eq(row.id.clone()))
+                .filter(delivery::Column::Status.eq("pending"))
+                .filter(
+                    sea_orm::Condition::any()
+                        .add(delivery::Column::LockedUntil.is_null())
+                        .add(delivery::Column::LockedUntil.lt(now)),
+                )
+                .exec(&self.conn)
+                .await
+                .map_err(classify)?;
+            if leased.rows_affected == 1 {
+                claimed.push(QueuedDelivery {
+                    id: row.id,
+                    kind: row.kind,
+                    ciphertext: row.ciphertext,
+                    not_after: row.not_after,
+                    attempts: u32::try_from(row.attempts).unwrap_or(0),
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_delivered(&self, id: &str, now: DateTime<Utc>) -> Result<(), RepoError> {
+        self.finish(id, "delivered", None, now).await
+    }
+
+    async fn mark_dropped(&self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(), RepoError> {
+        self.finish(id, "dropped", Some(reason), now).await
+    }
+
+    async fn reschedule(&self, id: &str, attempts: u32, next_attempt_at: DateTime<Utc>, error: &str) -> Result<(), RepoError> {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::Attempts, Expr::value(i32::try_from(attempts).unwrap_or(i32::MAX)))
+            .col_expr(delivery::Column::NextAttemptAt, Expr::value(next_attempt_at))
+            .col_expr(delivery::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(delivery::Column::LastError, Expr::value(Some(error.chars().take(256).collect::<String>())))
+            .filter(delivery::Column::Id.eq(id))
+            .exec(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+impl Database {
+    async fn finish(&self, id: &str, status: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<(), RepoError> {
+        // The sealed payload is erased once the message is done with: nothing to decrypt later.
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::Status, Expr::value(status))
+            .col_expr(delivery::Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(delivery::Column::Ciphertext, Expr::value(Vec::<u8>::new()))
+            .col_expr(delivery::Column::LastError, Expr::value(error.map(|e| e.chars().take(256).collect::<String>())))
+            .filter(delivery::Column::Id.eq(id))
+            .exec(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}

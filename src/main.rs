@@ -1,0 +1,116 @@
+//! The command line: `serve` (default), `migrate`, `account create`, `config check`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use recovery_service::config::Config;
+use recovery_service::db::Database;
+use recovery_service::server::{App, Overrides};
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(name = "recovery-service", version, about = "Password recovery for the identity platform (gRPC)")]
+struct Cli {
+    /// TOML configuration file (also RECOVERY_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account; the password is read from standard input (never from arguments).
+    Create {
+        #[arg(long)]
+        login_id: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate and print the effective configuration, secrets redacted.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    recovery_service::telemetry::init(&config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => recovery_service::server::run(config).await,
+        Command::Migrate => {
+            let db = Database::connect(&config.database_url, &config.database).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Command::Account {
+            command: AccountCommand::Create { login_id, email, phone },
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            // One trailing newline is what `echo` or a here-string adds; it is not part of the
+            // password.
+            let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
+            let app = App::build(config, Overrides::default()).await?;
+            let account = app
+                .recovery
+                .create_account_cli(&login_id, email.as_deref(), phone.as_deref(), SecretString::from(password.to_owned()))
+                .await?;
+            println!("{}", account.id);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! Renders a numeric captcha answer into a distorted grayscale PNG.
+//!
+//! Self-contained on purpose: the `captcha` crate has no declared license and
+//! drags in `image`, while all we need is a digit font, a few distortions and
+//! a PNG encoder.
+//!
+//! Security model: the *answer* is chosen by the caller from the OS CSPRNG;
+//! this module only has to make automated reading expensive while keeping it
+//! easy for a person. The PRNG below therefore only needs to be deterministic
+//! (so tests can pin output), not cryptographically strong.
+
+use std::f32::consts::PI;
+
+/// Image size. Wide enough for 6 digits at full size (8 fit at a smaller
+/// scale); short enough to embed inline in an email or web form.
+const WIDTH: usize = 200;
+const HEIGHT: usize = 70;
+
+/// Longest answer we accept; beyond this the glyphs get too small to read.
+const MAX_DIGITS: usize = 8;
+
+/// Glyph grid: 7 columns x 11 rows, one `u8` per row, bit 6 = leftmost column.
+/// A taller-than-wide grid keeps 1/7 and 3/8 distinguishable after warping.
+const GLYPH_COLS: usize = 7;
+const GLYPH_ROWS: usize = 11;
+
+#[rustfmt::skip]
+const GLYPHS: [[u8; GLYPH_ROWS]; 10] = [
+    // 0
+    [0b0011100, 0b0100010, 0b1000001, 0b1000001, 0b1000001, 0b1000001,
+     0b1000001, 0b1000001, 0b1000001, 0b0100010, 0b0011100],
+    // 1 (flag + base so it does not read as a stray line)
+    [0b0001000, 0b0011000, 0b0101000, 0b0001000, 0b0001000, 0b0001000,
+     0b0001000, 0b0001000, 0b0001000, 0b0001000, 0b0111110],
+    // 2
+    [0b0011100, 0b0100010, 0b1000001, 0b0000001, 0b0000010, 0b0000100,
+     0b0001000, 0b0010000, 0b0100000, 0b1000000, 0b1111111],
+    // 3
+    [0b0111110, 0b1000001, 0b0000001, 0b0000001, 0b0000010, 0b0011100,
+     0b0000010, 0b0000001, 0b0000001, 0b1000001, 0b0111110],
+    // 4 (open top: the closed-triangle form reads as 9 or A once warped)
+    [0b0010000, 0b0010000, 0b0100010, 0b0100010, 0b1000010, 0b1000010,
+     0b1111111, 0b0000010, 0b0000010, 0b0000010, 0b0000010],
+    // 5
+    [0b1111111, 0b1000000, 0b1000000, 0b1000000, 0b1111110, 0b0000001,
+     0b0000001, 0b0000001, 0b0000001, 0b1000001, 0b0111110],
+    // 6
+    [0b0011110, 0b0100000, 0b1000000, 0b1000000, 0b1011110, 0b1100001,
+     0b1000001, 0b1000001, 0b1000001, 0b0100010, 0b0011100],
+    // 7 (long vertical tail so it stays distinct from 1 under rotation)
+    [0b1111111, 0b0000001, 0b0000010, 0b0000010, 0b0000100, 0b0000100,
+     0b0001000, 0b0001000, 0b0010000, 0b0010000, 0b0010000],
+    // 8
+    [0b0111110, 0b1000001, 0b1000001, 0b1000001, 0b0100010, 0b0011100,
+     0b0100010, 0b1000001, 0b1000001, 0b1000001, 0b0111110],
+    // 9
+    [0b0011100, 0b0100010, 0b1000001, 0b1000001, 0b1000001, 0b0100001,
+     0b0011111, 0b0000001, 0b0000001, 0b0000010, 0b0111100],
+];
+
+/// Renders `digits` (ASCII '0'..='9' only, 1..=8 of them) as a distorted PNG.
+/// `seed` drives all the randomness of the distortion (callers pass 32 bytes from the OS CSPRNG);
+/// same digits + same seed => same bytes (deterministic, testable).
+pub fn render_png(digits: &str, seed: [u8; 32]) -> Result<Vec<u8>, CaptchaImageError> {
+    let glyph_ids = parse_digits(digits)?;
+    let mut rng = Xoshiro256::from_seed(seed);
+
+    // Ink coverage in [0, 1] per pixel; composited over a noisy background
+    // at the end so lines and glyphs share exactly the same ink tone and
+    // cannot be separated by a simple threshold on colour.
+    let mut coverage = vec![0.0f32; WIDTH * HEIGHT];
+
+    let glyphs = layout_glyphs(&glyph_ids, &mut rng);
+    let warp = Warp::random(&mut rng);
+    draw_glyphs(&mut coverage, &glyphs, &warp);
+    draw_clutter_lines(&mut coverage, &mut rng);
+    sprinkle_dots(&mut coverage, &mut rng);
+
+    let pixels = composite(&coverage, &mut rng);
+    encode_png(&pixels)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptchaImageError {
+    #[error("captcha text must be 1-8 ASCII digits")]
+    InvalidText,
+    #[error("png encoding failed: {0}")]
+    Encode(String),
+}
+
+fn parse_digits(digits: &str) -> Result<Vec<&'static [u8; GLYPH_ROWS]>, CaptchaImageError> {
+    let bytes = digits.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_DIGITS {
+        return Err(CaptchaImageError::InvalidText);
+    }
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_digit() {
+                GLYPHS
+                    .get(usize::from(b - b'0'))
+                    .ok_or(CaptchaImageError::InvalidText)
+            } else {
+                Err(CaptchaImageError::InvalidText)
+            }
+        })
+        .collect()
+}
+
+/// xoshiro256**: tiny, fast, and good enough statistically for visual noise.
+/// Deliberately not a CSPRNG (see module docs).
+struct Xoshiro256 {
+    s: [u64; 4],
+}
+
+impl Xoshiro256 {
+    fn from_seed(seed: [u8; 32]) -> Self {
+        // Run every seed word through splitmix64 so that low-entropy test
+        // seeds (e.g. all zeros, which is a fixed point of raw xoshiro)
+        // still produce a well-mixed state.
+        let mut s = [0u64; 4];
+        let mut acc = 0u64;
+        for (word, chunk) in s.iter_mut().zip(seed.chunks_exact(8)) {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(chunk);
+            acc = acc.wrapping_add(u64::from_le_bytes(buf));
+            *word = splitmix64(&mut acc);
+        }
+        Self { s }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let [s0, s1, s2, s3] = self.s;
+        let result = s1.wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s1 << 17;
+        let mut n2 = s2 ^ s0;
+        let mut n3 = s3 ^ s1;
+        let n1 = s1 ^ n2;
+        let n0 = s0 ^ n3;
+        n2 ^= t;
+        n3 = n3.rotate_left(45);
+        self.s = [n0, n1, n2, n3];
+        result
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        // 24 random bits fit the f32 mantissa exactly.
+        (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32
+    }
+
+    /// Uniform in [lo, hi).
+    fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in [0, n); returns 0 for n == 0.
+    fn below(&mut self, n: usize) -> usize {
+        let n64 = n as u64;
+        if n64 == 0 {
+            return 0;
+        }
+        // Modulo bias is irrelevant for visual noise.
+        (self.next_u64() % n64) as usize
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One placed glyph, stored as the inverse transform (image -> glyph grid)
+/// because rendering samples backwards from output pixels; that way the
+/// rotated/sheared glyph has no holes.
+struct PlacedGlyph {
+    bits: &'static [u8; GLYPH_ROWS],
+    cx: f32,
+    cy: f32,
+    cos: f32,
+    sin: f32,
+    shear: f32,
+    inv_sx: f32,
+    inv_sy: f32,
+    /// Squared radius outside which the glyph cannot have ink (fast reject).
+    reach_sq: f32,
+}
+
+fn layout_glyphs(
+    glyph_ids: &[&'static [u8; GLYPH_ROWS]],
+    rng: &mut Xoshiro256,
+) -> Vec<PlacedGlyph> {
+    let n = glyph_ids.len().max(1) as f32;
+    let margin = 10.0;
+    // The inked part of a glyph is ~7.1 cells wide (pen radius included); a
+    // pitch of 8.2 cells leaves a gap so small that rotation, shear and warp
+    // make neighbours touch now and then. Glyphs that never touch can be
+    // split by looking for empty columns, the first step of most
+    // off-the-shelf OCR pipelines; real overlap, however, quickly makes
+    // digits unreadable for people.
+    let base_scale = ((WIDTH as f32 - 2.0 * margin) / n / 8.2).min(3.6);
+    let pitch = base_scale * 8.2;
+    let text_width = pitch * n;
+    let mut x = (WIDTH as f32 - text_width) / 2.0 + pitch / 2.0 + rng.range(-4.0, 4.0);
+
+    let mut out = Vec::with_capacity(glyph_ids.len());
+    for &bits in glyph_ids {
+        let sx = base_scale * rng.range(0.94, 1.04);
+        let sy = base_scale * rng.range(1.1, 1.2);
+        let angle = rng.range(-0.12, 0.12);
+        let shear = rng.range(-0.1, 0.1);
+        // Independent vertical jitter per glyph breaks the common baseline
+        // that segmenters use to normalise characters.
+        let cy = HEIGHT as f32 / 2.0 + rng.range(-5.0, 5.0);
+        let cx = x + rng.range(-1.5, 1.5);
+        let half_w = GLYPH_COLS as f32 * sx / 2.0;
+        let half_h = GLYPH_ROWS as f32 * sy / 2.0;
+        let reach = (half_w * half_w + half_h * half_h).sqrt() * 1.3 + sx;
+        out.push(PlacedGlyph {
+            bits,
+            cx,
+            cy,
+            cos: angle.cos(),
+            sin: angle.sin(),
+            shear,
+            inv_sx: 1.0 / sx,
+            inv_sy: 1.0 / sy,
+            reach_sq: reach * reach,
+        });
+        x += pitch;
+    }
+    out
+}
+
+impl PlacedGlyph {
+    /// Whether the image-space point lands on ink.
+    fn ink_at(&self, px: f32, py: f32) -> bool {
+        let dx = px - self.cx;
+        let dy = py - self.cy;
+        if dx * dx + dy * dy > self.reach_sq {
+            return false;
+        }
+        // Inverse of the forward placement (scale, shear, rotate), so the
+        // per-glyph distortion is a single cheap affine map per sample.
+        let rx = dx * self.cos + dy * self.sin;
+        let ry = -dx * self.sin + dy * self.cos;
+        let ux = rx - self.shear * ry;
+        let u = ux * self.inv_sx + GLYPH_COLS as f32 / 2.0;
+        let v = ry * self.inv_sy + GLYPH_ROWS as f32 / 2.0;
+        // Strokes are capsules joining 8-connected set cells rather than
+        // filled squares: diagonal strokes stay continuous (in the grid they
+        // only touch at corners) and every stroke has the same pen width,
+        // which reads like handwriting instead of a blocky bitmap.
+        const RADIUS: f32 = 0.55;
+        const RADIUS_SQ: f32 = RADIUS * RADIUS;
+        // Forward neighbours only, so each segment is tested once.
+        const LINKS: [(i32, i32); 4] = [(1, 0), (0, 1), (1, 1), (-1, 1)];
+        let cu = u.floor() as i32;
+        let cv = v.floor() as i32;
+        for row in cv.saturating_sub(2)..=cv.saturating_add(1) {
+            for col in cu.saturating_sub(2)..=cu.saturating_add(1) {
+                if !self.is_set(col, row) {
+                    continue;
+                }
+                let (ax, ay) = (col as f32 + 0.5, row as f32 + 0.5);
+                let (du, dv) = (u - ax, v - ay);
+                if du * du + dv * dv <= RADIUS_SQ {
+                    return true;
+                }
+                for (lc, lr) in LINKS {
+                    if self.is_set(col.saturating_add(lc), row.saturating_add(lr))
+                        && seg_dist_sq(du, dv, lc as f32, lr as f32) <= RADIUS_SQ
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn is_set(&self, col: i32, row: i32) -> bool {
+        let (Ok(col), Ok(row)) = (usize::try_from(col), usize::try_from(row)) else {
+            return false;
+        };
+        if col >= GLYPH_COLS {
+            return false;
+        }
+        self.bits
+            .get(row)
+            .is_some_and(|bits| (bits >> (GLYPH_COLS - 1 - col)) & 1 == 1)
+    }
+}
+
+/// Squared distance from point `(px, py)` to the segment from the origin to `(sx, sy)`.
+fn seg_dist_sq(px: f32, py: f32, sx: f32, sy: f32) -> f32 {
+    let len_sq = sx * sx + sy * sy;
+    let t = if len_sq > 0.0 {
+        ((px * sx + py * sy) / len_sq).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (ex, ey) = (px - sx * t, py - sy * t);
+    ex * ex + ey * ey
+}
+
+/// Smooth whole-image displacement. Bending the text baseline and strokes
+/// continuously defeats template matching against a known font and makes
+/// per-glyph affine normalisation insufficient.
+struct Warp {
+    ax: f32,
+    fx: f32,
+    px: f32,
+    ay: f32,
+    fy: f32,
+    py: f32,
+}
+
+impl Warp {
+    fn random(rng: &mut Xoshiro256) -> Self {
+        Self {
+            ax: rng.range(1.0, 2.5),
+            fx: 2.0 * PI / rng.range(30.0, 55.0),
+            px: rng.range(0.0, 2.0 * PI),
+            ay: rng.range(2.0, 3.5),
+            fy: 2.0 * PI / rng.range(60.0, 110.0),
+            py: rng.range(0.0, 2.0 * PI),
+        }
+    }
+
+    fn apply(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            x + self.ax * (y * self.fx + self.px).sin(),
+            y + self.ay * (x * self.fy + self.py).sin(),
+        )
+    }
+}
+
+fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
+    // 2x2 supersampling: anti-aliased edges read far better for humans and
+    // remove the crisp pixel staircase that makes bitmap fonts trivial to match.
+    const SUB: [f32; 2] = [0.25, 0.75];
+    for (idx, cell) in coverage.iter_mut().enumerate() {
+        let x = (idx % WIDTH) as f32;
+        let y = (idx / WIDTH) as f32;
+        let mut hits = 0u8;
+        for &oy in &SUB {
+            for &ox in &SUB {
+                let (wx, wy) = warp.apply(x + ox, y + oy);
+                if glyphs.iter().any(|g| g.ink_at(wx, wy)) {
+                    hits += 1;
+                }
+            }
+        }
+        *cell = cell.max(f32::from(hits) / 4.0);
+    }
+}
+
+/// Lines and arcs in the same ink as the digits that cross several glyphs:
+/// they join neighbouring characters into one connected blob, so
+/// connected-component segmentation fails. Kept thinner than the glyph
+/// strokes so a human still sees them as "not part of the digit".
+fn draw_clutter_lines(coverage: &mut [f32], rng: &mut Xoshiro256) {
+    let count = 2 + rng.below(2);
+    for _ in 0..count {
+        let x0 = rng.range(0.0, 50.0);
+        let x1 = rng.range(WIDTH as f32 - 50.0, WIDTH as f32);
+        let y0 = rng.range(15.0, HEIGHT as f32 - 15.0);
+        let y1 = rng.range(15.0, HEIGHT as f32 - 15.0);
+        let (x0, x1) = if rng.coin() { (x0, x1) } else { (x1, x0) };
+        // Zero bulge gives a straight line, otherwise an arc-ish curve.
+        let bulge = if rng.below(3) == 0 {
+            0.0
+        } else {
+            rng.range(-15.0, 15.0)
+        };
+        let wobble_amp = rng.range(0.0, 3.0);
+        let wobble_freq = rng.range(2.0, 6.0);
+        let wobble_phase = rng.range(0.0, 2.0 * PI);
+        let radius = rng.range(0.5, 0.8);
+
+        let (dx, dy) = (x1 - x0, y1 - y0);
+        let len = (dx * dx + dy * dy).sqrt().max(1.0);
+        let (nx, ny) = (-dy / len, dx / len);
+        let steps = (len * 2.0) as usize;
+        for step in 0..=steps {
+            let t = step as f32 / steps.max(1) as f32;
+            let off = bulge * (PI * t).sin()
+                + wobble_amp * (2.0 * PI * wobble_freq * t + wobble_phase).sin();
+            stamp_disc(
+                coverage,
+                x0 + dx * t + nx * off,
+                y0 + dy * t + ny * off,
+                radius,
+                1.0,
+            );
+        }
+    }
+}
+
+/// Adds an anti-aliased disc; `ink` of 1.0 darkens, 0.0 paints background.
+fn stamp_disc(coverage: &mut [f32], cx: f32, cy: f32, radius: f32, ink: f32) {
+    let reach = radius + 1.0;
+    let x_lo = (cx - reach).floor().max(0.0) as usize;
+    let y_lo = (cy - reach).floor().max(0.0) as usize;
+    let x_hi = ((cx + reach).ceil().max(0.0) as usize).min(WIDTH.saturating_sub(1));
+    let y_hi = ((cy + reach).ceil().max(0.0) as usize).min(HEIGHT.saturating_sub(1));
+    for y in y_lo..=y_hi {
+        for x in x_lo..=x_hi {
+            let ddx = x as f32 + 0.5 - cx;
+            let ddy = y as f32 + 0.5 - cy;
+            let a = (radius + 0.5 - (ddx * ddx + ddy * ddy).sqrt()).clamp(0.0, 1.0);
+            if a <= 0.0 {
+                continue;
+            }
+            if let Some(cell) = coverage.get_mut(y * WIDTH + x) {
+                *cell = *cell * (1.0 - a) + ink * a;
+            }
+        }
+    }
+}
+
+/// Speckle both ways: dark dots add false stroke fragments, light dots punch
+/// holes into strokes. Both break clean binarisation; humans integrate over
+/// them without noticing.
+fn sprinkle_dots(coverage: &mut [f32], rng: &mut Xoshiro256) {
+    let count = 140 + rng.below(60);
+    for _ in 0..count {
+        let x = rng.range(0.0, WIDTH as f32);
+        let y = rng.range(0.0, HEIGHT as f32);
+        let radius = rng.range(0.3, 0.9);
+        let ink = if rng.below(3) == 0 {
+            0.0
+        } else {
+            rng.range(0.5, 1.0)
+        };
+        stamp_disc(coverage, x, y, radius, ink);
+    }
+}
+
+/// Turns coverage into gray levels over a noisy, slightly graded background,
+/// so there is no single background value to subtract.
+fn composite(coverage: &[f32], rng: &mut Xoshiro256) -> Vec<u8> {
+    let bg_left = rng.range(220.0, 245.0);
+    let bg_right = rng.range(220.0, 245.0);
+    let ink = rng.range(20.0, 60.0);
+    coverage
+        .iter()
+        .enumerate()
+        .map(|(idx, &c)| {
+            let x = (idx % WIDTH) as f32 / WIDTH as f32;
+            let bg = bg_left + (bg_right - bg_left) * x + rng.range(-14.0, 10.0);
+            let fg = ink + rng.range(-10.0, 10.0);
+            let c = c.clamp(0.0, 1.0);
+            // `as u8` saturates, and the clamp documents the intent.
+            (bg * (1.0 - c) + fg * c).round().clamp(0.0, 255.0) as u8
+        })
+        .collect()
+}
+
+fn encode_png(pixels: &[u8]) -> Result<Vec<u8>, CaptchaImageError> {
+    let enc_err = |e: png::EncodingError| CaptchaImageError::Encode(e.to_string());
+    let mut out = Vec::with_capacity(16 * 1024);
+    {
+        let mut encoder = png::Encoder::new(&mut out, WIDTH as u32, HEIGHT as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(enc_err)?;
+        writer.write_image_data(pixels).map_err(enc_err)?;
+        writer.finish().map_err(enc_err)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+    fn seed(n: u8) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        for (i, b) in s.iter_mut().enumerate() {
+            *b = n.wrapping_mul(31).wrapping_add(i as u8);
+        }
+        s
+    }
+
+    fn decode(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, buf)
+    }
+
+    #[test]
+    fn produces_decodable_png_of_expected_size() {
+        for digits in ["0", "123456", "98765", "01234567"] {
+            let bytes = render_png(digits, seed(7)).unwrap();
+            assert!(bytes.starts_with(&PNG_SIGNATURE));
+            let (w, h, pixels) = decode(&bytes);
+            assert_eq!((w as usize, h as usize), (WIDTH, HEIGHT));
+            assert_eq!(pixels.len(), WIDTH * HEIGHT);
+        }
+    }
+
+    #[test]
+    fn image_contains_dark_ink_and_light_background() {
+        let (_, _, pixels) = decode(&render_png("482913", seed(3)).unwrap());
+        let dark = pixels.iter().filter(|&&p| p < 100).count();
+        let light = pixels.iter().filter(|&&p| p > 180).count();
+        // Digits plus clutter should cover a noticeable but minor share.
+        assert!(dark > pixels.len() / 20, "too little ink: {dark}");
+        assert!(light > pixels.len() / 2, "too little background: {light}");
+    }
+
+    #[test]
+    fn same_seed_is_deterministic() {
+        let a = render_png("5071", seed(1)).unwrap();
+        let b = render_png("5071", seed(1)).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn different_seeds_differ() {
+        let a = render_png("5071", seed(1)).unwrap();
+        let b = render_png("5071", seed(2)).unwrap();
+        assert_ne!(a, b);
+        // A single flipped seed bit must also change the picture.
+        let mut s = seed(1);
+        s[31] ^= 1;
+        assert_ne!(a, render_png("5071", s).unwrap());
+    }
+
+    #[test]
+    fn different_digits_differ() {
+        assert_ne!(
+            render_png("111111", seed(4)).unwrap(),
+            render_png("777777", seed(4)).unwrap()
+        );
+    }
+
+    #[test]
+    fn all_zero_seed_works() {
+        let bytes = render_png("000000", [0u8; 32]).unwrap();
+        assert!(bytes.starts_with(&PNG_SIGNATURE));
+    }
+
+    #[test]
+    fn rejects_invalid_text() {
+        for bad in [
+            "",
+            "123456789",
+            "12a45",
+            " 1234",
+            "12-34",
+            "١٢٣",
+            "12 34",
+            "\u{0}",
+        ] {
+            assert!(
+                matches!(
+                    render_png(bad, seed(0)),
+                    Err(CaptchaImageError::InvalidText)
+                ),
+                "accepted {bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_boundary_lengths() {
+        assert!(render_png("9", seed(0)).is_ok());
+        assert!(render_png("12345678", seed(0)).is_ok());
+    }
+}

@@ -1,0 +1,337 @@
+//! Parse, don't validate: every value that enters the domain from the wire goes through one of
+//! these constructors, so an invalid login, code, token or id cannot exist past the edge.
+//! Errors name the field and what is wrong, never the value (it may be a secret).
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::error::FieldViolation;
+
+/// Longest field we look at at all; anything longer is rejected before any other work, so a
+/// 1 MiB string costs one length check.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+fn common_checks(field: &'static str, raw: &str, max_chars: usize) -> Result<(), FieldViolation> {
+    if raw.len() > MAX_FIELD_BYTES || raw.chars().count() > max_chars {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if raw.contains('\0') {
+        return Err(FieldViolation::new(field, "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+/// A login id: an e-mail address. Stored as typed (trimmed), looked up case-folded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginId {
+    typed: String,
+    normalized: String,
+}
+
+impl std::fmt::Debug for LoginId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Logins are personal data: only the masked form may reach a log.
+        f.debug_tuple("LoginId")
+            .field(&super::masking::mask_email(&self.normalized))
+            .finish()
+    }
+}
+
+impl LoginId {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        common_checks(field, raw, 254)?;
+        let typed = raw.trim();
+        if typed.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        parse_email(typed).map_err(|why| FieldViolation::new(field, why))?;
+        Ok(Self {
+            typed: typed.to_owned(),
+            normalized: typed.to_lowercase(),
+        })
+    }
+
+    pub fn typed(&self) -> &str {
+        &self.typed
+    }
+
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The part before `@`, case-folded (the policy forbids passwords containing it).
+    pub fn local_part(&self) -> &str {
+        self.normalized
+            .split_once('@')
+            .map_or(self.normalized.as_str(), |(local, _)| local)
+    }
+}
+
+/// A pragmatic address check: what mail systems accept in practice, not all of RFC 5322
+/// (quoted local parts and IP literals are refused on purpose: they are an injection surface
+/// and no real user types them into a recovery form).
+fn parse_email(address: &str) -> Result<(), &'static str> {
+    let (local, domain) = address
+        .rsplit_once('@')
+        .ok_or("must be an e-mail address (name@domain)")?;
+    if local.is_empty() || local.len() > 64 {
+        return Err("must be an e-mail address: the part before @ must be 1-64 characters");
+    }
+    let local_ok = local.chars().all(|c| {
+        c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+    }) && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    if !local_ok {
+        return Err("must be an e-mail address: the part before @ has invalid characters");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && domain.len() <= 253
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if !domain_ok {
+        return Err("must be an e-mail address: the domain is invalid");
+    }
+    Ok(())
+}
+
+/// An optional e-mail field (empty means "not given").
+pub fn parse_optional_email(
+    field: &'static str,
+    raw: &str,
+) -> Result<Option<LoginId>, FieldViolation> {
+    if raw.trim().is_empty() {
+        common_checks(field, raw, 254)?;
+        return Ok(None);
+    }
+    LoginId::parse(field, raw).map(Some)
+}
+
+/// An optional phone number in E.164 (`+` and 8-15 digits).
+pub fn parse_optional_phone(field: &'static str, raw: &str) -> Result<Option<String>, FieldViolation> {
+    common_checks(field, raw, 32)?;
+    let phone: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+        .collect();
+    if phone.is_empty() {
+        return Ok(None);
+    }
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    if !(8..=15).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(FieldViolation::new(
+            field,
+            "must be a phone number in E.164 form, e.g. +46701234567",
+        ));
+    }
+    Ok(Some(phone))
+}
+
+/// An opaque identifier we issued (flow or captcha): a UUID. Anything else cannot exist in the
+/// store, so it is refused at the edge without a lookup.
+pub fn parse_id(field: &'static str, raw: &str) -> Result<String, FieldViolation> {
+    common_checks(field, raw, 64)?;
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    uuid::Uuid::try_parse(trimmed)
+        .map(|id| id.as_hyphenated().to_string())
+        .map_err(|_| FieldViolation::new(field, "must be an id returned by this service"))
+}
+
+/// The digits a person read off the captcha picture.
+pub fn parse_captcha_answer(field: &'static str, raw: &str) -> Result<SecretString, FieldViolation> {
+    common_checks(field, raw, 16)?;
+    let answer: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    if answer.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    if !answer.chars().all(|c| c.is_ascii_digit()) {
+        return Err(FieldViolation::new(field, "must contain only digits"));
+    }
+    Ok(SecretString::from(answer))
+}
+
+/// A one-time code as typed: six digits, spaces and dashes forgiven ("123 456").
+pub struct VerificationCode(SecretString);
+
+impl VerificationCode {
+    pub const DIGITS: usize = 6;
+
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        common_checks(field, raw, 32)?;
+        let code: String = raw
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        if code.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        if code.len() != Self::DIGITS || !code.chars().all(|c| c.is_ascii_digit()) {
+            return Err(FieldViolation::new(
+                field,
+                format!("must be the {}-digit code from the message", Self::DIGITS),
+            ));
+        }
+        Ok(Self(SecretString::from(code)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// A reset token as we issue it: 32 random bytes, base64url without padding (43 characters).
+pub struct ResetToken(SecretString);
+
+impl ResetToken {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        common_checks(field, raw, 128)?;
+        let token = raw.trim();
+        if token.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        let well_formed = token.len() == 43
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !well_formed {
+            // A token that cannot be one of ours is a client bug; saying so reveals nothing
+            // about any real token.
+            return Err(FieldViolation::new(
+                field,
+                "must be the reset token returned by VerifyCode",
+            ));
+        }
+        Ok(Self(SecretString::from(token.to_owned())))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// A password as typed, before any policy: bounded in size so nothing expensive (zxcvbn,
+/// argon2) ever runs on a huge input.
+pub fn parse_password(field: &'static str, raw: &str) -> Result<SecretString, FieldViolation> {
+    if raw.len() > MAX_FIELD_BYTES {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_FIELD_BYTES} bytes"),
+        ));
+    }
+    if raw.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    if raw.contains('\0') {
+        return Err(FieldViolation::new(field, "must not contain NUL bytes"));
+    }
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+/// A BCP 47-ish language tag; empty means English.
+pub fn parse_locale(field: &'static str, raw: &str) -> Result<String, FieldViolation> {
+    common_checks(field, raw, 35)?;
+    let tag = raw.trim();
+    if tag.is_empty() {
+        return Ok("en".to_owned());
+    }
+    let mut parts = tag.split(['-', '_']);
+    let primary_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    let rest_ok = parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if !(primary_ok && rest_ok) {
+        return Err(FieldViolation::new(
+            field,
+            "must be a language tag such as en, sv or ru-RU",
+        ));
+    }
+    Ok(tag.replace('_', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_is_trimmed_and_case_folded_for_lookup_but_kept_as_typed() {
+        let login = LoginId::parse("login_id", "  John.Doe@Example.COM ").unwrap();
+        assert_eq!(login.typed(), "John.Doe@Example.COM");
+        assert_eq!(login.normalized(), "john.doe@example.com");
+        assert_eq!(login.local_part(), "john.doe");
+    }
+
+    #[test]
+    fn a_login_without_at_or_domain_is_rejected() {
+        for bad in ["john", "john@", "@example.com", "john@example", "a b@example.com", "x@-a.com", "x@a..com"] {
+            assert!(LoginId::parse("login_id", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_huge_or_nul_login_names_the_field() {
+        for bad in [String::new(), "a".repeat(1 << 20), "a\0b@example.com".to_owned()] {
+            let violation = LoginId::parse("login_id", &bad).unwrap_err();
+            assert_eq!(violation.field, "login_id");
+        }
+    }
+
+    #[test]
+    fn the_debug_form_of_a_login_is_masked() {
+        let login = LoginId::parse("login_id", "john@example.com").unwrap();
+        assert!(!format!("{login:?}").contains("john@example.com"));
+    }
+
+    #[test]
+    fn a_code_must_be_six_digits_with_spaces_forgiven() {
+        assert_eq!(VerificationCode::parse("code", "123 456").unwrap().expose(), "123456");
+        for bad in ["", "12345", "1234567", "12345a", "１２３４５６"] {
+            assert!(VerificationCode::parse("code", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_must_be_uuids() {
+        assert!(parse_id("flow_id", "0b7c8d2e-58d5-4c5e-9d0a-8b1f4f3c9a11").is_ok());
+        assert!(parse_id("flow_id", "../etc/passwd").is_err());
+        assert!(parse_id("flow_id", "").is_err());
+    }
+
+    #[test]
+    fn a_reset_token_must_look_like_ours() {
+        assert!(ResetToken::parse("reset_token", &"A".repeat(43)).is_ok());
+        assert!(ResetToken::parse("reset_token", "short").is_err());
+        assert!(ResetToken::parse("reset_token", &"+".repeat(43)).is_err());
+    }
+
+    #[test]
+    fn phones_are_e164() {
+        assert_eq!(parse_optional_phone("phone", "+46 70-123 45 67").unwrap().as_deref(), Some("+46701234567"));
+        assert_eq!(parse_optional_phone("phone", "").unwrap(), None);
+        assert!(parse_optional_phone("phone", "0701234567").is_err());
+    }
+
+    #[test]
+    fn locales_default_to_english_and_reject_garbage() {
+        assert_eq!(parse_locale("locale", "").unwrap(), "en");
+        assert_eq!(parse_locale("locale", "sv_FI").unwrap(), "sv-FI");
+        assert!(parse_locale("locale", "<script>").is_err());
+    }
+
+    #[test]
+    fn a_password_bigger_than_the_field_limit_is_refused_before_any_work() {
+        assert!(parse_password("new_password", &"a".repeat(MAX_FIELD_BYTES + 1)).is_err());
+        assert!(parse_password("new_password", "").is_err());
+    }
+}

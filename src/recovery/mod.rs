@@ -1,0 +1,52 @@
+//! The recovery flow: its states and transitions, codes, captchas, tokens and the password
+//! policy. No tonic, no sea-orm, no redis here: storage is reached through the traits in
+//! `store` and `accounts`.
+
+pub mod captcha;
+pub mod captcha_image;
+pub mod error;
+pub mod flow;
+pub mod input;
+pub mod keys;
+pub mod masking;
+pub mod policy;
+pub mod service;
+
+pub use error::{FieldViolation, PolicyViolation, RecoveryError};
+pub use service::{Recovery, RecoverySettings, RequestContext};
+
+use crate::accounts::{HashError, RepoError};
+use crate::store::StoreError;
+
+impl From<StoreError> for RecoveryError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(source) => Self::Unavailable(source),
+            StoreError::Internal(source) => Self::Internal(source),
+        }
+    }
+}
+
+impl From<RepoError> for RecoveryError {
+    fn from(error: RepoError) -> Self {
+        match error {
+            RepoError::Unavailable(source) => Self::Unavailable(source),
+            RepoError::Conflict => Self::AccountExists,
+            RepoError::Internal(source) => Self::Internal(source),
+        }
+    }
+}
+
+impl From<HashError> for RecoveryError {
+    fn from(error: HashError) -> Self {
+        match error {
+            // Every hashing permit is taken and the wait ran out: tell the caller to come back
+            // rather than queueing without bound.
+            HashError::Busy => Self::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+                scope: "hashing",
+            },
+            HashError::Failed(detail) => Self::Internal(anyhow::anyhow!(detail)),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The password policy. Every rule is checked and every violation reported at once, each with
+//! its own stable reason, so a UI can show them all while the person types.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+use super::error::PolicyViolation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Charset {
+    /// Printable ASCII: Latin letters of both cases, digits, punctuation and space.
+    #[default]
+    Ascii,
+    /// Any Unicode except control characters, compared after NFKC normalisation.
+    Unicode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CharClass {
+    Lower,
+    Upper,
+    Digit,
+    Symbol,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicySettings {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub charset: Charset,
+    /// zxcvbn score (0-4) a password must reach.
+    pub min_strength: u8,
+    /// How many previous passwords (besides the current one) may not be reused.
+    pub history_depth: u32,
+    pub required_classes: Vec<CharClass>,
+    pub reject_common: bool,
+    pub reject_login: bool,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            max_length: 128,
+            charset: Charset::Ascii,
+            min_strength: 3,
+            history_depth: 3,
+            required_classes: Vec::new(),
+            reject_common: true,
+            reject_login: true,
+        }
+    }
+}
+
+pub mod reason {
+    pub const TOO_SHORT: &str = "PASSWORD_TOO_SHORT";
+    pub const TOO_LONG: &str = "PASSWORD_TOO_LONG";
+    pub const CHARSET: &str = "PASSWORD_INVALID_CHARACTERS";
+    pub const COMMON: &str = "PASSWORD_COMMON";
+    pub const CONTAINS_LOGIN: &str = "PASSWORD_CONTAINS_LOGIN";
+    pub const TOO_WEAK: &str = "PASSWORD_TOO_WEAK";
+    pub const MISSING_CLASS: &str = "PASSWORD_MISSING_CHARACTER_CLASS";
+    pub const REUSED: &str = "PASSWORD_REUSED";
+}
+
+/// The bundled list (see `data/NOTICE-common-passwords.md`): ~400k entries, lower-cased,
+/// decompressed once on first use.
+static COMMON_PASSWORDS: &[u8] = include_bytes!("../../data/common-passwords.txt.gz");
+
+fn common_passwords() -> &'static HashSet<String> {
+    static SET: OnceLock<HashSet<String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        let mut text = String::new();
+        let decoded = flate2::read::GzDecoder::new(COMMON_PASSWORDS).read_to_string(&mut text);
+        if decoded.is_err() {
+            // The list is compiled in; a corrupt copy is a build defect. Fail closed would lock
+            // every user out, so the rule is skipped and the error logged once.
+            tracing::error!("bundled common-password list is corrupt; the rule is disabled");
+            return HashSet::new();
+        }
+        text.lines().map(str::to_owned).collect()
+    })
+}
+
+/// Loads the list now (at start-up) instead of on the first request.
+pub fn preload() -> usize {
+    common_passwords().len()
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    settings: PolicySettings,
+}
+
+/// The result of checking a password against every rule that does not need the database.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub violations: Vec<PolicyViolation>,
+    pub strength: u8,
+    /// The password as it will be hashed (NFKC in Unicode mode).
+    pub normalized: String,
+}
+
+impl PasswordPolicy {
+    pub fn new(settings: PolicySettings) -> Self {
+        Self { settings }
+    }
+
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    /// The form a password is hashed and compared in. In Unicode mode NFKC makes "ｐａｓｓ" and
+    /// "pass" the same password, as the person would expect.
+    pub fn normalize(&self, password: &str) -> String {
+        match self.settings.charset {
+            Charset::Ascii => password.to_owned(),
+            Charset::Unicode => password.nfkc().collect(),
+        }
+    }
+
+    /// Checks every stateless rule. `user_inputs` are the login, e-mail and similar strings the
+    /// password must not be built from.
+    pub fn assess(&self, password: &str, login_local_part: Option<&str>, user_inputs: &[&str]) -> Assessment {
+        let s = &self.settings;
+        let normalized = self.normalize(password);
+        let mut violations = Vec::new();
+        let mut violate = |reason: &'static str, message: String| {
+            violations.push(PolicyViolation { reason, message });
+        };
+
+        let length = normalized.chars().count();
+        if length < s.min_length {
+            violate(reason::TOO_SHORT, format!("must be at least {} characters", s.min_length));
+        }
+        let too_long = length > s.max_length;
+        if too_long {
+            violate(reason::TOO_LONG, format!("must be at most {} characters", s.max_length));
+        }
+        let charset_ok = match s.charset {
+            Charset::Ascii => normalized.chars().all(|c| (' '..='~').contains(&c)),
+            Charset::Unicode => !normalized.chars().any(char::is_control),
+        };
+        if !charset_ok {
+            let message = match s.charset {
+                Charset::Ascii => "may contain only Latin letters, digits, punctuation and spaces",
+                Charset::Unicode => "must not contain control characters",
+            };
+            violate(reason::CHARSET, message.to_owned());
+        }
+        for class in &s.required_classes {
+            let (present, name) = match class {
+                CharClass::Lower => (normalized.chars().any(char::is_lowercase), "a lower-case letter"),
+                CharClass::Upper => (normalized.chars().any(char::is_uppercase), "an upper-case letter"),
+                CharClass::Digit => (normalized.chars().any(|c| c.is_numeric()), "a digit"),
+                CharClass::Symbol => (
+                    normalized.chars().any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
+                    "a punctuation character",
+                ),
+            };
+            if !present {
+                violate(reason::MISSING_CLASS, format!("must contain {name}"));
+            }
+        }
+        let folded = normalized.to_lowercase();
+        if s.reject_common && common_passwords().contains(folded.trim()) {
+            violate(reason::COMMON, "is one of the most common passwords".to_owned());
+        }
+        if s.reject_login
+            && let Some(local) = login_local_part
+            && local.chars().count() >= 3
+            && folded.contains(&local.to_lowercase())
+        {
+            violate(reason::CONTAINS_LOGIN, "must not contain the login".to_owned());
+        }
+        // zxcvbn's cost grows with length; the length bound is checked first so a huge input
+        // never reaches it.
+        let strength = if too_long || normalized.is_empty() {
+            0
+        } else {
+            zxcvbn::zxcvbn(&normalized, user_inputs).score() as u8
+        };
+        if strength < s.min_strength && !normalized.is_empty() {
+            violate(
+                reason::TOO_WEAK,
+                format!("is too easy to guess (strength {strength} of 4, {} needed)", s.min_strength),
+            );
+        }
+        Assessment {
+            violations,
+            strength,
+            normalized,
+        }
+    }
+
+    pub fn reused_violation() -> PolicyViolation {
+        PolicyViolation {
+            reason: reason::REUSED,
+            message: "must differ from the current and recent passwords".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PasswordPolicy {
+        PasswordPolicy::new(PolicySettings::default())
+    }
+
+    fn reasons(password: &str, login: Option<&str>) -> Vec<&'static str> {
+        policy().assess(password, login, &[]).violations.iter().map(|v| v.reason).collect()
+    }
+
+    #[test]
+    fn a_strong_ascii_password_passes() {
+        assert!(reasons("correct-Horse-battery-staple-42", Some("john")).is_empty());
+    }
+
+    #[test]
+    fn a_short_password_is_too_short_and_weak_at_once() {
+        let found = reasons("aB1!", None);
+        assert!(found.contains(&reason::TOO_SHORT));
+        assert!(found.contains(&reason::TOO_WEAK));
+    }
+
+    #[test]
+    fn a_long_password_is_too_long_and_never_reaches_zxcvbn() {
+        let assessment = policy().assess(&"x".repeat(129), None, &[]);
+        assert_eq!(assessment.strength, 0);
+        assert!(assessment.violations.iter().any(|v| v.reason == reason::TOO_LONG));
+    }
+
+    #[test]
+    fn non_ascii_is_refused_under_the_ascii_policy() {
+        assert!(reasons("Rågången-är-lång-42", None).contains(&reason::CHARSET));
+    }
+
+    #[test]
+    fn unicode_mode_accepts_and_normalizes() {
+        let p = PasswordPolicy::new(PolicySettings { charset: Charset::Unicode, ..Default::default() });
+        let a = p.assess("Rågången-är-lång-42", None, &[]);
+        assert!(a.violations.is_empty(), "{:?}", a.violations);
+        assert_eq!(p.normalize("ｐａｓｓ"), "pass");
+    }
+
+    #[test]
+    fn a_common_password_is_named_common() {
+        assert!(reasons("password123", None).contains(&reason::COMMON));
+    }
+
+    #[test]
+    fn a_password_containing_the_login_is_refused() {
+        assert!(reasons("xx-JohnSmith-Purple-42", Some("johnsmith")).contains(&reason::CONTAINS_LOGIN));
+    }
+
+    #[test]
+    fn required_classes_are_reported_each() {
+        let p = PasswordPolicy::new(PolicySettings {
+            required_classes: vec![CharClass::Upper, CharClass::Digit, CharClass::Symbol],
+            ..Default::default()
+        });
+        let found: Vec<_> = p.assess("correcthorsebatterystaple", None, &[]).violations.iter().map(|v| v.message.clone()).collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn the_bundled_list_is_large() {
+        assert!(preload() >= 100_000);
+    }
+}

@@ -1,0 +1,255 @@
+//! Wiring: configuration -> backends -> domain -> gRPC services, layers and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use crate::accounts::{AccountRepository, DeliveryQueue, PasswordHasher};
+use crate::api::{AccountApi, ClientResolver, RecoveryApi};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, NotifierKind};
+use crate::db::Database;
+use crate::notify::queue::{DeliveryWorker, MessageSealer};
+use crate::notify::{LogNotifier, Notifier, Templates};
+use crate::proto::account_service_server::AccountServiceServer;
+use crate::proto::recovery_service_server::RecoveryServiceServer;
+use crate::recovery::Recovery;
+use crate::recovery::keys::KeyRing;
+use crate::recovery::policy::{self, PasswordPolicy};
+use crate::store::{EphemeralStore, MemoryStore, RedisStore};
+
+pub mod auth;
+
+/// Replacements for what the configuration would build: tests inject a clock, a capturing
+/// notifier or a store.
+#[derive(Default, Clone)]
+pub struct Overrides {
+    pub clock: Option<Arc<dyn Clock>>,
+    pub notifier: Option<Arc<dyn Notifier>>,
+    pub store: Option<Arc<dyn EphemeralStore>>,
+}
+
+/// A built service, not yet serving.
+pub struct App {
+    pub recovery: Arc<Recovery>,
+    pub database: Database,
+    config: Config,
+    worker: DeliveryWorker,
+}
+
+fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
+    use secrecy::ExposeSecret;
+    match &config.secret {
+        Some(secret) => KeyRing::parse(secret.expose_secret()).context("RECOVERY_SECRET"),
+        None if config.production => anyhow::bail!("RECOVERY_SECRET is required in production mode"),
+        None => {
+            tracing::warn!(
+                "RECOVERY_SECRET is not set: using a random key for this process only. Codes, tokens and queued \
+                 messages die with it and replicas cannot share flows. Set RECOVERY_SECRET (>= 32 bytes) in production."
+            );
+            KeyRing::random().context("random secret")
+        }
+    }
+}
+
+async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn EphemeralStore>> {
+    match &config.redis_url {
+        Some(url) => Ok(Arc::new(RedisStore::connect(url, &config.redis).await.context("connecting to Redis")?)),
+        None => Ok(Arc::new(MemoryStore::new())),
+    }
+}
+
+fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
+    match config.notifier {
+        NotifierKind::Log => {
+            if config.production {
+                anyhow::bail!("the log notifier prints codes on the console; it is refused in production mode");
+            }
+            tracing::warn!(
+                "NOTIFIER=log: messages, including one-time codes, are printed on this console. \
+                 This is for development only; set RECOVERY_NOTIFIER=smtp in production."
+            );
+            Ok(Arc::new(LogNotifier))
+        }
+        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_config(config)?)),
+    }
+}
+
+impl App {
+    pub async fn build(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        let keys = key_ring(&config)?;
+        let database = Database::connect(&config.database_url, &config.database)
+            .await
+            .context("connecting to the database")?;
+        database.migrate().await.context("migrating the database")?;
+        let store = match overrides.store {
+            Some(store) => store,
+            None => build_store(&config).await?,
+        };
+        let notifier = match overrides.notifier {
+            Some(notifier) => notifier,
+            None => build_notifier(&config)?,
+        };
+        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let templates = match &config.templates_dir {
+            Some(dir) => Templates::with_override_dir(dir).context("loading templates")?,
+            None => Templates::embedded(),
+        };
+        if !config.captcha {
+            tracing::warn!("captcha is off: StartRecovery is open to scripted use");
+        }
+        let loaded = policy::preload();
+        tracing::debug!(entries = loaded, "common-password list loaded");
+        let hasher = {
+            let settings = config.hashing.clone();
+            tokio::task::spawn_blocking(move || PasswordHasher::new(&settings))
+                .await
+                .context("hasher start-up")??
+        };
+        let sealer = MessageSealer::new(&keys);
+        let wake = Arc::new(Notify::new());
+        let accounts: Arc<dyn AccountRepository> = Arc::new(database.clone());
+        let queue: Arc<dyn DeliveryQueue> = Arc::new(database.clone());
+        let recovery = Arc::new(Recovery {
+            store,
+            accounts,
+            queue: queue.clone(),
+            sealer: sealer.clone(),
+            delivery_wake: wake.clone(),
+            hasher,
+            policy: PasswordPolicy::new(config.password_policy.clone()),
+            keys,
+            settings: config.recovery_settings(),
+            clock: clock.clone(),
+            notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
+        });
+        let worker = DeliveryWorker {
+            queue,
+            sealer,
+            templates: Arc::new(templates),
+            notifier,
+            clock,
+            settings: config.delivery.clone(),
+            wake,
+        };
+        Ok(Self {
+            recovery,
+            database,
+            config,
+            worker,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then lets in-flight calls finish.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App {
+            recovery,
+            database,
+            config,
+            worker,
+        } = self;
+        let local: SocketAddr = listener.local_addr()?;
+        let clients = ClientResolver {
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        };
+        let stop_worker = CancellationToken::new();
+        let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<RecoveryServiceServer<RecoveryApi>>().await;
+        health
+            .set_serving::<AccountServiceServer<InterceptedService<AccountApi, auth::AccountAuth>>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let max_message = config.server.max_message_bytes;
+        let recovery_service = RecoveryServiceServer::new(RecoveryApi {
+            recovery: recovery.clone(),
+            clients: clients.clone(),
+        })
+        .max_decoding_message_size(max_message);
+        let account_auth = auth::AccountAuth::from_config(&config.account_api)?;
+        if account_auth.is_loopback_only() {
+            tracing::warn!("no AccountService API keys configured: AccountService answers loopback callers only");
+        }
+        let account_service = InterceptedService::new(
+            AccountServiceServer::new(AccountApi { recovery, clients }).max_decoding_message_size(max_message),
+            account_auth,
+        );
+
+        tracing::info!(address = %local, "recovery-service listening");
+        let health_on_shutdown = health.clone();
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            health_on_shutdown.set_not_serving::<RecoveryServiceServer<RecoveryApi>>().await;
+        };
+        Server::builder()
+            .timeout(Duration::from_millis(config.server.request_timeout_ms))
+            .concurrency_limit_per_connection(config.server.concurrency_limit)
+            .accept_http1(true)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(recovery_service)
+            .add_service(account_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .context("gRPC server")?;
+
+        stop_worker.cancel();
+        if tokio::time::timeout(grace, worker_task).await.is_err() {
+            tracing::warn!("delivery worker did not stop in time; pending messages stay queued");
+        }
+        database.close().await.ok();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// `recovery-service serve`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let app = App::build(config, Overrides::default()).await?;
+    app.serve(listener, shutdown_signal()).await
+}

@@ -1,0 +1,181 @@
+//! The in-process store: the embedded default for one replica. Every operation holds one lock
+//! for its whole duration, which gives the same atomicity as the Redis scripts. Entries expire
+//! by deadline (checked on read) and are swept periodically so memory stays bounded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{EphemeralStore, RateDecision, StoreError, Versioned};
+use crate::recovery::captcha::CaptchaRecord;
+use crate::recovery::flow::Flow;
+
+struct Entry<T> {
+    value: T,
+    deadline: Instant,
+}
+
+impl<T> Entry<T> {
+    fn new(value: T, ttl: Duration) -> Self {
+        Self {
+            value,
+            deadline: Instant::now() + ttl,
+        }
+    }
+
+    fn live(&self, now: Instant) -> bool {
+        now < self.deadline
+    }
+}
+
+#[derive(Default)]
+struct State {
+    captchas: HashMap<String, Entry<CaptchaRecord>>,
+    flows: HashMap<String, Entry<Versioned<Flow>>>,
+    account_flows: HashMap<String, Entry<HashSet<String>>>,
+    tokens: HashMap<String, Entry<String>>,
+    counters: HashMap<String, Entry<u32>>,
+    operations: u64,
+}
+
+impl State {
+    /// Drops expired entries every 1024 operations: amortised O(1), bounded memory.
+    fn maybe_sweep(&mut self, now: Instant) {
+        self.operations += 1;
+        if self.operations % 1024 != 0 {
+            return;
+        }
+        self.captchas.retain(|_, e| e.live(now));
+        self.flows.retain(|_, e| e.live(now));
+        self.account_flows.retain(|_, e| e.live(now));
+        self.tokens.retain(|_, e| e.live(now));
+        self.counters.retain(|_, e| e.live(now));
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> Result<R, StoreError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::Internal(anyhow::anyhow!("in-process store lock poisoned")))?;
+        let now = Instant::now();
+        state.maybe_sweep(now);
+        Ok(f(&mut state, now))
+    }
+}
+
+#[async_trait]
+impl EphemeralStore for MemoryStore {
+    async fn put_captcha(&self, captcha: &CaptchaRecord, ttl: Duration) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.captchas.insert(captcha.id.clone(), Entry::new(captcha.clone(), ttl));
+        })
+    }
+
+    async fn take_captcha(&self, id: &str) -> Result<Option<CaptchaRecord>, StoreError> {
+        self.with(|s, now| s.captchas.remove(id).filter(|e| e.live(now)).map(|e| e.value))
+    }
+
+    async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            let versioned = Versioned {
+                value: flow.clone(),
+                version: 1,
+            };
+            s.flows.insert(flow.id.clone(), Entry::new(versioned, ttl));
+        })
+    }
+
+    async fn add_account_flow(&self, owner: &str, flow_id: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.with(|s, now| {
+            let entry = s
+                .account_flows
+                .entry(owner.to_owned())
+                .or_insert_with(|| Entry::new(HashSet::new(), ttl));
+            if !entry.live(now) {
+                *entry = Entry::new(HashSet::new(), ttl);
+            }
+            entry.value.insert(flow_id.to_owned());
+            entry.deadline = entry.deadline.max(now + ttl);
+        })
+    }
+
+    async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError> {
+        self.with(|s, now| s.flows.get(id).filter(|e| e.live(now)).map(|e| e.value.clone()))
+    }
+
+    async fn replace_flow(&self, flow: &Flow, expected_version: u64, ttl: Duration) -> Result<bool, StoreError> {
+        self.with(|s, now| match s.flows.get_mut(&flow.id) {
+            Some(entry) if entry.live(now) && entry.value.version == expected_version => {
+                *entry = Entry::new(
+                    Versioned {
+                        value: flow.clone(),
+                        version: expected_version + 1,
+                    },
+                    ttl,
+                );
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.flows.remove(id);
+        })
+    }
+
+    async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|s, now| {
+            s.account_flows
+                .get(account_id)
+                .filter(|e| e.live(now))
+                .map(|e| e.value.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    async fn put_token(&self, token_mac: &str, flow_id: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.tokens.insert(token_mac.to_owned(), Entry::new(flow_id.to_owned(), ttl));
+        })
+    }
+
+    async fn token_flow(&self, token_mac: &str) -> Result<Option<String>, StoreError> {
+        self.with(|s, now| s.tokens.get(token_mac).filter(|e| e.live(now)).map(|e| e.value.clone()))
+    }
+
+    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<RateDecision, StoreError> {
+        self.with(|s, now| {
+            let entry = s.counters.entry(key.to_owned()).or_insert_with(|| Entry::new(0, window));
+            if !entry.live(now) {
+                *entry = Entry::new(0, window);
+            }
+            entry.value = entry.value.saturating_add(1);
+            if entry.value > limit {
+                RateDecision::Limited {
+                    retry_after: entry.deadline.saturating_duration_since(now).max(Duration::from_secs(1)),
+                }
+            } else {
+                RateDecision::Allowed
+            }
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
