@@ -41,7 +41,9 @@ fn on_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> 
         Raw::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
             "on" | "true" | "yes" | "1" => Ok(true),
             "off" | "false" | "no" | "0" => Ok(false),
-            other => Err(serde::de::Error::custom(format!("expected on or off, got {other:?}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected on or off, got {other:?}"
+            ))),
         },
     }
 }
@@ -115,7 +117,9 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_message_bytes: 64 * 1024,
+            // Room for a 1 MiB field to reach the per-field checks and get a clear violation;
+            // anything larger is refused by the codec before it is decoded.
+            max_message_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
             concurrency_limit: 256,
             trusted_proxies: Vec::new(),
@@ -208,7 +212,9 @@ fn redact_url(url: &str) -> String {
     };
     match rest.rsplit_once('@') {
         Some((credentials, host)) => {
-            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            let user = credentials
+                .split_once(':')
+                .map_or(credentials, |(user, _)| user);
             format!("{scheme}://{user}:***@{host}")
         }
         None => url.to_owned(),
@@ -219,10 +225,15 @@ impl Config {
     /// Defaults, then the file (if any), then `RECOVERY_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("RECOVERY_CONFIG").map(PathBuf::from));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("RECOVERY_CONFIG").map(PathBuf::from));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError(format!("config file {} not found", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -255,9 +266,17 @@ impl Config {
         if shown.secret.is_some() {
             shown.secret = Some(SecretString::from("***"));
         }
-        shown.smtp_url = self.smtp_url.as_ref().map(|url| SecretString::from(redact_url(url.expose_secret())));
+        shown.smtp_url = self
+            .smtp_url
+            .as_ref()
+            .map(|url| SecretString::from(redact_url(url.expose_secret())));
         shown.database_url = redact_url(&self.database_url);
-        shown.redis_url = self.redis_url.as_deref().map(|urls| urls.split(',').map(redact_url).collect::<Vec<_>>().join(","));
+        shown.redis_url = self.redis_url.as_deref().map(|urls| {
+            urls.split(',')
+                .map(redact_url)
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         let mut value = match toml::Value::try_from(&shown) {
             Ok(value) => value,
             Err(error) => return format!("# configuration cannot be shown: {error}"),
@@ -265,13 +284,17 @@ impl Config {
         // SecretString does not serialise its content; show what the operator set, redacted.
         if let Some(table) = value.as_table_mut() {
             if let Some(url) = &shown.smtp_url {
-                table.insert("smtp_url".into(), toml::Value::String(url.expose_secret().to_owned()));
+                table.insert(
+                    "smtp_url".into(),
+                    toml::Value::String(url.expose_secret().to_owned()),
+                );
             }
             if shown.secret.is_some() {
                 table.insert("secret".into(), toml::Value::String("***".into()));
             }
         }
-        toml::to_string_pretty(&value).unwrap_or_else(|error| format!("# configuration cannot be shown: {error}"))
+        toml::to_string_pretty(&value)
+            .unwrap_or_else(|error| format!("# configuration cannot be shown: {error}"))
     }
 }
 
@@ -292,11 +315,15 @@ mod tests {
     #[test]
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("recovery.toml", "captcha = \"on\"\nmail_from = \"file@example.com\"\n[flow]\ncode_ttl_secs = 120\n")?;
+            jail.create_file(
+                "recovery.toml",
+                "captcha = \"on\"\nmail_from = \"file@example.com\"\n[flow]\ncode_ttl_secs = 120\n",
+            )?;
             jail.set_env("RECOVERY_CAPTCHA", "off");
             jail.set_env("RECOVERY_LISTEN", "0.0.0.0:6000");
             jail.set_env("RECOVERY_FLOW__MAX_SENDS", "3");
-            let config = Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
+            let config =
+                Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
             assert!(!config.captcha);
             assert_eq!(config.listen.to_string(), "0.0.0.0:6000");
             assert_eq!(config.mail_from, "file@example.com");
@@ -310,13 +337,20 @@ mod tests {
     fn secrets_are_redacted_in_the_printed_config() {
         let config = Config {
             secret: Some(SecretString::from("super-secret-key-material-0123456789")),
-            smtp_url: Some(SecretString::from("smtp://user:hunter2@mail.example.com:587")),
+            smtp_url: Some(SecretString::from(
+                "smtp://user:hunter2@mail.example.com:587",
+            )),
             database_url: "postgres://app:dbpass@db/recovery".into(),
             redis_url: Some("redis://:redispass@cache:6379".into()),
             ..Config::default()
         };
         let shown = config.redacted_toml();
-        for secret in ["super-secret-key-material", "hunter2", "dbpass", "redispass"] {
+        for secret in [
+            "super-secret-key-material",
+            "hunter2",
+            "dbpass",
+            "redispass",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
         }
         assert!(shown.contains("smtp://user:***@mail.example.com:587"));

@@ -11,7 +11,11 @@ use recovery_service::server::{App, Overrides};
 use secrecy::SecretString;
 
 #[derive(Parser)]
-#[command(name = "recovery-service", version, about = "Password recovery for the identity platform (gRPC)")]
+#[command(
+    name = "recovery-service",
+    version,
+    about = "Password recovery for the identity platform (gRPC)"
+)]
 struct Cli {
     /// TOML configuration file (also RECOVERY_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
@@ -92,22 +96,37 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             print!("{}", config.redacted_toml());
             Ok(())
         }
         Command::Account {
-            command: AccountCommand::Create { login_id, email, phone },
+            command:
+                AccountCommand::Create {
+                    login_id,
+                    email,
+                    phone,
+                },
         } => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             // One trailing newline is what `echo` or a here-string adds; it is not part of the
             // password.
-            let password = password.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&password);
+            let password = password
+                .strip_suffix('\n')
+                .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                .unwrap_or(&password);
             let app = App::build(config, Overrides::default()).await?;
             let account = app
                 .recovery
-                .create_account_cli(&login_id, email.as_deref(), phone.as_deref(), SecretString::from(password.to_owned()))
+                .create_account_cli(
+                    &login_id,
+                    email.as_deref(),
+                    phone.as_deref(),
+                    SecretString::from(password.to_owned()),
+                )
                 .await?;
             println!("{}", account.id);
             Ok(())

@@ -36,6 +36,7 @@ pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
     pub notifier: Option<Arc<dyn Notifier>>,
     pub store: Option<Arc<dyn EphemeralStore>>,
+    pub captcha_answers: Option<crate::recovery::service::CaptchaAnswerSource>,
 }
 
 /// A built service, not yet serving.
@@ -50,7 +51,9 @@ fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
     use secrecy::ExposeSecret;
     match &config.secret {
         Some(secret) => KeyRing::parse(secret.expose_secret()).context("RECOVERY_SECRET"),
-        None if config.production => anyhow::bail!("RECOVERY_SECRET is required in production mode"),
+        None if config.production => {
+            anyhow::bail!("RECOVERY_SECRET is required in production mode")
+        }
         None => {
             tracing::warn!(
                 "RECOVERY_SECRET is not set: using a random key for this process only. Codes, tokens and queued \
@@ -63,7 +66,11 @@ fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
 
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn EphemeralStore>> {
     match &config.redis_url {
-        Some(url) => Ok(Arc::new(RedisStore::connect(url, &config.redis).await.context("connecting to Redis")?)),
+        Some(url) => Ok(Arc::new(
+            RedisStore::connect(url, &config.redis)
+                .await
+                .context("connecting to Redis")?,
+        )),
         None => Ok(Arc::new(MemoryStore::new())),
     }
 }
@@ -72,7 +79,9 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
     match config.notifier {
         NotifierKind::Log => {
             if config.production {
-                anyhow::bail!("the log notifier prints codes on the console; it is refused in production mode");
+                anyhow::bail!(
+                    "the log notifier prints codes on the console; it is refused in production mode"
+                );
             }
             tracing::warn!(
                 "NOTIFIER=log: messages, including one-time codes, are printed on this console. \
@@ -80,7 +89,9 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
             );
             Ok(Arc::new(LogNotifier))
         }
-        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_config(config)?)),
+        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_config(
+            config,
+        )?)),
     }
 }
 
@@ -131,6 +142,7 @@ impl App {
             settings: config.recovery_settings(),
             clock: clock.clone(),
             notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
+            captcha_answers: overrides.captcha_answers,
         });
         let worker = DeliveryWorker {
             queue,
@@ -150,7 +162,11 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` completes, then lets in-flight calls finish.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let App {
             recovery,
             database,
@@ -165,9 +181,12 @@ impl App {
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<RecoveryServiceServer<RecoveryApi>>().await;
         health
-            .set_serving::<AccountServiceServer<InterceptedService<AccountApi, auth::AccountAuth>>>()
+            .set_serving::<RecoveryServiceServer<RecoveryApi>>()
+            .await;
+        health
+            .set_serving::<AccountServiceServer<InterceptedService<AccountApi, auth::AccountAuth>>>(
+            )
             .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -186,10 +205,13 @@ impl App {
         .max_decoding_message_size(max_message);
         let account_auth = auth::AccountAuth::from_config(&config.account_api)?;
         if account_auth.is_loopback_only() {
-            tracing::warn!("no AccountService API keys configured: AccountService answers loopback callers only");
+            tracing::warn!(
+                "no AccountService API keys configured: AccountService answers loopback callers only"
+            );
         }
         let account_service = InterceptedService::new(
-            AccountServiceServer::new(AccountApi { recovery, clients }).max_decoding_message_size(max_message),
+            AccountServiceServer::new(AccountApi { recovery, clients })
+                .max_decoding_message_size(max_message),
             account_auth,
         );
 
@@ -199,7 +221,9 @@ impl App {
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
-            health_on_shutdown.set_not_serving::<RecoveryServiceServer<RecoveryApi>>().await;
+            health_on_shutdown
+                .set_not_serving::<RecoveryServiceServer<RecoveryApi>>()
+                .await;
         };
         Server::builder()
             .timeout(Duration::from_millis(config.server.request_timeout_ms))

@@ -66,7 +66,9 @@ pub struct PasswordHasher {
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHasher").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("PasswordHasher")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +76,8 @@ impl PasswordHasher {
     pub fn new(settings: &HashSettings) -> Result<Self, HashError> {
         let params = Params::new(settings.m_cost_kib, settings.t_cost, settings.p_cost, None)
             .map_err(|e| HashError::Failed(e.to_string()))?;
-        let dummy_password = crate::recovery::keys::random_token().map_err(|e| HashError::Failed(e.to_string()))?;
+        let dummy_password =
+            crate::recovery::keys::random_token().map_err(|e| HashError::Failed(e.to_string()))?;
         let dummy_hash = hash_blocking(&params, dummy_password.as_bytes())?;
         Ok(Self {
             params,
@@ -92,7 +95,10 @@ impl PasswordHasher {
         &self.dummy_hash
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| HashError::Busy)?
@@ -113,32 +119,55 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
         let params = self.params.clone();
         let password = password.clone();
-        self.run(move || hash_blocking(&params, password.expose_secret().as_bytes())).await?
+        self.run(move || hash_blocking(&params, password.expose_secret().as_bytes()))
+            .await?
     }
 
     /// Verifies against `stored` (or the dummy hash when there is no account, same cost).
     #[tracing::instrument(skip_all)]
-    pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> Result<Verified, HashError> {
+    pub async fn verify(
+        &self,
+        password: &SecretString,
+        stored: Option<&str>,
+    ) -> Result<Verified, HashError> {
         let known = stored.is_some();
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.clone();
         let current = self.params.clone();
         self.run(move || {
             let Ok(parsed) = PasswordHash::new(&stored) else {
-                return Verified { valid: false, needs_rehash: false };
+                return Verified {
+                    valid: false,
+                    needs_rehash: false,
+                };
             };
-            let valid = Argon2::default().verify_password(password.expose_secret().as_bytes(), &parsed).is_ok();
+            let valid = Argon2::default()
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
+                .is_ok();
             let needs_rehash = valid
                 && (parsed.algorithm.as_str() != "argon2id"
-                    || Params::try_from(&parsed).map(|p| p.m_cost() != current.m_cost() || p.t_cost() != current.t_cost() || p.p_cost() != current.p_cost()).unwrap_or(true));
-            Verified { valid: valid && known, needs_rehash: needs_rehash && known }
+                    || Params::try_from(&parsed)
+                        .map(|p| {
+                            p.m_cost() != current.m_cost()
+                                || p.t_cost() != current.t_cost()
+                                || p.p_cost() != current.p_cost()
+                        })
+                        .unwrap_or(true));
+            Verified {
+                valid: valid && known,
+                needs_rehash: needs_rehash && known,
+            }
         })
         .await
     }
 
     /// Is `password` any of `hashes`? Every hash is checked (no early exit), one permit at a
     /// time.
-    pub async fn matches_any(&self, password: &SecretString, hashes: &[String]) -> Result<bool, HashError> {
+    pub async fn matches_any(
+        &self,
+        password: &SecretString,
+        hashes: &[String],
+    ) -> Result<bool, HashError> {
         let mut any = false;
         for stored in hashes {
             any |= self.verify(password, Some(stored)).await?.valid;
@@ -159,7 +188,12 @@ mod tests {
     use super::*;
 
     fn fast() -> HashSettings {
-        HashSettings { m_cost_kib: 64, t_cost: 1, p_cost: 1, ..Default::default() }
+        HashSettings {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
@@ -167,22 +201,47 @@ mod tests {
         let hasher = PasswordHasher::new(&fast()).unwrap();
         let hash = hasher.hash(&SecretString::from("right")).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert!(hasher.verify(&SecretString::from("right"), Some(&hash)).await.unwrap().valid);
-        assert!(!hasher.verify(&SecretString::from("wrong"), Some(&hash)).await.unwrap().valid);
+        assert!(
+            hasher
+                .verify(&SecretString::from("right"), Some(&hash))
+                .await
+                .unwrap()
+                .valid
+        );
+        assert!(
+            !hasher
+                .verify(&SecretString::from("wrong"), Some(&hash))
+                .await
+                .unwrap()
+                .valid
+        );
     }
 
     #[tokio::test]
     async fn an_unknown_account_never_verifies_even_against_the_dummy() {
         let hasher = PasswordHasher::new(&fast()).unwrap();
-        assert!(!hasher.verify(&SecretString::from("x"), None).await.unwrap().valid);
+        assert!(
+            !hasher
+                .verify(&SecretString::from("x"), None)
+                .await
+                .unwrap()
+                .valid
+        );
     }
 
     #[tokio::test]
     async fn a_hash_with_old_parameters_asks_for_a_rehash() {
-        let old = PasswordHasher::new(&HashSettings { m_cost_kib: 32, ..fast() }).unwrap();
+        let old = PasswordHasher::new(&HashSettings {
+            m_cost_kib: 32,
+            ..fast()
+        })
+        .unwrap();
         let hash = old.hash(&SecretString::from("pw")).await.unwrap();
         let current = PasswordHasher::new(&fast()).unwrap();
-        let verified = current.verify(&SecretString::from("pw"), Some(&hash)).await.unwrap();
+        let verified = current
+            .verify(&SecretString::from("pw"), Some(&hash))
+            .await
+            .unwrap();
         assert!(verified.valid && verified.needs_rehash);
     }
 

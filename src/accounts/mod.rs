@@ -98,9 +98,18 @@ pub trait AccountRepository: Send + Sync + 'static {
     async fn find_by_login(&self, login_normalized: &str) -> Result<Option<Account>, RepoError>;
     async fn find_by_id(&self, account_id: &str) -> Result<Option<Account>, RepoError>;
     /// Hashes of the newest `limit` passwords, newest (the current one) first.
-    async fn password_history(&self, account_id: &str, limit: u32) -> Result<Vec<String>, RepoError>;
+    async fn password_history(
+        &self,
+        account_id: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, RepoError>;
     /// Rehash on login: replaces the hash only if it is still `old_hash`.
-    async fn upgrade_hash(&self, account_id: &str, old_hash: &str, new_hash: &str) -> Result<bool, RepoError>;
+    async fn upgrade_hash(
+        &self,
+        account_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, RepoError>;
     async fn commit_reset(&self, commit: ResetCommit) -> Result<ResetOutcome, RepoError>;
     async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError>;
 }
@@ -120,8 +129,24 @@ pub struct QueuedDelivery {
 pub trait DeliveryQueue: Send + Sync + 'static {
     async fn enqueue(&self, delivery: SealedDelivery) -> Result<(), RepoError>;
     /// Leases up to `limit` due messages to this worker until `lease_until`.
-    async fn claim_due(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: u64) -> Result<Vec<QueuedDelivery>, RepoError>;
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<QueuedDelivery>, RepoError>;
     async fn mark_delivered(&self, id: &str, now: DateTime<Utc>) -> Result<(), RepoError>;
-    async fn mark_dropped(&self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(), RepoError>;
-    async fn reschedule(&self, id: &str, attempts: u32, next_attempt_at: DateTime<Utc>, error: &str) -> Result<(), RepoError>;
+    async fn mark_dropped(
+        &self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+    async fn reschedule(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), RepoError>;
 }

@@ -21,7 +21,10 @@ pub struct AccountApi {
 
 #[tonic::async_trait]
 impl AccountService for AccountApi {
-    async fn create_account(&self, request: Request<proto::CreateAccountRequest>) -> Result<Response<proto::Account>, Status> {
+    async fn create_account(
+        &self,
+        request: Request<proto::CreateAccountRequest>,
+    ) -> Result<Response<proto::Account>, Status> {
         let req = request.into_inner();
         let mut violations = Violations::new();
         let login = violations.check(LoginId::parse("login_id", &req.login_id));
@@ -29,10 +32,18 @@ impl AccountService for AccountApi {
         let phone = violations.check(input::parse_optional_phone("phone", &req.phone));
         let password = violations.check(input::parse_password("password", &req.password));
         violations.into_result().map_err(to_status)?;
-        let (Some(login), Some(email), Some(phone), Some(password)) = (login, email, phone, password) else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))));
+        let (Some(login), Some(email), Some(phone), Some(password)) =
+            (login, email, phone, password)
+        else {
+            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
+                "parsed fields missing"
+            ))));
         };
-        let account = self.recovery.create_account(login, email, phone, password).await.map_err(to_status)?;
+        let account = self
+            .recovery
+            .create_account(login, email, phone, password)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::Account {
             account_id: account.id,
             login_id: account.login_id,
@@ -51,9 +62,15 @@ impl AccountService for AccountApi {
         let password = violations.check(input::parse_password("password", &req.password));
         violations.into_result().map_err(to_status)?;
         let (Some(login), Some(password)) = (login, password) else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))));
+            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
+                "parsed fields missing"
+            ))));
         };
-        let account_id = self.recovery.verify_password(&ctx, login, password).await.map_err(to_status)?;
+        let account_id = self
+            .recovery
+            .verify_password(&ctx, login, password)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::VerifyPasswordResponse {
             valid: account_id.is_some(),
             account_id: account_id.unwrap_or_default(),

@@ -31,6 +31,9 @@ impl ClientResolver {
             .or_else(|| metadata.get("user-agent"))
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        RequestContext { client_ip, user_agent }
+        RequestContext {
+            client_ip,
+            user_agent,
+        }
     }
 }

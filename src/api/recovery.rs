@@ -41,10 +41,15 @@ fn flow_to_proto(view: FlowView) -> proto::RecoveryFlow {
         methods: view
             .methods
             .into_iter()
-            .map(|Method { channel, masked_destination }| proto::VerificationMethod {
-                channel: channel_to_proto(channel).into(),
-                masked_destination,
-            })
+            .map(
+                |Method {
+                     channel,
+                     masked_destination,
+                 }| proto::VerificationMethod {
+                    channel: channel_to_proto(channel).into(),
+                    masked_destination,
+                },
+            )
             .collect(),
         expires_at: Some(timestamp(view.expires_at)),
         attempts_left: view.attempts_left,
@@ -72,7 +77,11 @@ impl RecoveryService for RecoveryApi {
         request: Request<proto::CreateCaptchaRequest>,
     ) -> Result<Response<proto::CreateCaptchaResponse>, Status> {
         let ctx = self.clients.context(&request);
-        let captcha = self.recovery.create_captcha(&ctx).await.map_err(to_status)?;
+        let captcha = self
+            .recovery
+            .create_captcha(&ctx)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::CreateCaptchaResponse {
             captcha_id: captcha.captcha_id,
             image_png: captcha.image_png,
@@ -93,14 +102,24 @@ impl RecoveryService for RecoveryApi {
             None
         } else {
             let id = violations.check(input::parse_id("captcha_id", &req.captcha_id));
-            let answer = violations.check(input::parse_captcha_answer("captcha_answer", &req.captcha_answer));
-            id.zip(answer).map(|(id, answer)| CaptchaAnswer { id, answer })
+            let answer = violations.check(input::parse_captcha_answer(
+                "captcha_answer",
+                &req.captcha_answer,
+            ));
+            id.zip(answer)
+                .map(|(id, answer)| CaptchaAnswer { id, answer })
         };
         violations.into_result().map_err(to_status)?;
         let (Some(login), Some(locale)) = (login, locale) else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))));
+            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
+                "parsed fields missing"
+            ))));
         };
-        let flow = self.recovery.start(&ctx, login, captcha, locale).await.map_err(to_status)?;
+        let flow = self
+            .recovery
+            .start(&ctx, login, captcha, locale)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::StartRecoveryResponse {
             flow: Some(flow_to_proto(flow)),
         }))
@@ -133,7 +152,11 @@ impl RecoveryService for RecoveryApi {
         };
         violations.into_result().map_err(to_status)?;
         let id = id.unwrap_or_default();
-        let flow = self.recovery.send_code(&ctx, &id, channel).await.map_err(to_status)?;
+        let flow = self
+            .recovery
+            .send_code(&ctx, &id, channel)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::SendVerificationCodeResponse {
             flow: Some(flow_to_proto(flow)),
         }))
@@ -150,9 +173,15 @@ impl RecoveryService for RecoveryApi {
         let code = violations.check(VerificationCode::parse("code", &req.code));
         violations.into_result().map_err(to_status)?;
         let (Some(id), Some(code)) = (id, code) else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))));
+            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
+                "parsed fields missing"
+            ))));
         };
-        let issued = self.recovery.verify(&ctx, &id, code).await.map_err(to_status)?;
+        let issued = self
+            .recovery
+            .verify(&ctx, &id, code)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::VerifyCodeResponse {
             reset_token: secrecy::ExposeSecret::expose_secret(&issued.token).to_owned(),
             expires_at: Some(timestamp(issued.expires_at)),
@@ -168,10 +197,16 @@ impl RecoveryService for RecoveryApi {
         let mut violations = Violations::new();
         let token = violations.check(ResetToken::parse("reset_token", &req.reset_token));
         let password = violations.check(input::parse_password("new_password", &req.new_password));
-        let confirmation = violations.check(input::parse_password("new_password_confirmation", &req.new_password_confirmation));
+        let confirmation = violations.check(input::parse_password(
+            "new_password_confirmation",
+            &req.new_password_confirmation,
+        ));
         violations.into_result().map_err(to_status)?;
-        let (Some(token), Some(password), Some(confirmation)) = (token, password, confirmation) else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))));
+        let (Some(token), Some(password), Some(confirmation)) = (token, password, confirmation)
+        else {
+            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
+                "parsed fields missing"
+            ))));
         };
         let changed_at = self
             .recovery
@@ -197,9 +232,15 @@ impl RecoveryService for RecoveryApi {
         };
         violations.into_result().map_err(to_status)?;
         let Some(password) = password else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))));
+            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
+                "parsed fields missing"
+            ))));
         };
-        let check = self.recovery.validate_password(&password, login.as_ref()).await.map_err(to_status)?;
+        let check = self
+            .recovery
+            .validate_password(&password, login.as_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::ValidatePasswordResponse {
             violations: check
                 .violations
@@ -219,7 +260,10 @@ impl RecoveryService for RecoveryApi {
     ) -> Result<Response<proto::CancelRecoveryResponse>, Status> {
         let ctx = self.clients.context(&request);
         let flow_id = flow_id(&request.get_ref().flow_id)?;
-        self.recovery.cancel(&ctx, &flow_id).await.map_err(to_status)?;
+        self.recovery
+            .cancel(&ctx, &flow_id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::CancelRecoveryResponse {}))
     }
 }

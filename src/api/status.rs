@@ -11,7 +11,13 @@ use crate::recovery::RecoveryError;
 
 pub const DOMAIN: &str = "recovery.identity";
 
-fn with_details(code: Code, reason: &str, message: String, metadata: HashMap<String, String>, build: impl FnOnce(&mut ErrorDetails)) -> Status {
+fn with_details(
+    code: Code,
+    reason: &str,
+    message: String,
+    metadata: HashMap<String, String>,
+    build: impl FnOnce(&mut ErrorDetails),
+) -> Status {
     let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
     build(&mut details);
     Status::with_error_details(code, message, details)
@@ -22,17 +28,38 @@ pub fn to_status(error: RecoveryError) -> Status {
     let none = HashMap::new;
     match error {
         RecoveryError::InvalidArgument(violations) => {
-            let fields = violations.iter().map(|v| v.field).collect::<Vec<_>>().join(", ");
-            with_details(Code::InvalidArgument, "INVALID_ARGUMENT", format!("invalid argument: {fields}"), none(), |d| {
-                for violation in violations {
-                    d.add_bad_request_violation(violation.field, violation.description);
-                }
-            })
+            let fields = violations
+                .iter()
+                .map(|v| v.field)
+                .collect::<Vec<_>>()
+                .join(", ");
+            with_details(
+                Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+                format!("invalid argument: {fields}"),
+                none(),
+                |d| {
+                    for violation in violations {
+                        d.add_bad_request_violation(violation.field, violation.description);
+                    }
+                },
+            )
         }
-        RecoveryError::CaptchaInvalid => with_details(Code::InvalidArgument, "CAPTCHA_INVALID", message, none(), |d| {
-            d.add_bad_request_violation("captcha_answer", "wrong, expired or already used; request a new captcha");
-        }),
-        RecoveryError::FlowNotFound => with_details(Code::NotFound, "FLOW_NOT_FOUND", message, none(), |_| {}),
+        RecoveryError::CaptchaInvalid => with_details(
+            Code::InvalidArgument,
+            "CAPTCHA_INVALID",
+            message,
+            none(),
+            |d| {
+                d.add_bad_request_violation(
+                    "captcha_answer",
+                    "wrong, expired or already used; request a new captcha",
+                );
+            },
+        ),
+        RecoveryError::FlowNotFound => {
+            with_details(Code::NotFound, "FLOW_NOT_FOUND", message, none(), |_| {})
+        }
         RecoveryError::FlowState { state } => with_details(
             Code::FailedPrecondition,
             "FLOW_STATE",
@@ -49,15 +76,28 @@ pub fn to_status(error: RecoveryError) -> Status {
                 d.add_bad_request_violation("code", "the code is wrong");
             },
         ),
-        RecoveryError::CodeExpired => with_details(Code::FailedPrecondition, "CODE_EXPIRED", message, none(), |_| {}),
-        RecoveryError::AttemptsExhausted => {
-            with_details(Code::FailedPrecondition, "ATTEMPTS_EXHAUSTED", message, none(), |_| {})
-        }
+        RecoveryError::CodeExpired => with_details(
+            Code::FailedPrecondition,
+            "CODE_EXPIRED",
+            message,
+            none(),
+            |_| {},
+        ),
+        RecoveryError::AttemptsExhausted => with_details(
+            Code::FailedPrecondition,
+            "ATTEMPTS_EXHAUSTED",
+            message,
+            none(),
+            |_| {},
+        ),
         RecoveryError::ResendTooSoon { retry_after } => with_details(
             Code::ResourceExhausted,
             "RESEND_TOO_SOON",
             message,
-            HashMap::from([("retry_after_seconds".to_owned(), retry_after.as_secs().max(1).to_string())]),
+            HashMap::from([(
+                "retry_after_seconds".to_owned(),
+                retry_after.as_secs().max(1).to_string(),
+            )]),
             |d| {
                 d.set_retry_info(Some(retry_after));
             },
@@ -68,18 +108,37 @@ pub fn to_status(error: RecoveryError) -> Status {
             message,
             HashMap::from([
                 ("scope".to_owned(), scope.to_owned()),
-                ("retry_after_seconds".to_owned(), retry_after.as_secs().max(1).to_string()),
+                (
+                    "retry_after_seconds".to_owned(),
+                    retry_after.as_secs().max(1).to_string(),
+                ),
             ]),
             |d| {
                 d.set_retry_info(Some(retry_after));
             },
         ),
-        RecoveryError::TokenInvalid => with_details(Code::Unauthenticated, "TOKEN_INVALID", message, none(), |_| {}),
-        RecoveryError::PasswordMismatch => with_details(Code::InvalidArgument, "PASSWORD_MISMATCH", message, none(), |d| {
-            d.add_bad_request_violation("new_password_confirmation", "must equal new_password");
-        }),
+        RecoveryError::TokenInvalid => with_details(
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+            message,
+            none(),
+            |_| {},
+        ),
+        RecoveryError::PasswordMismatch => with_details(
+            Code::InvalidArgument,
+            "PASSWORD_MISMATCH",
+            message,
+            none(),
+            |d| {
+                d.add_bad_request_violation("new_password_confirmation", "must equal new_password");
+            },
+        ),
         RecoveryError::PasswordPolicy(violations) => {
-            let reasons = violations.iter().map(|v| v.reason).collect::<Vec<_>>().join(",");
+            let reasons = violations
+                .iter()
+                .map(|v| v.reason)
+                .collect::<Vec<_>>()
+                .join(",");
             with_details(
                 Code::InvalidArgument,
                 "PASSWORD_POLICY",
@@ -100,10 +159,20 @@ pub fn to_status(error: RecoveryError) -> Status {
                 },
             )
         }
-        RecoveryError::AccountExists => with_details(Code::AlreadyExists, "ACCOUNT_EXISTS", message, none(), |_| {}),
-        RecoveryError::PermissionDenied => {
-            with_details(Code::PermissionDenied, "PERMISSION_DENIED", message, none(), |_| {})
-        }
+        RecoveryError::AccountExists => with_details(
+            Code::AlreadyExists,
+            "ACCOUNT_EXISTS",
+            message,
+            none(),
+            |_| {},
+        ),
+        RecoveryError::PermissionDenied => with_details(
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+            message,
+            none(),
+            |_| {},
+        ),
         RecoveryError::Unavailable(source) => {
             tracing::warn!(error = format!("{source:#}"), "backend unavailable");
             with_details(
@@ -118,7 +187,13 @@ pub fn to_status(error: RecoveryError) -> Status {
         }
         RecoveryError::Internal(source) => {
             tracing::error!(error = format!("{source:#}"), "internal error");
-            with_details(Code::Internal, "INTERNAL", "internal error".to_owned(), none(), |_| {})
+            with_details(
+                Code::Internal,
+                "INTERNAL",
+                "internal error".to_owned(),
+                none(),
+                |_| {},
+            )
         }
     }
 }

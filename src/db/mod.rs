@@ -9,15 +9,15 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, QueuedDelivery, RepoError, ResetCommit,
-    ResetOutcome, SealedDelivery,
+    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, QueuedDelivery, RepoError,
+    ResetCommit, ResetOutcome, SealedDelivery,
 };
 
 pub mod entities;
@@ -57,9 +57,18 @@ fn classify(error: DbErr) -> RepoError {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         other => {
             let text = other.to_string().to_lowercase();
-            ["connection refused", "pool timed out", "error communicating", "broken pipe", "connection reset", "closed", "timed out", "unable to open database"]
-                .iter()
-                .any(|needle| text.contains(needle))
+            [
+                "connection refused",
+                "pool timed out",
+                "error communicating",
+                "broken pipe",
+                "connection reset",
+                "closed",
+                "timed out",
+                "unable to open database",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle))
         }
     };
     if unavailable {
@@ -70,7 +79,10 @@ fn classify(error: DbErr) -> RepoError {
 }
 
 fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
 
 impl Database {
@@ -86,7 +98,11 @@ impl Database {
         if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
             // WAL lets readers proceed during a write; busy_timeout makes concurrent writers
             // wait instead of failing with SQLITE_BUSY.
-            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"] {
+            for pragma in [
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA busy_timeout=5000",
+                "PRAGMA foreign_keys=ON",
+            ] {
                 conn.execute_unprepared(pragma).await.map_err(classify)?;
             }
         }
@@ -94,7 +110,9 @@ impl Database {
     }
 
     pub async fn migrate(&self) -> Result<(), RepoError> {
-        migration::Migrator::up(&self.conn, None).await.map_err(classify)
+        migration::Migrator::up(&self.conn, None)
+            .await
+            .map_err(classify)
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -171,8 +189,15 @@ impl AccountRepository for Database {
             created_at: Set(new.created_at),
             updated_at: Set(new.created_at),
         };
-        if let Err(error) = account::Entity::insert(row).exec_without_returning(&txn).await {
-            return Err(if is_unique_violation(&error) { RepoError::Conflict } else { classify(error) });
+        if let Err(error) = account::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+        {
+            return Err(if is_unique_violation(&error) {
+                RepoError::Conflict
+            } else {
+                classify(error)
+            });
         }
         password_history::Entity::insert(password_history::ActiveModel {
             id: NotSet,
@@ -213,7 +238,11 @@ impl AccountRepository for Database {
             .map_err(classify)
     }
 
-    async fn password_history(&self, account_id: &str, limit: u32) -> Result<Vec<String>, RepoError> {
+    async fn password_history(
+        &self,
+        account_id: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, RepoError> {
         password_history::Entity::find()
             .filter(password_history::Column::AccountId.eq(account_id))
             .order_by_desc(password_history::Column::Id)
@@ -224,7 +253,12 @@ impl AccountRepository for Database {
             .map_err(classify)
     }
 
-    async fn upgrade_hash(&self, account_id: &str, old_hash: &str, new_hash: &str) -> Result<bool, RepoError> {
+    async fn upgrade_hash(
+        &self,
+        account_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, RepoError> {
         // Compare-and-set: a reset that landed meanwhile is never overwritten by a rehash.
         let result = account::Entity::update_many()
             .col_expr(account::Column::PasswordHash, Expr::value(new_hash))
@@ -242,8 +276,14 @@ impl AccountRepository for Database {
         // a flow started before the last change is stale, so exactly one of two racing flows
         // wins and the other writes nothing but its audit row.
         let updated = account::Entity::update_many()
-            .col_expr(account::Column::PasswordHash, Expr::value(commit.new_hash.clone()))
-            .col_expr(account::Column::PasswordChangedAt, Expr::value(Some(commit.changed_at)))
+            .col_expr(
+                account::Column::PasswordHash,
+                Expr::value(commit.new_hash.clone()),
+            )
+            .col_expr(
+                account::Column::PasswordChangedAt,
+                Expr::value(Some(commit.changed_at)),
+            )
             .col_expr(account::Column::UpdatedAt, Expr::value(commit.changed_at))
             .filter(account::Column::Id.eq(commit.account_id.clone()))
             .filter(
@@ -273,7 +313,11 @@ impl AccountRepository for Database {
         if let Err(error) = history {
             txn.rollback().await.map_err(classify)?;
             // The same flow already reset the password (a retried call after a lost reply).
-            return if is_unique_violation(&error) { Ok(ResetOutcome::Stale) } else { Err(classify(error)) };
+            return if is_unique_violation(&error) {
+                Ok(ResetOutcome::Stale)
+            } else {
+                Err(classify(error))
+            };
         }
         // Keep only the newest `history_keep` hashes: old hashes are a liability, not a record.
         let keep: Vec<i64> = password_history::Entity::find()
@@ -331,14 +375,23 @@ impl AccountRepository for Database {
 impl DeliveryQueue for Database {
     async fn enqueue(&self, delivery: SealedDelivery) -> Result<(), RepoError> {
         delivery::Entity::insert(delivery_row(delivery))
-            .on_conflict(OnConflict::column(delivery::Column::Id).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::column(delivery::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(&self.conn)
             .await
             .map(|_| ())
             .map_err(classify)
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: u64) -> Result<Vec<QueuedDelivery>, RepoError> {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<QueuedDelivery>, RepoError> {
         let due = delivery::Entity::find()
             .filter(delivery::Column::Status.eq("pending"))
             .filter(delivery::Column::NextAttemptAt.lte(now))
@@ -357,7 +410,10 @@ impl DeliveryQueue for Database {
             // Each row is leased with a conditional update: of several replicas polling at
             // once, exactly one wins it.
             let leased = delivery::Entity::update_many()
-                .col_expr(delivery::Column::LockedUntil, Expr::value(Some(lease_until)))
+                .col_expr(
+                    delivery::Column::LockedUntil,
+                    Expr::value(Some(lease_until)),
+                )
                 .filter(delivery::Column::Id.eq(row.id.clone()))
                 .filter(delivery::Column::Status.eq("pending"))
                 .filter(
@@ -385,16 +441,39 @@ impl DeliveryQueue for Database {
         self.finish(id, "delivered", None, now).await
     }
 
-    async fn mark_dropped(&self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(), RepoError> {
+    async fn mark_dropped(
+        &self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
         self.finish(id, "dropped", Some(reason), now).await
     }
 
-    async fn reschedule(&self, id: &str, attempts: u32, next_attempt_at: DateTime<Utc>, error: &str) -> Result<(), RepoError> {
+    async fn reschedule(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), RepoError> {
         delivery::Entity::update_many()
-            .col_expr(delivery::Column::Attempts, Expr::value(i32::try_from(attempts).unwrap_or(i32::MAX)))
-            .col_expr(delivery::Column::NextAttemptAt, Expr::value(next_attempt_at))
-            .col_expr(delivery::Column::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(delivery::Column::LastError, Expr::value(Some(error.chars().take(256).collect::<String>())))
+            .col_expr(
+                delivery::Column::Attempts,
+                Expr::value(i32::try_from(attempts).unwrap_or(i32::MAX)),
+            )
+            .col_expr(
+                delivery::Column::NextAttemptAt,
+                Expr::value(next_attempt_at),
+            )
+            .col_expr(
+                delivery::Column::LockedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                delivery::Column::LastError,
+                Expr::value(Some(error.chars().take(256).collect::<String>())),
+            )
             .filter(delivery::Column::Id.eq(id))
             .exec(&self.conn)
             .await
@@ -404,13 +483,22 @@ impl DeliveryQueue for Database {
 }
 
 impl Database {
-    async fn finish(&self, id: &str, status: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<(), RepoError> {
+    async fn finish(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
         // The sealed payload is erased once the message is done with: nothing to decrypt later.
         delivery::Entity::update_many()
             .col_expr(delivery::Column::Status, Expr::value(status))
             .col_expr(delivery::Column::FinishedAt, Expr::value(Some(now)))
             .col_expr(delivery::Column::Ciphertext, Expr::value(Vec::<u8>::new()))
-            .col_expr(delivery::Column::LastError, Expr::value(error.map(|e| e.chars().take(256).collect::<String>())))
+            .col_expr(
+                delivery::Column::LastError,
+                Expr::value(error.map(|e| e.chars().take(256).collect::<String>())),
+            )
             .filter(delivery::Column::Id.eq(id))
             .exec(&self.conn)
             .await

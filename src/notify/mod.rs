@@ -81,7 +81,10 @@ impl CapturingNotifier {
     }
 
     pub fn messages(&self) -> Vec<Email> {
-        self.sent.lock().map(|sent| sent.clone()).unwrap_or_default()
+        self.sent
+            .lock()
+            .map(|sent| sent.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until `count` messages were sent to `to`, or `timeout` passes.

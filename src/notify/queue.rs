@@ -108,13 +108,24 @@ impl MessageSealer {
         self.keys.iter().find_map(|key| {
             let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
             let plaintext = cipher
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: kind.as_bytes() })
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: kind.as_bytes(),
+                    },
+                )
                 .ok()?;
             serde_json::from_slice(&plaintext).ok()
         })
     }
 
-    pub fn to_delivery(&self, message: &Outgoing, not_after: DateTime<Utc>, now: DateTime<Utc>) -> Result<SealedDelivery, SealError> {
+    pub fn to_delivery(
+        &self,
+        message: &Outgoing,
+        not_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<SealedDelivery, SealError> {
         Ok(SealedDelivery {
             id: uuid::Uuid::now_v7().to_string(),
             kind: message.kind.clone(),
@@ -190,7 +201,10 @@ impl DeliveryWorker {
     pub async fn run_once(&self) -> Result<usize, RepoError> {
         let now = self.clock.now();
         let lease_until = now + chrono_ms(self.settings.lease_ms);
-        let batch = self.queue.claim_due(now, lease_until, self.settings.batch_size).await?;
+        let batch = self
+            .queue
+            .claim_due(now, lease_until, self.settings.batch_size)
+            .await?;
         let count = batch.len();
         for item in batch {
             self.handle(item).await?;
@@ -202,7 +216,10 @@ impl DeliveryWorker {
     async fn handle(&self, item: QueuedDelivery) -> Result<(), RepoError> {
         let now = self.clock.now();
         if now >= item.not_after {
-            tracing::info!(counter.deliveries_expired = 1, "message expired before delivery; dropped");
+            tracing::info!(
+                counter.deliveries_expired = 1,
+                "message expired before delivery; dropped"
+            );
             return self.queue.mark_dropped(&item.id, "expired", now).await;
         }
         let Some(message) = self.sealer.open(&item.kind, &item.ciphertext) else {
@@ -216,7 +233,10 @@ impl DeliveryWorker {
             Ok(email) => email,
             Err(error) => {
                 tracing::error!(error = %error, "message cannot be rendered; dropped");
-                return self.queue.mark_dropped(&item.id, "render failed", now).await;
+                return self
+                    .queue
+                    .mark_dropped(&item.id, "render failed", now)
+                    .await;
             }
         };
         match self.notifier.send(&email).await {
@@ -226,7 +246,9 @@ impl DeliveryWorker {
             }
             Err(NotifyError::Permanent(error)) => {
                 tracing::warn!(error = %error, "message rejected permanently; dropped");
-                self.queue.mark_dropped(&item.id, "rejected", self.clock.now()).await
+                self.queue
+                    .mark_dropped(&item.id, "rejected", self.clock.now())
+                    .await
             }
             Err(NotifyError::Transient(error)) => {
                 let attempts = item.attempts + 1;
@@ -237,12 +259,19 @@ impl DeliveryWorker {
                     .min(self.settings.max_backoff_ms);
                 let next = self.clock.now() + chrono_ms(backoff);
                 tracing::warn!(error = %error, retry_in_ms = backoff, "delivery failed; will retry");
-                self.queue.reschedule(&item.id, attempts, next, &error).await
+                self.queue
+                    .reschedule(&item.id, attempts, next, &error)
+                    .await
             }
         }
     }
 
-    fn render(&self, message: &Outgoing, to: String, now: DateTime<Utc>) -> Result<Email, super::templates::TemplateError> {
+    fn render(
+        &self,
+        message: &Outgoing,
+        to: String,
+        now: DateTime<Utc>,
+    ) -> Result<Email, super::templates::TemplateError> {
         let fmt = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
         let (kind, context) = if message.kind == MessageKind::PasswordChanged.name() {
             (
@@ -307,7 +336,13 @@ mod tests {
         let sealed = s.seal(&message()).unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"493817"));
         assert!(!sealed.windows(8).any(|w| w == b"john@exa"));
-        assert_eq!(s.open("verification_code", &sealed).unwrap().code.as_deref(), Some("493817"));
+        assert_eq!(
+            s.open("verification_code", &sealed)
+                .unwrap()
+                .code
+                .as_deref(),
+            Some("493817")
+        );
     }
 
     #[test]
@@ -320,7 +355,11 @@ mod tests {
     #[test]
     fn after_rotation_old_messages_still_open() {
         let sealed = sealer(K1).seal(&message()).unwrap();
-        assert!(sealer(&format!("{K2},{K1}")).open("verification_code", &sealed).is_some());
+        assert!(
+            sealer(&format!("{K2},{K1}"))
+                .open("verification_code", &sealed)
+                .is_some()
+        );
         assert!(sealer(K2).open("verification_code", &sealed).is_none());
     }
 }

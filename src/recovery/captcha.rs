@@ -29,7 +29,11 @@ impl CaptchaRecord {
 
     /// Right answer and not expired. Constant time in the answer.
     pub fn accepts(&self, answer: &str, keys: &KeyRing, now: DateTime<Utc>) -> bool {
-        let matches = keys.verify(PURPOSE, &[self.id.as_bytes(), answer.as_bytes()], &self.answer_mac);
+        let matches = keys.verify(
+            PURPOSE,
+            &[self.id.as_bytes(), answer.as_bytes()],
+            &self.answer_mac,
+        );
         matches && now < self.expires_at
     }
 }
@@ -42,7 +46,12 @@ mod tests {
     fn only_the_right_answer_before_expiry_is_accepted() {
         let keys = KeyRing::parse("k-0123456789-0123456789-0123456789-0123").unwrap();
         let now = Utc::now();
-        let record = CaptchaRecord::new("id".into(), "12345", &keys, now + chrono::Duration::minutes(5));
+        let record = CaptchaRecord::new(
+            "id".into(),
+            "12345",
+            &keys,
+            now + chrono::Duration::minutes(5),
+        );
         assert!(record.accepts("12345", &keys, now));
         assert!(!record.accepts("12346", &keys, now));
         assert!(!record.accepts("12345", &keys, now + chrono::Duration::minutes(5)));

@@ -178,7 +178,9 @@ impl Flow {
                 .methods
                 .first()
                 .map(|m| m.channel)
-                .ok_or(RecoveryError::FlowState { state: "CHOOSE_METHOD" }),
+                .ok_or(RecoveryError::FlowState {
+                    state: "CHOOSE_METHOD",
+                }),
         }
     }
 
@@ -195,7 +197,11 @@ impl Flow {
         match self.state {
             FlowState::ChooseMethod | FlowState::CodeSent { .. } => {}
             FlowState::Locked => return Err(RecoveryError::AttemptsExhausted),
-            ref other => return Err(RecoveryError::FlowState { state: other.name() }),
+            ref other => {
+                return Err(RecoveryError::FlowState {
+                    state: other.name(),
+                });
+            }
         }
         if self.sends >= settings.max_sends {
             return Err(RecoveryError::RateLimited {
@@ -245,7 +251,11 @@ impl Flow {
                 code_expires_at, ..
             } => *code_expires_at,
             FlowState::Locked => return refuse(RecoveryError::AttemptsExhausted),
-            other => return refuse(RecoveryError::FlowState { state: other.name() }),
+            other => {
+                return refuse(RecoveryError::FlowState {
+                    state: other.name(),
+                });
+            }
         };
         if self.failed_attempts >= settings.max_attempts {
             return refuse(RecoveryError::AttemptsExhausted);
@@ -353,7 +363,9 @@ mod tests {
     use super::*;
 
     fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn secs(n: u64) -> Duration {
@@ -386,15 +398,25 @@ mod tests {
         let flow = sent(Some("a"));
         assert_eq!(flow.state.name(), "CODE_SENT");
         assert_eq!(flow.sends, 1);
-        assert_eq!(flow.resend_available_at, Some(t0() + chrono::Duration::seconds(60)));
+        assert_eq!(
+            flow.resend_available_at,
+            Some(t0() + chrono::Duration::seconds(60))
+        );
     }
 
     #[test]
     fn a_resend_inside_the_cooldown_is_too_soon() {
         let err = sent(Some("a"))
-            .send_code(Channel::Email, "m2".into(), t0() + chrono::Duration::seconds(10), &FlowSettings::default())
+            .send_code(
+                Channel::Email,
+                "m2".into(),
+                t0() + chrono::Duration::seconds(10),
+                &FlowSettings::default(),
+            )
             .unwrap_err();
-        assert!(matches!(err, RecoveryError::ResendTooSoon { retry_after } if retry_after == secs(50)));
+        assert!(
+            matches!(err, RecoveryError::ResendTooSoon { retry_after } if retry_after == secs(50))
+        );
     }
 
     #[test]
@@ -403,7 +425,9 @@ mod tests {
         let mut flow = new_flow(Some("a"));
         let mut now = t0();
         for _ in 0..5 {
-            flow = flow.send_code(Channel::Email, "m".into(), now, &settings).unwrap();
+            flow = flow
+                .send_code(Channel::Email, "m".into(), now, &settings)
+                .unwrap();
             now += chrono::Duration::seconds(61);
         }
         assert_eq!(flow.resend_available_at, None);
@@ -415,8 +439,14 @@ mod tests {
 
     #[test]
     fn verify_before_send_is_a_state_error() {
-        let verification = new_flow(Some("a")).verify_code(true, "t".into(), t0(), &FlowSettings::default());
-        assert!(matches!(verification.outcome, Err(RecoveryError::FlowState { state: "CHOOSE_METHOD" })));
+        let verification =
+            new_flow(Some("a")).verify_code(true, "t".into(), t0(), &FlowSettings::default());
+        assert!(matches!(
+            verification.outcome,
+            Err(RecoveryError::FlowState {
+                state: "CHOOSE_METHOD"
+            })
+        ));
         assert!(verification.next.is_none());
     }
 
@@ -430,7 +460,9 @@ mod tests {
         let mut flow = sent(Some("a"));
         for expected_left in (0..5).rev() {
             let v = flow.verify_code(false, "t".into(), t0(), &settings);
-            assert!(matches!(v.outcome, Err(RecoveryError::CodeInvalid { attempts_left }) if attempts_left == expected_left));
+            assert!(
+                matches!(v.outcome, Err(RecoveryError::CodeInvalid { attempts_left }) if attempts_left == expected_left)
+            );
             flow = v.next.unwrap();
         }
         assert_eq!(flow.state, FlowState::Locked);
@@ -441,45 +473,78 @@ mod tests {
     #[test]
     fn an_unknown_login_never_verifies_even_with_the_right_code() {
         let v = sent(None).verify_code(true, "t".into(), t0(), &FlowSettings::default());
-        assert!(matches!(v.outcome, Err(RecoveryError::CodeInvalid { attempts_left: 4 })));
+        assert!(matches!(
+            v.outcome,
+            Err(RecoveryError::CodeInvalid { attempts_left: 4 })
+        ));
     }
 
     #[test]
     fn an_expired_code_is_expired_and_not_counted() {
-        let v = sent(Some("a")).verify_code(true, "t".into(), t0() + chrono::Duration::minutes(10), &FlowSettings::default());
+        let v = sent(Some("a")).verify_code(
+            true,
+            "t".into(),
+            t0() + chrono::Duration::minutes(10),
+            &FlowSettings::default(),
+        );
         assert!(matches!(v.outcome, Err(RecoveryError::CodeExpired)));
         assert!(v.next.is_none());
     }
 
     #[test]
     fn an_expired_flow_is_not_found() {
-        let err = new_flow(Some("a")).send_code(Channel::Email, "m".into(), t0() + chrono::Duration::minutes(30), &FlowSettings::default()).unwrap_err();
+        let err = new_flow(Some("a"))
+            .send_code(
+                Channel::Email,
+                "m".into(),
+                t0() + chrono::Duration::minutes(30),
+                &FlowSettings::default(),
+            )
+            .unwrap_err();
         assert!(matches!(err, RecoveryError::FlowNotFound));
     }
 
     #[test]
     fn a_token_is_held_by_one_reset_and_given_back_on_failure() {
         let settings = FlowSettings::default();
-        let verified = sent(Some("a")).verify_code(true, "t".into(), t0(), &settings).next.unwrap();
+        let verified = sent(Some("a"))
+            .verify_code(true, "t".into(), t0(), &settings)
+            .next
+            .unwrap();
         let held = verified.begin_reset("t", t0(), &settings).unwrap();
-        assert!(matches!(held.begin_reset("t", t0(), &settings), Err(RecoveryError::TokenInvalid)));
+        assert!(matches!(
+            held.begin_reset("t", t0(), &settings),
+            Err(RecoveryError::TokenInvalid)
+        ));
         let released = held.release_reset();
         assert!(released.begin_reset("t", t0(), &settings).is_ok());
-        assert!(matches!(verified.begin_reset("other", t0(), &settings), Err(RecoveryError::TokenInvalid)));
+        assert!(matches!(
+            verified.begin_reset("other", t0(), &settings),
+            Err(RecoveryError::TokenInvalid)
+        ));
     }
 
     #[test]
     fn a_held_token_is_usable_again_after_its_lease() {
         let settings = FlowSettings::default();
-        let verified = sent(Some("a")).verify_code(true, "t".into(), t0(), &settings).next.unwrap();
+        let verified = sent(Some("a"))
+            .verify_code(true, "t".into(), t0(), &settings)
+            .next
+            .unwrap();
         let held = verified.begin_reset("t", t0(), &settings).unwrap();
-        assert!(held.begin_reset("t", t0() + chrono::Duration::seconds(31), &settings).is_ok());
+        assert!(
+            held.begin_reset("t", t0() + chrono::Duration::seconds(31), &settings)
+                .is_ok()
+        );
     }
 
     #[test]
     fn an_expired_token_is_invalid() {
         let settings = FlowSettings::default();
-        let verified = sent(Some("a")).verify_code(true, "t".into(), t0(), &settings).next.unwrap();
+        let verified = sent(Some("a"))
+            .verify_code(true, "t".into(), t0(), &settings)
+            .next
+            .unwrap();
         assert!(matches!(
             verified.begin_reset("t", t0() + chrono::Duration::minutes(10), &settings),
             Err(RecoveryError::TokenInvalid)

@@ -79,9 +79,10 @@ fn parse_email(address: &str) -> Result<(), &'static str> {
     if local.is_empty() || local.len() > 64 {
         return Err("must be an e-mail address: the part before @ must be 1-64 characters");
     }
-    let local_ok = local.chars().all(|c| {
-        c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
-    }) && !local.starts_with('.')
+    let local_ok = local
+        .chars()
+        .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+        && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
     if !local_ok {
@@ -116,7 +117,10 @@ pub fn parse_optional_email(
 }
 
 /// An optional phone number in E.164 (`+` and 8-15 digits).
-pub fn parse_optional_phone(field: &'static str, raw: &str) -> Result<Option<String>, FieldViolation> {
+pub fn parse_optional_phone(
+    field: &'static str,
+    raw: &str,
+) -> Result<Option<String>, FieldViolation> {
     common_checks(field, raw, 32)?;
     let phone: String = raw
         .trim()
@@ -150,7 +154,10 @@ pub fn parse_id(field: &'static str, raw: &str) -> Result<String, FieldViolation
 }
 
 /// The digits a person read off the captcha picture.
-pub fn parse_captcha_answer(field: &'static str, raw: &str) -> Result<SecretString, FieldViolation> {
+pub fn parse_captcha_answer(
+    field: &'static str,
+    raw: &str,
+) -> Result<SecretString, FieldViolation> {
     common_checks(field, raw, 16)?;
     let answer: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     if answer.is_empty() {
@@ -250,7 +257,8 @@ pub fn parse_locale(field: &'static str, raw: &str) -> Result<String, FieldViola
     let primary_ok = parts
         .next()
         .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
-    let rest_ok = parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    let rest_ok =
+        parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if !(primary_ok && rest_ok) {
         return Err(FieldViolation::new(
             field,
@@ -274,14 +282,26 @@ mod tests {
 
     #[test]
     fn a_login_without_at_or_domain_is_rejected() {
-        for bad in ["john", "john@", "@example.com", "john@example", "a b@example.com", "x@-a.com", "x@a..com"] {
+        for bad in [
+            "john",
+            "john@",
+            "@example.com",
+            "john@example",
+            "a b@example.com",
+            "x@-a.com",
+            "x@a..com",
+        ] {
             assert!(LoginId::parse("login_id", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn an_empty_huge_or_nul_login_names_the_field() {
-        for bad in [String::new(), "a".repeat(1 << 20), "a\0b@example.com".to_owned()] {
+        for bad in [
+            String::new(),
+            "a".repeat(1 << 20),
+            "a\0b@example.com".to_owned(),
+        ] {
             let violation = LoginId::parse("login_id", &bad).unwrap_err();
             assert_eq!(violation.field, "login_id");
         }
@@ -295,7 +315,10 @@ mod tests {
 
     #[test]
     fn a_code_must_be_six_digits_with_spaces_forgiven() {
-        assert_eq!(VerificationCode::parse("code", "123 456").unwrap().expose(), "123456");
+        assert_eq!(
+            VerificationCode::parse("code", "123 456").unwrap().expose(),
+            "123456"
+        );
         for bad in ["", "12345", "1234567", "12345a", "１２３４５６"] {
             assert!(VerificationCode::parse("code", bad).is_err(), "{bad}");
         }
@@ -317,7 +340,12 @@ mod tests {
 
     #[test]
     fn phones_are_e164() {
-        assert_eq!(parse_optional_phone("phone", "+46 70-123 45 67").unwrap().as_deref(), Some("+46701234567"));
+        assert_eq!(
+            parse_optional_phone("phone", "+46 70-123 45 67")
+                .unwrap()
+                .as_deref(),
+            Some("+46701234567")
+        );
         assert_eq!(parse_optional_phone("phone", "").unwrap(), None);
         assert!(parse_optional_phone("phone", "0701234567").is_err());
     }

@@ -120,7 +120,11 @@ impl KeyRing {
             .iter()
             .map(|key| {
                 let mut out = [0u8; 32];
-                out.copy_from_slice(&Self::mac_with(key, "derive", &[purpose.as_bytes()]).finalize().into_bytes());
+                out.copy_from_slice(
+                    &Self::mac_with(key, "derive", &[purpose.as_bytes()])
+                        .finalize()
+                        .into_bytes(),
+                );
                 out
             })
             .collect()
@@ -142,7 +146,11 @@ pub fn random_digits(digits: u32) -> Result<String, getrandom::Error> {
     loop {
         let value = u32::from_be_bytes(random_bytes::<4>()?);
         if value < zone {
-            return Ok(format!("{:0width$}", value % modulus, width = digits as usize));
+            return Ok(format!(
+                "{:0width$}",
+                value % modulus,
+                width = digits as usize
+            ));
         }
     }
 }
@@ -184,7 +192,10 @@ mod tests {
 
     #[test]
     fn short_keys_are_refused() {
-        assert!(matches!(KeyRing::parse("short"), Err(KeyError::TooShort { .. })));
+        assert!(matches!(
+            KeyRing::parse("short"),
+            Err(KeyError::TooShort { .. })
+        ));
         assert!(matches!(KeyRing::parse(" , "), Err(KeyError::Empty)));
     }
 

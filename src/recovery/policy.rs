@@ -128,7 +128,12 @@ impl PasswordPolicy {
 
     /// Checks every stateless rule. `user_inputs` are the login, e-mail and similar strings the
     /// password must not be built from.
-    pub fn assess(&self, password: &str, login_local_part: Option<&str>, user_inputs: &[&str]) -> Assessment {
+    pub fn assess(
+        &self,
+        password: &str,
+        login_local_part: Option<&str>,
+        user_inputs: &[&str],
+    ) -> Assessment {
         let s = &self.settings;
         let normalized = self.normalize(password);
         let mut violations = Vec::new();
@@ -138,11 +143,17 @@ impl PasswordPolicy {
 
         let length = normalized.chars().count();
         if length < s.min_length {
-            violate(reason::TOO_SHORT, format!("must be at least {} characters", s.min_length));
+            violate(
+                reason::TOO_SHORT,
+                format!("must be at least {} characters", s.min_length),
+            );
         }
         let too_long = length > s.max_length;
         if too_long {
-            violate(reason::TOO_LONG, format!("must be at most {} characters", s.max_length));
+            violate(
+                reason::TOO_LONG,
+                format!("must be at most {} characters", s.max_length),
+            );
         }
         let charset_ok = match s.charset {
             Charset::Ascii => normalized.chars().all(|c| (' '..='~').contains(&c)),
@@ -157,11 +168,19 @@ impl PasswordPolicy {
         }
         for class in &s.required_classes {
             let (present, name) = match class {
-                CharClass::Lower => (normalized.chars().any(char::is_lowercase), "a lower-case letter"),
-                CharClass::Upper => (normalized.chars().any(char::is_uppercase), "an upper-case letter"),
+                CharClass::Lower => (
+                    normalized.chars().any(char::is_lowercase),
+                    "a lower-case letter",
+                ),
+                CharClass::Upper => (
+                    normalized.chars().any(char::is_uppercase),
+                    "an upper-case letter",
+                ),
                 CharClass::Digit => (normalized.chars().any(|c| c.is_numeric()), "a digit"),
                 CharClass::Symbol => (
-                    normalized.chars().any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
+                    normalized
+                        .chars()
+                        .any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
                     "a punctuation character",
                 ),
             };
@@ -171,14 +190,20 @@ impl PasswordPolicy {
         }
         let folded = normalized.to_lowercase();
         if s.reject_common && common_passwords().contains(folded.trim()) {
-            violate(reason::COMMON, "is one of the most common passwords".to_owned());
+            violate(
+                reason::COMMON,
+                "is one of the most common passwords".to_owned(),
+            );
         }
         if s.reject_login
             && let Some(local) = login_local_part
             && local.chars().count() >= 3
             && folded.contains(&local.to_lowercase())
         {
-            violate(reason::CONTAINS_LOGIN, "must not contain the login".to_owned());
+            violate(
+                reason::CONTAINS_LOGIN,
+                "must not contain the login".to_owned(),
+            );
         }
         // zxcvbn's cost grows with length; the length bound is checked first so a huge input
         // never reaches it.
@@ -190,7 +215,10 @@ impl PasswordPolicy {
         if strength < s.min_strength && !normalized.is_empty() {
             violate(
                 reason::TOO_WEAK,
-                format!("is too easy to guess (strength {strength} of 4, {} needed)", s.min_strength),
+                format!(
+                    "is too easy to guess (strength {strength} of 4, {} needed)",
+                    s.min_strength
+                ),
             );
         }
         Assessment {
@@ -217,7 +245,12 @@ mod tests {
     }
 
     fn reasons(password: &str, login: Option<&str>) -> Vec<&'static str> {
-        policy().assess(password, login, &[]).violations.iter().map(|v| v.reason).collect()
+        policy()
+            .assess(password, login, &[])
+            .violations
+            .iter()
+            .map(|v| v.reason)
+            .collect()
     }
 
     #[test]
@@ -236,7 +269,12 @@ mod tests {
     fn a_long_password_is_too_long_and_never_reaches_zxcvbn() {
         let assessment = policy().assess(&"x".repeat(129), None, &[]);
         assert_eq!(assessment.strength, 0);
-        assert!(assessment.violations.iter().any(|v| v.reason == reason::TOO_LONG));
+        assert!(
+            assessment
+                .violations
+                .iter()
+                .any(|v| v.reason == reason::TOO_LONG)
+        );
     }
 
     #[test]
@@ -246,7 +284,10 @@ mod tests {
 
     #[test]
     fn unicode_mode_accepts_and_normalizes() {
-        let p = PasswordPolicy::new(PolicySettings { charset: Charset::Unicode, ..Default::default() });
+        let p = PasswordPolicy::new(PolicySettings {
+            charset: Charset::Unicode,
+            ..Default::default()
+        });
         let a = p.assess("Rågången-är-lång-42", None, &[]);
         assert!(a.violations.is_empty(), "{:?}", a.violations);
         assert_eq!(p.normalize("ｐａｓｓ"), "pass");
@@ -259,7 +300,9 @@ mod tests {
 
     #[test]
     fn a_password_containing_the_login_is_refused() {
-        assert!(reasons("xx-JohnSmith-Purple-42", Some("johnsmith")).contains(&reason::CONTAINS_LOGIN));
+        assert!(
+            reasons("xx-JohnSmith-Purple-42", Some("johnsmith")).contains(&reason::CONTAINS_LOGIN)
+        );
     }
 
     #[test]
@@ -268,7 +311,12 @@ mod tests {
             required_classes: vec![CharClass::Upper, CharClass::Digit, CharClass::Symbol],
             ..Default::default()
         });
-        let found: Vec<_> = p.assess("correcthorsebatterystaple", None, &[]).violations.iter().map(|v| v.message.clone()).collect();
+        let found: Vec<_> = p
+            .assess("correcthorsebatterystaple", None, &[])
+            .violations
+            .iter()
+            .map(|v| v.message.clone())
+            .collect();
         assert_eq!(found.len(), 3, "{found:?}");
     }
 

@@ -19,7 +19,8 @@ use super::keys::{self, KeyRing};
 use super::masking::mask_email;
 use super::policy::PasswordPolicy;
 use crate::accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, PasswordHasher, ResetCommit, ResetOutcome,
+    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, PasswordHasher,
+    ResetCommit, ResetOutcome,
 };
 use crate::clock::Clock;
 use crate::notify::queue::{MessageSealer, Outgoing};
@@ -65,10 +66,22 @@ impl Default for RateLimits {
     fn default() -> Self {
         Self {
             enabled: true,
-            per_login: RateLimit { limit: 10, window_secs: 3600 },
-            per_ip: RateLimit { limit: 300, window_secs: 600 },
-            global: RateLimit { limit: 50_000, window_secs: 60 },
-            verify_password_per_login: RateLimit { limit: 20, window_secs: 300 },
+            per_login: RateLimit {
+                limit: 10,
+                window_secs: 3600,
+            },
+            per_ip: RateLimit {
+                limit: 300,
+                window_secs: 600,
+            },
+            global: RateLimit {
+                limit: 50_000,
+                window_secs: 60,
+            },
+            verify_password_per_login: RateLimit {
+                limit: 20,
+                window_secs: 300,
+            },
         }
     }
 }
@@ -140,7 +153,13 @@ pub struct Recovery {
     pub settings: RecoverySettings,
     pub clock: Arc<dyn Clock>,
     pub notice_lifetime: Duration,
+    /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
+    /// (it cannot read the picture).
+    pub captcha_answers: Option<CaptchaAnswerSource>,
 }
+
+/// Supplies captcha answers in place of the CSPRNG (tests only).
+pub type CaptchaAnswerSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 fn after(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::zero())
@@ -158,7 +177,13 @@ impl Recovery {
         }
     }
 
-    fn audit(&self, event: &'static str, flow: Option<&Flow>, ctx: &RequestContext, result: &'static str) -> AuditRecord {
+    fn audit(
+        &self,
+        event: &'static str,
+        flow: Option<&Flow>,
+        ctx: &RequestContext,
+        result: &'static str,
+    ) -> AuditRecord {
         AuditRecord {
             at: self.clock.now(),
             event,
@@ -179,13 +204,28 @@ impl Recovery {
         }
     }
 
-    async fn limit(&self, key: String, rule: RateLimit, scope: &'static str) -> Result<(), RecoveryError> {
+    async fn limit(
+        &self,
+        key: String,
+        rule: RateLimit,
+        scope: &'static str,
+    ) -> Result<(), RecoveryError> {
         if !self.settings.limits.enabled {
             return Ok(());
         }
-        match self.store.hit(&key, rule.limit, Duration::from_secs(rule.window_secs.max(1))).await? {
+        match self
+            .store
+            .hit(
+                &key,
+                rule.limit,
+                Duration::from_secs(rule.window_secs.max(1)),
+            )
+            .await?
+        {
             RateDecision::Allowed => Ok(()),
-            RateDecision::Limited { retry_after } => Err(RecoveryError::RateLimited { retry_after, scope }),
+            RateDecision::Limited { retry_after } => {
+                Err(RecoveryError::RateLimited { retry_after, scope })
+            }
         }
     }
 
@@ -193,32 +233,53 @@ impl Recovery {
     async fn limit_caller(&self, ctx: &RequestContext) -> Result<(), RecoveryError> {
         let limits = &self.settings.limits;
         if let Some(ip) = ctx.client_ip {
-            self.limit(format!("rl:ip:{ip}"), limits.per_ip, "client_ip").await?;
+            self.limit(format!("rl:ip:{ip}"), limits.per_ip, "client_ip")
+                .await?;
         }
-        self.limit("rl:global".to_owned(), limits.global, "global").await
+        self.limit("rl:global".to_owned(), limits.global, "global")
+            .await
     }
 
     fn login_key(&self, login: &LoginId) -> String {
-        self.keys.sign(LOGIN_PURPOSE, &[login.normalized().as_bytes()])
+        self.keys
+            .sign(LOGIN_PURPOSE, &[login.normalized().as_bytes()])
     }
 
-    async fn load_live(&self, flow_id: &str, now: DateTime<Utc>) -> Result<Versioned<Flow>, RecoveryError> {
-        let loaded = self.store.load_flow(flow_id).await?.ok_or(RecoveryError::FlowNotFound)?;
+    async fn load_live(
+        &self,
+        flow_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Versioned<Flow>, RecoveryError> {
+        let loaded = self
+            .store
+            .load_flow(flow_id)
+            .await?
+            .ok_or(RecoveryError::FlowNotFound)?;
         loaded.value.ensure_alive(now)?;
         Ok(loaded)
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn create_captcha(&self, ctx: &RequestContext) -> Result<CaptchaChallenge, RecoveryError> {
+    pub async fn create_captcha(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<CaptchaChallenge, RecoveryError> {
         self.limit_caller(ctx).await?;
         let now = self.clock.now();
-        let answer = keys::random_digits(self.settings.captcha_digits).map_err(RecoveryError::internal)?;
+        let answer = match &self.captcha_answers {
+            Some(source) => source(),
+            None => keys::random_digits(self.settings.captcha_digits)
+                .map_err(RecoveryError::internal)?,
+        };
         let seed = keys::random_bytes::<32>().map_err(RecoveryError::internal)?;
-        let image_png = super::captcha_image::render_png(&answer, seed).map_err(RecoveryError::internal)?;
+        let image_png =
+            super::captcha_image::render_png(&answer, seed).map_err(RecoveryError::internal)?;
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = after(now, self.settings.captcha_ttl);
         let record = CaptchaRecord::new(id.clone(), &answer, &self.keys, expires_at);
-        self.store.put_captcha(&record, self.settings.captcha_ttl).await?;
+        self.store
+            .put_captcha(&record, self.settings.captcha_ttl)
+            .await?;
         Ok(CaptchaChallenge {
             captcha_id: id,
             image_png,
@@ -247,13 +308,19 @@ impl Recovery {
             };
             // Taken (read and deleted) before it is checked: the first answer burns it.
             let record = self.store.take_captcha(&captcha.id).await?;
-            let accepted = record.is_some_and(|r| r.accepts(captcha.answer.expose_secret(), &self.keys, now));
+            let accepted =
+                record.is_some_and(|r| r.accepts(captcha.answer.expose_secret(), &self.keys, now));
             if !accepted {
                 return Err(RecoveryError::CaptchaInvalid);
             }
         }
         let login_key = self.login_key(&login);
-        self.limit(format!("rl:login:{login_key}"), self.settings.limits.per_login, "login").await?;
+        self.limit(
+            format!("rl:login:{login_key}"),
+            self.settings.limits.per_login,
+            "login",
+        )
+        .await?;
         let account = self.accounts.find_by_login(login.normalized()).await?;
         // Methods come from what was typed, never from the account: showing the address on
         // file would tell an attacker the account exists.
@@ -273,9 +340,13 @@ impl Recovery {
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
         self.store.insert_flow(&flow, ttl).await?;
-        let owner = flow.account_id.clone().unwrap_or_else(|| format!("unknown:{login_key}"));
+        let owner = flow
+            .account_id
+            .clone()
+            .unwrap_or_else(|| format!("unknown:{login_key}"));
         self.store.add_account_flow(&owner, &flow.id, ttl).await?;
-        self.record(self.audit("recovery.started", Some(&flow), ctx, "ok")).await;
+        self.record(self.audit("recovery.started", Some(&flow), ctx, "ok"))
+            .await;
         Ok(self.view(&flow))
     }
 
@@ -295,17 +366,27 @@ impl Recovery {
         mut transition: impl FnMut(&Flow) -> Result<(Option<Flow>, T), RecoveryError>,
     ) -> Result<(Versioned<Flow>, Option<Flow>, T), RecoveryError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = self.store.load_flow(flow_id).await?.ok_or(RecoveryError::FlowNotFound)?;
+            let current = self
+                .store
+                .load_flow(flow_id)
+                .await?
+                .ok_or(RecoveryError::FlowNotFound)?;
             let (next, outcome) = transition(&current.value)?;
             let Some(next) = next else {
                 return Ok((current, None, outcome));
             };
-            if self.store.replace_flow(&next, current.version, next.remaining(now)).await? {
+            if self
+                .store
+                .replace_flow(&next, current.version, next.remaining(now))
+                .await?
+            {
                 return Ok((current, Some(next), outcome));
             }
             tokio::task::yield_now().await;
         }
-        Err(RecoveryError::Unavailable(anyhow::anyhow!("flow {flow_id} kept changing under contention")))
+        Err(RecoveryError::Unavailable(anyhow::anyhow!(
+            "flow {flow_id} kept changing under contention"
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(flow_id = %flow_id))]
@@ -323,51 +404,86 @@ impl Recovery {
             .update_flow(flow_id, now, |flow| {
                 flow.ensure_alive(now)?;
                 let channel = flow.pick_channel(channel)?;
-                let code = keys::random_digits(VerificationCode::DIGITS as u32).map_err(RecoveryError::internal)?;
-                let mac = self.keys.sign(CODE_PURPOSE, &[flow.id.as_bytes(), code.as_bytes()]);
+                let code = keys::random_digits(VerificationCode::DIGITS as u32)
+                    .map_err(RecoveryError::internal)?;
+                let mac = self
+                    .keys
+                    .sign(CODE_PURPOSE, &[flow.id.as_bytes(), code.as_bytes()]);
                 let next = flow.send_code(channel, mac, now, settings)?;
                 issued_code = Some(SecretString::from(code));
                 Ok((Some(next), ()))
             })
             .await
             .inspect_err(|error| {
-                if matches!(error, RecoveryError::ResendTooSoon { .. } | RecoveryError::RateLimited { .. }) {
+                if matches!(
+                    error,
+                    RecoveryError::ResendTooSoon { .. } | RecoveryError::RateLimited { .. }
+                ) {
                     tracing::info!("code send refused");
                 }
             })?;
         let (Some(next), Some(code)) = (next, issued_code) else {
-            return Err(RecoveryError::internal(anyhow::anyhow!("send transition wrote nothing")));
+            return Err(RecoveryError::internal(anyhow::anyhow!(
+                "send transition wrote nothing"
+            )));
         };
         let code_expires_at = match &next.state {
-            FlowState::CodeSent { code_expires_at, .. } => *code_expires_at,
+            FlowState::CodeSent {
+                code_expires_at, ..
+            } => *code_expires_at,
             _ => next.expires_at,
         };
         // Same lookup for unknown logins (by an id that cannot exist), so the database sees the
         // same work.
-        let lookup_id = next.account_id.clone().unwrap_or_else(|| uuid::Uuid::nil().to_string());
-        let recipient = self.accounts.find_by_id(&lookup_id).await?.map(|account| account.email);
+        let lookup_id = next
+            .account_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::nil().to_string());
+        let recipient = self
+            .accounts
+            .find_by_id(&lookup_id)
+            .await?
+            .map(|account| account.email);
         let message = Outgoing {
             kind: MessageKind::VerificationCode.name().to_owned(),
             to: recipient,
             locale: next.locale.clone(),
-            masked_login: next.methods.first().map(|m| m.masked_destination.clone()).unwrap_or_default(),
+            masked_login: next
+                .methods
+                .first()
+                .map(|m| m.masked_destination.clone())
+                .unwrap_or_default(),
             code: Some(code.expose_secret().to_owned()),
             code_expires_at: Some(code_expires_at),
             changed_at: None,
         };
         let enqueued = async {
-            let delivery = self.sealer.to_delivery(&message, code_expires_at, now).map_err(RecoveryError::internal)?;
-            self.queue.enqueue(delivery).await.map_err(RecoveryError::from)
+            let delivery = self
+                .sealer
+                .to_delivery(&message, code_expires_at, now)
+                .map_err(RecoveryError::internal)?;
+            self.queue
+                .enqueue(delivery)
+                .await
+                .map_err(RecoveryError::from)
         }
         .await;
         if let Err(error) = enqueued {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
-            let _ = self.store.replace_flow(&previous.value, previous.version + 1, previous.value.remaining(now)).await;
+            let _ = self
+                .store
+                .replace_flow(
+                    &previous.value,
+                    previous.version + 1,
+                    previous.value.remaining(now),
+                )
+                .await;
             return Err(error);
         }
         self.delivery_wake.notify_one();
-        self.record(self.audit("recovery.code_sent", Some(&next), ctx, "ok")).await;
+        self.record(self.audit("recovery.code_sent", Some(&next), ctx, "ok"))
+            .await;
         Ok(self.view(&next))
     }
 
@@ -382,16 +498,22 @@ impl Recovery {
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
-        let token_mac = self.keys.sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
+        let token_mac = self
+            .keys
+            .sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
         // The index entry is written first: it is harmless until the flow says VERIFIED with
         // this very token, and writing it after could lose it and strand a verified flow.
-        self.store.put_token(&token_mac, flow_id, settings.token_ttl).await?;
+        self.store
+            .put_token(&token_mac, flow_id, settings.token_ttl)
+            .await?;
         let (_, next, outcome) = self
             .update_flow(flow_id, now, |flow| {
                 let matches = match &flow.state {
-                    FlowState::CodeSent { code_mac, .. } => {
-                        self.keys.verify(CODE_PURPOSE, &[flow.id.as_bytes(), code.expose().as_bytes()], code_mac)
-                    }
+                    FlowState::CodeSent { code_mac, .. } => self.keys.verify(
+                        CODE_PURPOSE,
+                        &[flow.id.as_bytes(), code.expose().as_bytes()],
+                        code_mac,
+                    ),
                     _ => false,
                 };
                 let verification = flow.verify_code(matches, token_mac.clone(), now, settings);
@@ -400,31 +522,47 @@ impl Recovery {
             .await?;
         let event = match (&outcome, &next) {
             (Ok(()), _) => ("recovery.code_verified", "ok"),
-            (Err(RecoveryError::CodeInvalid { attempts_left: 0 }), _) => ("recovery.flow_locked", "locked"),
+            (Err(RecoveryError::CodeInvalid { attempts_left: 0 }), _) => {
+                ("recovery.flow_locked", "locked")
+            }
             (Err(RecoveryError::CodeInvalid { .. }), _) => ("recovery.code_failed", "wrong_code"),
             (Err(RecoveryError::CodeExpired), _) => ("recovery.code_failed", "expired"),
             (Err(RecoveryError::AttemptsExhausted), _) => ("recovery.code_failed", "locked"),
             (Err(_), _) => ("recovery.code_failed", "refused"),
         };
-        self.record(self.audit(event.0, next.as_ref(), ctx, event.1)).await;
+        self.record(self.audit(event.0, next.as_ref(), ctx, event.1))
+            .await;
         outcome?;
         let expires_at = match next.map(|f| f.state) {
-            Some(FlowState::Verified { token_expires_at, .. }) => token_expires_at,
+            Some(FlowState::Verified {
+                token_expires_at, ..
+            }) => token_expires_at,
             _ => after(now, settings.token_ttl),
         };
         Ok(IssuedToken { token, expires_at })
     }
 
     /// Finds the verified flow a token belongs to (trying every key, for rotation).
-    async fn flow_for_token(&self, token: &ResetToken, now: DateTime<Utc>) -> Result<(Versioned<Flow>, String), RecoveryError> {
-        for mac in self.keys.sign_all(TOKEN_PURPOSE, &[token.expose().as_bytes()]) {
+    async fn flow_for_token(
+        &self,
+        token: &ResetToken,
+        now: DateTime<Utc>,
+    ) -> Result<(Versioned<Flow>, String), RecoveryError> {
+        for mac in self
+            .keys
+            .sign_all(TOKEN_PURPOSE, &[token.expose().as_bytes()])
+        {
             let Some(flow_id) = self.store.token_flow(&mac).await? else {
                 continue;
             };
             let Some(flow) = self.store.load_flow(&flow_id).await? else {
                 continue;
             };
-            if flow.value.usable_token(now).is_some_and(|(stored, _)| stored == mac) {
+            if flow
+                .value
+                .usable_token(now)
+                .is_some_and(|(stored, _)| stored == mac)
+            {
                 return Ok((flow, mac));
             }
         }
@@ -446,7 +584,10 @@ impl Recovery {
         let mut violations = assessment.violations;
         // Only hash-compare a password that could otherwise be accepted: argon2 is expensive,
         // and the length bound has already been enforced.
-        if violations.is_empty() && !history.is_empty() && self.hasher.matches_any(&normalized, history).await? {
+        if violations.is_empty()
+            && !history.is_empty()
+            && self.hasher.matches_any(&normalized, history).await?
+        {
             violations.push(PasswordPolicy::reused_violation());
         }
         Ok((
@@ -473,14 +614,23 @@ impl Recovery {
         let flow = found.value.clone();
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let account_id = flow.account_id.clone().ok_or(RecoveryError::TokenInvalid)?;
-        let account = self.accounts.find_by_id(&account_id).await?.ok_or(RecoveryError::TokenInvalid)?;
+        let account = self
+            .accounts
+            .find_by_id(&account_id)
+            .await?
+            .ok_or(RecoveryError::TokenInvalid)?;
         if new_password.expose_secret() != confirmation.expose_secret() {
             return Err(RecoveryError::PasswordMismatch);
         }
         let depth = self.policy.settings().history_depth + 1;
         let history = self.accounts.password_history(&account.id, depth).await?;
         let (normalized, check) = self
-            .check_new_password(&new_password, Some(&account.login_id), Some(&account.email), &history)
+            .check_new_password(
+                &new_password,
+                Some(&account.login_id),
+                Some(&account.email),
+                &history,
+            )
             .await?;
         if !check.violations.is_empty() {
             return Err(RecoveryError::PasswordPolicy(check.violations));
@@ -489,15 +639,32 @@ impl Recovery {
 
         // Take the token. From here on a failure must give it back.
         let (held, _, ()) = self
-            .update_flow(&flow.id, now, |current| Ok((Some(current.begin_reset(&token_mac, now, settings)?), ())))
-            .await?;
+            .update_flow(&flow.id, now, |current| {
+                Ok((Some(current.begin_reset(&token_mac, now, settings)?), ()))
+            })
+            .await
+            .map_err(|error| match error {
+                // The flow was ended meanwhile (another reset of the account won): to the
+                // caller, that is a dead token.
+                RecoveryError::FlowNotFound => RecoveryError::TokenInvalid,
+                other => other,
+            })?;
         let held_version = held.version + 1;
         let commit = self.reset_commit(&flow, &account, new_hash, now, ctx, depth)?;
         let outcome = match self.accounts.commit_reset(commit).await {
             Ok(outcome) => outcome,
             Err(error) => {
-                let held_flow = flow.begin_reset(&token_mac, now, settings).unwrap_or_else(|_| flow.clone());
-                let _ = self.store.replace_flow(&held_flow.release_reset(), held_version, flow.remaining(now)).await;
+                let held_flow = flow
+                    .begin_reset(&token_mac, now, settings)
+                    .unwrap_or_else(|_| flow.clone());
+                let _ = self
+                    .store
+                    .replace_flow(
+                        &held_flow.release_reset(),
+                        held_version,
+                        flow.remaining(now),
+                    )
+                    .await;
                 return Err(error.into());
             }
         };
@@ -509,7 +676,10 @@ impl Recovery {
             }
             ResetOutcome::Applied => {
                 let completed = flow.complete(now);
-                let _ = self.store.replace_flow(&completed, held_version, completed.remaining(now)).await;
+                let _ = self
+                    .store
+                    .replace_flow(&completed, held_version, completed.remaining(now))
+                    .await;
                 self.end_other_flows(&account.id, &flow.id).await;
                 self.delivery_wake.notify_one();
                 Ok(now)
@@ -579,7 +749,11 @@ impl Recovery {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn validate_password(&self, password: &SecretString, login: Option<&LoginId>) -> Result<PasswordCheck, RecoveryError> {
+    pub async fn validate_password(
+        &self,
+        password: &SecretString,
+        login: Option<&LoginId>,
+    ) -> Result<PasswordCheck, RecoveryError> {
         let (_, check) = self
             .check_new_password(password, login.map(LoginId::normalized), None, &[])
             .await?;
@@ -592,7 +766,8 @@ impl Recovery {
         let now = self.clock.now();
         let flow = self.load_live(flow_id, now).await?;
         self.store.delete_flow(flow_id).await?;
-        self.record(self.audit("recovery.cancelled", Some(&flow.value), ctx, "ok")).await;
+        self.record(self.audit("recovery.cancelled", Some(&flow.value), ctx, "ok"))
+            .await;
         Ok(())
     }
 
@@ -649,7 +824,10 @@ impl Recovery {
         let normalized = SecretString::from(self.policy.normalize(password.expose_secret()));
         let verified = self
             .hasher
-            .verify(&normalized, account.as_ref().map(|a| a.password_hash.as_str()))
+            .verify(
+                &normalized,
+                account.as_ref().map(|a| a.password_hash.as_str()),
+            )
             .await?;
         let Some(account) = account.filter(|_| verified.valid) else {
             return Ok(None);
@@ -659,7 +837,11 @@ impl Recovery {
             // password. A failure here must not fail the login.
             match self.hasher.hash(&normalized).await {
                 Ok(new_hash) => {
-                    if let Err(error) = self.accounts.upgrade_hash(&account.id, &account.password_hash, &new_hash).await {
+                    if let Err(error) = self
+                        .accounts
+                        .upgrade_hash(&account.id, &account.password_hash, &new_hash)
+                        .await
+                    {
                         tracing::warn!(error = %error, "rehash could not be stored");
                     }
                 }
@@ -686,13 +868,23 @@ impl Recovery {
         let login = violations.check(LoginId::parse("login_id", login_id));
         let email = violations.check(input::parse_optional_email("email", email.unwrap_or("")));
         let phone = violations.check(input::parse_optional_phone("phone", phone.unwrap_or("")));
-        let password = violations.check(input::parse_password("password", password.expose_secret()).map(|_| password));
-        let parsed = violations.into_result().and_then(|()| match (login, email, phone, password) {
-            (Some(login), Some(email), Some(phone), Some(password)) => Ok((login, email, phone, password)),
-            _ => Err(RecoveryError::internal(anyhow::anyhow!("parsed fields missing"))),
-        });
+        let password = violations
+            .check(input::parse_password("password", password.expose_secret()).map(|_| password));
+        let parsed =
+            violations
+                .into_result()
+                .and_then(|()| match (login, email, phone, password) {
+                    (Some(login), Some(email), Some(phone), Some(password)) => {
+                        Ok((login, email, phone, password))
+                    }
+                    _ => Err(RecoveryError::internal(anyhow::anyhow!(
+                        "parsed fields missing"
+                    ))),
+                });
         let result = match parsed {
-            Ok((login, email, phone, password)) => self.create_account(login, email, phone, password).await,
+            Ok((login, email, phone, password)) => {
+                self.create_account(login, email, phone, password).await
+            }
             Err(error) => Err(error),
         };
         result.map_err(|error| anyhow::anyhow!(describe(&error)))

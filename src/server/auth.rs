@@ -22,7 +22,9 @@ impl AccountAuth {
             let bytes = hex::decode(hex_hash.trim())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| anyhow::anyhow!("account_api.api_key_sha256[{index}] is not a SHA-256 in hex"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("account_api.api_key_sha256[{index}] is not a SHA-256 in hex")
+                })?;
             key_hashes.push(bytes);
         }
         Ok(Self { key_hashes })
@@ -36,8 +38,14 @@ impl AccountAuth {
 impl Interceptor for AccountAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         if self.key_hashes.is_empty() {
-            let loopback = request.remote_addr().is_some_and(|addr| addr.ip().is_loopback());
-            return if loopback { Ok(request) } else { Err(to_status(RecoveryError::PermissionDenied)) };
+            let loopback = request
+                .remote_addr()
+                .is_some_and(|addr| addr.ip().is_loopback());
+            return if loopback {
+                Ok(request)
+            } else {
+                Err(to_status(RecoveryError::PermissionDenied))
+            };
         }
         let presented = request
             .metadata()
@@ -52,6 +60,10 @@ impl Interceptor for AccountAuth {
         for known in &self.key_hashes {
             matched |= known.as_slice().ct_eq(presented.as_slice());
         }
-        if bool::from(matched) { Ok(request) } else { Err(to_status(RecoveryError::PermissionDenied)) }
+        if bool::from(matched) {
+            Ok(request)
+        } else {
+            Err(to_status(RecoveryError::PermissionDenied))
+        }
     }
 }

@@ -80,12 +80,18 @@ impl MemoryStore {
 impl EphemeralStore for MemoryStore {
     async fn put_captcha(&self, captcha: &CaptchaRecord, ttl: Duration) -> Result<(), StoreError> {
         self.with(|s, _| {
-            s.captchas.insert(captcha.id.clone(), Entry::new(captcha.clone(), ttl));
+            s.captchas
+                .insert(captcha.id.clone(), Entry::new(captcha.clone(), ttl));
         })
     }
 
     async fn take_captcha(&self, id: &str) -> Result<Option<CaptchaRecord>, StoreError> {
-        self.with(|s, now| s.captchas.remove(id).filter(|e| e.live(now)).map(|e| e.value))
+        self.with(|s, now| {
+            s.captchas
+                .remove(id)
+                .filter(|e| e.live(now))
+                .map(|e| e.value)
+        })
     }
 
     async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
@@ -98,7 +104,12 @@ impl EphemeralStore for MemoryStore {
         })
     }
 
-    async fn add_account_flow(&self, owner: &str, flow_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn add_account_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.with(|s, now| {
             let entry = s
                 .account_flows
@@ -113,10 +124,20 @@ impl EphemeralStore for MemoryStore {
     }
 
     async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError> {
-        self.with(|s, now| s.flows.get(id).filter(|e| e.live(now)).map(|e| e.value.clone()))
+        self.with(|s, now| {
+            s.flows
+                .get(id)
+                .filter(|e| e.live(now))
+                .map(|e| e.value.clone())
+        })
     }
 
-    async fn replace_flow(&self, flow: &Flow, expected_version: u64, ttl: Duration) -> Result<bool, StoreError> {
+    async fn replace_flow(
+        &self,
+        flow: &Flow,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         self.with(|s, now| match s.flows.get_mut(&flow.id) {
             Some(entry) if entry.live(now) && entry.value.version == expected_version => {
                 *entry = Entry::new(
@@ -148,26 +169,48 @@ impl EphemeralStore for MemoryStore {
         })
     }
 
-    async fn put_token(&self, token_mac: &str, flow_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn put_token(
+        &self,
+        token_mac: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.with(|s, _| {
-            s.tokens.insert(token_mac.to_owned(), Entry::new(flow_id.to_owned(), ttl));
+            s.tokens
+                .insert(token_mac.to_owned(), Entry::new(flow_id.to_owned(), ttl));
         })
     }
 
     async fn token_flow(&self, token_mac: &str) -> Result<Option<String>, StoreError> {
-        self.with(|s, now| s.tokens.get(token_mac).filter(|e| e.live(now)).map(|e| e.value.clone()))
+        self.with(|s, now| {
+            s.tokens
+                .get(token_mac)
+                .filter(|e| e.live(now))
+                .map(|e| e.value.clone())
+        })
     }
 
-    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<RateDecision, StoreError> {
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<RateDecision, StoreError> {
         self.with(|s, now| {
-            let entry = s.counters.entry(key.to_owned()).or_insert_with(|| Entry::new(0, window));
+            let entry = s
+                .counters
+                .entry(key.to_owned())
+                .or_insert_with(|| Entry::new(0, window));
             if !entry.live(now) {
                 *entry = Entry::new(0, window);
             }
             entry.value = entry.value.saturating_add(1);
             if entry.value > limit {
                 RateDecision::Limited {
-                    retry_after: entry.deadline.saturating_duration_since(now).max(Duration::from_secs(1)),
+                    retry_after: entry
+                        .deadline
+                        .saturating_duration_since(now)
+                        .max(Duration::from_secs(1)),
                 }
             } else {
                 RateDecision::Allowed

@@ -50,13 +50,23 @@ pub trait EphemeralStore: Send + Sync + 'static {
     async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError>;
 
     /// Adds a flow to its owner's set of open flows (kept at least `ttl`).
-    async fn add_account_flow(&self, owner: &str, flow_id: &str, ttl: Duration) -> Result<(), StoreError>;
+    async fn add_account_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError>;
 
     /// Replaces the flow if its version is still `expected_version` (then it becomes
     /// `expected_version + 1`). `false`: someone else changed it first.
-    async fn replace_flow(&self, flow: &Flow, expected_version: u64, ttl: Duration) -> Result<bool, StoreError>;
+    async fn replace_flow(
+        &self,
+        flow: &Flow,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 
     async fn delete_flow(&self, id: &str) -> Result<(), StoreError>;
 
@@ -64,12 +74,22 @@ pub trait EphemeralStore: Send + Sync + 'static {
     async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
 
     /// Points a reset token's keyed hash at its flow.
-    async fn put_token(&self, token_mac: &str, flow_id: &str, ttl: Duration) -> Result<(), StoreError>;
+    async fn put_token(
+        &self,
+        token_mac: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     async fn token_flow(&self, token_mac: &str) -> Result<Option<String>, StoreError>;
 
     /// Counts one hit in a fixed window; `Limited` once more than `limit` hits fell in it.
-    async fn hit(&self, key: &str, limit: u32, window: Duration) -> Result<RateDecision, StoreError>;
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<RateDecision, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -5,7 +5,10 @@ use crate::config::RedisConfig;
 pub struct RedisStore;
 
 impl RedisStore {
-    pub async fn connect(_url: &str, _config: &RedisConfig) -> anyhow::Result<crate::store::MemoryStore> {
+    pub async fn connect(
+        _url: &str,
+        _config: &RedisConfig,
+    ) -> anyhow::Result<crate::store::MemoryStore> {
         anyhow::bail!("the redis store is not built yet")
     }
 }

@@ -1,0 +1,123 @@
+//! A store that fails on demand, wrapped around a real one: for the UNAVAILABLE and INTERNAL
+//! paths of every RPC without stopping a real backend.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use recovery_service::recovery::captcha::CaptchaRecord;
+use recovery_service::recovery::flow::Flow;
+use recovery_service::store::{EphemeralStore, MemoryStore, RateDecision, StoreError, Versioned};
+
+#[derive(Clone, Default)]
+pub struct FaultyStore {
+    inner: Arc<MemoryStore>,
+    mode: Arc<AtomicU8>,
+}
+
+const HEALTHY: u8 = 0;
+const UNAVAILABLE: u8 = 1;
+const BROKEN: u8 = 2;
+
+impl FaultyStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn heal(&self) {
+        self.mode.store(HEALTHY, Ordering::SeqCst);
+    }
+
+    pub fn go_down(&self) {
+        self.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    }
+
+    pub fn break_internally(&self) {
+        self.mode.store(BROKEN, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.mode.load(Ordering::SeqCst) {
+            UNAVAILABLE => Err(StoreError::Unavailable(anyhow::anyhow!(
+                "connection refused (injected)"
+            ))),
+            BROKEN => Err(StoreError::Internal(anyhow::anyhow!(
+                "corrupt value with secret-looking detail 12345"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl EphemeralStore for FaultyStore {
+    async fn put_captcha(&self, captcha: &CaptchaRecord, ttl: Duration) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_captcha(captcha, ttl).await
+    }
+    async fn take_captcha(&self, id: &str) -> Result<Option<CaptchaRecord>, StoreError> {
+        self.check()?;
+        self.inner.take_captcha(id).await
+    }
+    async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert_flow(flow, ttl).await
+    }
+    async fn add_account_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.add_account_flow(owner, flow_id, ttl).await
+    }
+    async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError> {
+        self.check()?;
+        self.inner.load_flow(id).await
+    }
+    async fn replace_flow(
+        &self,
+        flow: &Flow,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.replace_flow(flow, expected_version, ttl).await
+    }
+    async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete_flow(id).await
+    }
+    async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        self.check()?;
+        self.inner.account_flows(account_id).await
+    }
+    async fn put_token(
+        &self,
+        token_mac: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_token(token_mac, flow_id, ttl).await
+    }
+    async fn token_flow(&self, token_mac: &str) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.token_flow(token_mac).await
+    }
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<RateDecision, StoreError> {
+        self.check()?;
+        self.inner.hit(key, limit, window).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()
+    }
+}
