@@ -65,14 +65,27 @@ pub fn t0() -> DateTime<Utc> {
 /// Defaults of SPEC §4 except argon2 cost (kept tiny so the suite stays fast; the
 /// parameters themselves are tested in unit tests) and captcha answers.
 pub fn test_config(dir: &TempDir) -> Config {
-    let mut config = Config::default();
-    config.database_url = format!("sqlite://{}?mode=rwc", dir.0.join("recovery.db").display());
-    config.secret = Some(SecretString::from(SECRET));
-    config.hashing.m_cost_kib = 256;
-    config.hashing.t_cost = 1;
-    config.delivery.poll_interval_ms = 50;
-    config.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-    config
+    let hashing = recovery_service::accounts::HashSettings {
+        m_cost_kib: 256,
+        t_cost: 1,
+        ..Default::default()
+    };
+    let delivery = recovery_service::notify::queue::DeliverySettings {
+        poll_interval_ms: 50,
+        ..Default::default()
+    };
+    let server = recovery_service::config::ServerConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..Default::default()
+    };
+    Config {
+        database_url: format!("sqlite://{}?mode=rwc", dir.0.join("recovery.db").display()),
+        secret: Some(SecretString::from(SECRET)),
+        hashing,
+        delivery,
+        server,
+        ..Config::default()
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
