@@ -29,6 +29,8 @@ pub struct Account {
     pub phone: Option<String>,
     pub password_hash: String,
     pub password_changed_at: Option<DateTime<Utc>>,
+    /// Bumped by every password change (not by a rehash).
+    pub password_version: i64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -62,8 +64,9 @@ pub struct AuditRecord {
 pub struct ResetCommit {
     pub account_id: String,
     pub flow_id: String,
-    /// Resets from flows started before the last password change are stale.
-    pub flow_started_at: DateTime<Utc>,
+    /// The account's password version when the flow started: a reset applies only if no other
+    /// change happened since (no clock comparison, so precision of stored times is moot).
+    pub expected_password_version: i64,
     pub new_hash: String,
     pub changed_at: DateTime<Utc>,
     /// History rows to keep (current + depth).

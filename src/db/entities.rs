@@ -15,6 +15,8 @@ pub mod account {
         pub phone: Option<String>,
         pub password_hash: String,
         pub password_changed_at: Option<DateTimeUtc>,
+        /// Bumped by every password change: the compare-and-set guard of resets.
+        pub password_version: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }

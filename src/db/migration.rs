@@ -24,6 +24,7 @@ enum Accounts {
     Phone,
     PasswordHash,
     PasswordChangedAt,
+    PasswordVersion,
     CreatedAt,
     UpdatedAt,
 }
@@ -104,6 +105,7 @@ impl MigrationTrait for InitialSchema {
                     .col(string_len_null(Accounts::Phone, 32))
                     .col(text(Accounts::PasswordHash))
                     .col(timestamp_with_time_zone_null(Accounts::PasswordChangedAt))
+                    .col(big_integer(Accounts::PasswordVersion).default(0))
                     .col(timestamp_with_time_zone(Accounts::CreatedAt))
                     .col(timestamp_with_time_zone(Accounts::UpdatedAt))
                     .to_owned(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection,
@@ -136,6 +136,7 @@ fn to_account(model: account::Model) -> Account {
         phone: model.phone,
         password_hash: model.password_hash,
         password_changed_at: model.password_changed_at,
+        password_version: model.password_version,
         created_at: model.created_at,
     }
 }
@@ -186,6 +187,7 @@ impl AccountRepository for Database {
             phone: Set(new.phone.clone()),
             password_hash: Set(new.password_hash.clone()),
             password_changed_at: Set(None),
+            password_version: Set(0),
             created_at: Set(new.created_at),
             updated_at: Set(new.created_at),
         };
@@ -217,6 +219,7 @@ impl AccountRepository for Database {
             phone: new.phone,
             password_hash: new.password_hash,
             password_changed_at: None,
+            password_version: 0,
             created_at: new.created_at,
         })
     }
@@ -273,7 +276,7 @@ impl AccountRepository for Database {
     async fn commit_reset(&self, commit: ResetCommit) -> Result<ResetOutcome, RepoError> {
         let txn = self.conn.begin().await.map_err(classify)?;
         // The guard makes the database the arbiter between concurrent resets of one account:
-        // a flow started before the last change is stale, so exactly one of two racing flows
+        // a flow that saw an older password version is stale, so exactly one of two racing flows
         // wins and the other writes nothing but its audit row.
         let updated = account::Entity::update_many()
             .col_expr(
@@ -285,12 +288,12 @@ impl AccountRepository for Database {
                 Expr::value(Some(commit.changed_at)),
             )
             .col_expr(account::Column::UpdatedAt, Expr::value(commit.changed_at))
-            .filter(account::Column::Id.eq(commit.account_id.clone()))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(account::Column::PasswordChangedAt.is_null())
-                    .add(account::Column::PasswordChangedAt.lt(commit.flow_started_at)),
+            .col_expr(
+                account::Column::PasswordVersion,
+                sea_orm::sea_query::ExprTrait::add(Expr::col(account::Column::PasswordVersion), 1),
             )
+            .filter(account::Column::Id.eq(commit.account_id.clone()))
+            .filter(account::Column::PasswordVersion.eq(commit.expected_password_version))
             .exec(&txn)
             .await
             .map_err(classify)?;
@@ -375,11 +378,6 @@ impl AccountRepository for Database {
 impl DeliveryQueue for Database {
     async fn enqueue(&self, delivery: SealedDelivery) -> Result<(), RepoError> {
         delivery::Entity::insert(delivery_row(delivery))
-            .on_conflict(
-                OnConflict::column(delivery::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
             .exec_without_returning(&self.conn)
             .await
             .map(|_| ())

@@ -96,6 +96,10 @@ pub struct Flow {
     /// `None` for a login that does not exist: the flow behaves the same, nothing is delivered
     /// and no code ever verifies.
     pub account_id: Option<String>,
+    /// The account's password version at start: a reset from this flow applies only if the
+    /// password has not changed since.
+    #[serde(default)]
+    pub password_version: i64,
     /// Keyed hash of the case-folded login: for per-login limits and audit, without the login.
     pub login_key: String,
     pub methods: Vec<Method>,
@@ -136,6 +140,7 @@ impl Flow {
         Self {
             id,
             account_id,
+            password_version: 0,
             login_key,
             methods,
             locale,

