@@ -290,6 +290,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("recovery.toml", "captcha = \"on\"\nmail_from = \"file@example.com\"\n[flow]\ncode_ttl_secs = 120\n")?;

@@ -44,7 +44,7 @@ impl State {
     /// Drops expired entries every 1024 operations: amortised O(1), bounded memory.
     fn maybe_sweep(&mut self, now: Instant) {
         self.operations += 1;
-        if self.operations % 1024 != 0 {
+        if !self.operations.is_multiple_of(1024) {
             return;
         }
         self.captchas.retain(|_, e| e.live(now));
