@@ -313,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
     fn environment_overrides_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

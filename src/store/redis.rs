@@ -1,14 +1,506 @@
-//! Redis store. Placeholder until the Redis work lands in this session.
+//! The production store: Redis, single node (`redis://`, `rediss://`) or Cluster (a
+//! comma-separated list of node URLs).
+//!
+//! Atomicity: every state change is exactly one Lua script, run with EVALSHA (`redis::Script`
+//! sends the SHA and loads the body only after a NOSCRIPT reply). A script runs alone on its
+//! node, so a compare-and-swap, a take-once or a counter bump cannot interleave with another
+//! replica's, and the TTL is set inside the same script: no key can ever be left without an
+//! expiry by a crash between two commands. Reads are single commands (HMGET, GET, SMEMBERS).
+//!
+//! Key layout (`P` is the configured prefix, `recovery:` by default):
+//!
+//! | key                   | type   | value                                   |
+//! |-----------------------|--------|-----------------------------------------|
+//! | `P captcha:{<id>}`    | string | captcha record, JSON                    |
+//! | `P flow:{<id>}`       | hash   | `v` = version, `d` = flow JSON          |
+//! | `P acct:{<owner>}`    | set    | ids of the owner's open flows           |
+//! | `P token:{<mac>}`     | string | flow id the reset token belongs to      |
+//! | `P rl:{<key>}`        | string | fixed-window hit counter                |
+//!
+//! The braces are Redis Cluster hash tags: only the part inside them picks the slot, so every
+//! key that belongs to one flow (or captcha, account, …) lands in one slot. Each script here
+//! touches one key, and any future multi-key script must keep its keys under one tag, otherwise
+//! Cluster answers CROSSSLOT.
+//!
+//! Secrets: keys carry ids and keyed hashes (MACs), never a secret; values are never logged
+//! nor put in an error message (a decoding error reports only its position).
 
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{EphemeralStore, RateDecision, StoreError, Versioned};
 use crate::config::RedisConfig;
+use crate::recovery::captcha::CaptchaRecord;
+use crate::recovery::flow::Flow;
 
-pub struct RedisStore;
+/// `SET key value PX ttl`. A script rather than a bare SET only so that every write goes through
+/// the same audited path (one script per state change).
+const PUT_VALUE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Read and delete in one step (GETDEL, written out so it also runs on Redis < 6.2): of two
+/// concurrent answers to one captcha, exactly one sees the record.
+const TAKE_VALUE: &str = r"
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('DEL', KEYS[1])
+end
+return value
+";
+
+/// A new flow starts at version 1; both fields and the TTL are written together.
+const INSERT_FLOW: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Compare-and-swap on the version. Versions are compared as the decimal strings Rust wrote,
+/// not as Lua numbers (doubles), so no precision is lost. ARGV: expected, next, JSON, ttl.
+const REPLACE_FLOW: &str = r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+const DELETE_KEY: &str = r"
+return redis.call('DEL', KEYS[1])
+";
+
+/// Adds a flow to its owner's set and extends the set's TTL, never shortens it (a new flow must
+/// not cut short the index of an older, longer-lived one). PTTL is -1 for a set that was just
+/// created, so it always gets a TTL. (PEXPIRE … GT would do, but needs Redis 7.)
+const ADD_TO_SET: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+";
+
+/// Fixed-window counter: the first hit opens the window. A counter found without a TTL (which
+/// would otherwise limit forever) gets a fresh window. Returns {count, remaining window in ms}.
+const HIT: &str = r"
+local count = redis.call('INCR', KEYS[1])
+local window = tonumber(ARGV[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], window)
+  ttl = window
+end
+return {count, ttl}
+";
+
+/// Longest TTL sent to Redis (~34 years): Redis rejects an expiry that overflows once added to
+/// its clock, and no short-lived record needs more.
+const MAX_TTL_MS: u64 = 1 << 40;
+
+/// Redis refuses `PX 0`; a zero TTL means "expires at once", which 1 ms is for every reader.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(MAX_TTL_MS)
+        .clamp(1, MAX_TTL_MS)
+}
+
+/// Both connection kinds multiplex every caller over their sockets and are cheap to clone.
+#[derive(Clone)]
+enum Connection {
+    /// Reconnects by itself after a dropped connection.
+    Single(ConnectionManager),
+    /// Follows MOVED/ASK and refreshes the slot map by itself.
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    fn mode(&self) -> &'static str {
+        match self {
+            Connection::Single(_) => "single",
+            Connection::Cluster(_) => "cluster",
+        }
+    }
+
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        match self.clone() {
+            Connection::Single(mut connection) => invocation.invoke_async(&mut connection).await,
+            Connection::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, RedisError> {
+        match self.clone() {
+            Connection::Single(mut connection) => command.query_async(&mut connection).await,
+            Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
+        }
+    }
+}
+
+struct Scripts {
+    put_value: Script,
+    take_value: Script,
+    insert_flow: Script,
+    replace_flow: Script,
+    delete_key: Script,
+    add_to_set: Script,
+    hit: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            put_value: Script::new(PUT_VALUE),
+            take_value: Script::new(TAKE_VALUE),
+            insert_flow: Script::new(INSERT_FLOW),
+            replace_flow: Script::new(REPLACE_FLOW),
+            delete_key: Script::new(DELETE_KEY),
+            add_to_set: Script::new(ADD_TO_SET),
+            hit: Script::new(HIT),
+        }
+    }
+}
+
+pub struct RedisStore {
+    connection: Connection,
+    scripts: Scripts,
+    prefix: String,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("mode", &self.connection.mode())
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
 
 impl RedisStore {
-    pub async fn connect(
-        _url: &str,
-        _config: &RedisConfig,
-    ) -> anyhow::Result<crate::store::MemoryStore> {
-        anyhow::bail!("the redis store is not built yet")
+    /// Connects and checks the server answers. `url` is one `redis://` / `rediss://` URL (single
+    /// node), or several separated by commas (Cluster; a single node followed by a comma also
+    /// means Cluster). URLs may carry a password, so they never appear in an error or a log.
+    pub async fn connect(url: &str, config: &RedisConfig) -> Result<Self, StoreError> {
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+        let command_timeout = Duration::from_millis(config.command_timeout_ms.max(1));
+        let connecting = async {
+            if url.contains(',') {
+                let nodes: Vec<&str> = url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|node| !node.is_empty())
+                    .collect();
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(command_timeout)
+                    // Retries (after MOVED, TRYAGAIN, a failover) must all fit in one command's
+                    // budget; past it the caller gets UNAVAILABLE and can retry.
+                    .overall_response_timeout(Some(command_timeout))
+                    .build()
+                    .map_err(|e| connect_error("cluster URLs", e))?;
+                let connection = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| connect_error("cluster", e))?;
+                Ok(Connection::Cluster(connection))
+            } else {
+                let client =
+                    redis::Client::open(url.trim()).map_err(|e| connect_error("URL", e))?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(command_timeout))
+                    // Reconnection runs in the background; a request meanwhile fails fast with
+                    // UNAVAILABLE rather than waiting out a long backoff.
+                    .set_number_of_retries(3)
+                    .set_max_delay(Duration::from_secs(1));
+                let manager = ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .map_err(|e| connect_error("server", e))?;
+                Ok(Connection::Single(manager))
+            }
+        };
+        let connection = match tokio::time::timeout(connect_timeout, connecting).await {
+            Ok(connection) => connection?,
+            Err(_) => {
+                return Err(StoreError::Unavailable(anyhow!(
+                    "connecting to Redis timed out after {} ms",
+                    connect_timeout.as_millis()
+                )));
+            }
+        };
+        let store = Self {
+            connection,
+            scripts: Scripts::new(),
+            prefix: config.key_prefix.clone(),
+            command_timeout,
+        };
+        store.ping().await?;
+        tracing::info!(mode = store.connection.mode(), prefix = %store.prefix, "connected to Redis");
+        Ok(store)
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{{{id}}}", self.prefix)
+    }
+
+    /// Bounds one operation by the command timeout, whatever the client's own timeouts cover
+    /// (EVALSHA may take two round trips after a NOSCRIPT; Cluster may retry).
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        future: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.command_timeout, future).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(operation, error)),
+            Err(_) => Err(StoreError::Unavailable(anyhow!(
+                "redis {operation} timed out after {} ms",
+                self.command_timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.bounded(operation, self.connection.invoke(invocation))
+            .await
+    }
+
+    async fn run_command<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.bounded(operation, self.connection.query(command))
+            .await
+    }
+}
+
+/// Retryable (the server is unreachable, restarting or failing over) versus everything else.
+fn is_unavailable(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        )
+}
+
+/// The error's text is the client's or the server's, which names the failure, never the
+/// arguments (our values), so it is safe to keep in the chain.
+fn classify(operation: &'static str, error: RedisError) -> StoreError {
+    let unavailable = is_unavailable(&error);
+    let error = anyhow::Error::new(error).context(format!("redis {operation}"));
+    if unavailable {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::Internal(error)
+    }
+}
+
+fn connect_error(what: &'static str, error: RedisError) -> StoreError {
+    let unavailable = is_unavailable(&error);
+    let error = if error.kind() == ErrorKind::InvalidClientConfig {
+        // Category only: the detail of a configuration error may quote part of the URL, which
+        // can carry the password.
+        anyhow!("invalid Redis {what}: {}", error.category())
+    } else {
+        anyhow::Error::new(error).context(format!("connecting to the Redis {what}"))
+    };
+    if unavailable {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::Internal(error)
+    }
+}
+
+fn encode(what: &'static str, value: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Internal(anyhow!("encoding a {what}: {:?} error", e.classify())))
+}
+
+/// serde_json's message can quote the offending input, so only its kind and position are kept.
+fn decode<T: DeserializeOwned>(what: &'static str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Internal(anyhow!(
+            "stored {what} does not decode: {:?} error at line {}, column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+#[async_trait]
+impl EphemeralStore for RedisStore {
+    async fn put_captcha(&self, captcha: &CaptchaRecord, ttl: Duration) -> Result<(), StoreError> {
+        let json = encode("captcha", captcha)?;
+        let key = self.key("captcha", &captcha.id);
+        let mut invocation = self.scripts.put_value.prepare_invoke();
+        invocation.key(key).arg(json).arg(ttl_ms(ttl));
+        self.run_script::<()>("put_captcha", &invocation).await
+    }
+
+    async fn take_captcha(&self, id: &str) -> Result<Option<CaptchaRecord>, StoreError> {
+        let mut invocation = self.scripts.take_value.prepare_invoke();
+        invocation.key(self.key("captcha", id));
+        let json: Option<String> = self.run_script("take_captcha", &invocation).await?;
+        json.map(|json| decode("captcha", &json)).transpose()
+    }
+
+    async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
+        let json = encode("flow", flow)?;
+        let mut invocation = self.scripts.insert_flow.prepare_invoke();
+        invocation
+            .key(self.key("flow", &flow.id))
+            .arg(json)
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("insert_flow", &invocation).await
+    }
+
+    async fn add_account_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.add_to_set.prepare_invoke();
+        invocation
+            .key(self.key("acct", owner))
+            .arg(flow_id)
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("add_account_flow", &invocation).await
+    }
+
+    async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError> {
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.key("flow", id)).arg("v").arg("d");
+        let (version, json): (Option<String>, Option<String>) =
+            self.run_command("load_flow", &command).await?;
+        match (version, json) {
+            (Some(version), Some(json)) => {
+                let version = version.parse::<u64>().map_err(|_| {
+                    StoreError::Internal(anyhow!("stored flow version is not a number"))
+                })?;
+                Ok(Some(Versioned {
+                    value: decode("flow", &json)?,
+                    version,
+                }))
+            }
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Internal(anyhow!(
+                "stored flow lacks its version or its data"
+            ))),
+        }
+    }
+
+    async fn replace_flow(
+        &self,
+        flow: &Flow,
+        expected_version: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let next_version = expected_version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Internal(anyhow!("flow version overflow")))?;
+        let json = encode("flow", flow)?;
+        let mut invocation = self.scripts.replace_flow.prepare_invoke();
+        invocation
+            .key(self.key("flow", &flow.id))
+            .arg(expected_version.to_string())
+            .arg(next_version.to_string())
+            .arg(json)
+            .arg(ttl_ms(ttl));
+        let swapped: i64 = self.run_script("replace_flow", &invocation).await?;
+        Ok(swapped == 1)
+    }
+
+    async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.delete_key.prepare_invoke();
+        invocation.key(self.key("flow", id));
+        self.run_script::<()>("delete_flow", &invocation).await
+    }
+
+    async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut command = redis::cmd("SMEMBERS");
+        command.arg(self.key("acct", account_id));
+        self.run_command("account_flows", &command).await
+    }
+
+    async fn put_token(
+        &self,
+        token_mac: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.put_value.prepare_invoke();
+        invocation
+            .key(self.key("token", token_mac))
+            .arg(flow_id)
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("put_token", &invocation).await
+    }
+
+    async fn token_flow(&self, token_mac: &str) -> Result<Option<String>, StoreError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.key("token", token_mac));
+        self.run_command("token_flow", &command).await
+    }
+
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<RateDecision, StoreError> {
+        let mut invocation = self.scripts.hit.prepare_invoke();
+        invocation.key(self.key("rl", key)).arg(ttl_ms(window));
+        let (count, remaining_ms): (u64, i64) = self.run_script("hit", &invocation).await?;
+        if count <= u64::from(limit) {
+            return Ok(RateDecision::Allowed);
+        }
+        let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
+        Ok(RateDecision::Limited {
+            // Never tell a client to retry at once: the window may close a few ms from now.
+            retry_after: remaining.max(Duration::from_secs(1)),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run_command::<()>("ping", &redis::cmd("PING")).await
     }
 }

@@ -1,0 +1,666 @@
+//! One suite, every backend: the in-process store, Redis on a single node and Redis Cluster must
+//! answer every `EphemeralStore` call the same way, including under concurrency and at expiry.
+//!
+//! Each behaviour below is an `async fn` taking a fresh store; `backend!` turns the list into one
+//! `#[tokio::test]` per behaviour per backend (`memory::…`, `redis_single::…`, `redis_cluster::…`).
+//!
+//! Redis backends are never skipped: if one cannot be reached the test fails and says how to
+//! start it. Every test uses its own key prefix (`test:<uuid>:`) and every key it writes has a
+//! TTL of at most a minute, so runs never collide and leave nothing behind in a shared Redis.
+//!
+//! - single node: `RECOVERY_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`)
+//! - cluster: `RECOVERY_TEST_REDIS_CLUSTER`, comma-separated node URLs (default
+//!   `redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003`), started by
+//!   `bash scripts/redis-cluster.sh start`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use recovery_service::config::RedisConfig;
+use recovery_service::recovery::captcha::CaptchaRecord;
+use recovery_service::recovery::flow::{Channel, Flow, FlowSettings, Method};
+use recovery_service::store::{EphemeralStore, MemoryStore, RateDecision, RedisStore, StoreError};
+use uuid::Uuid;
+
+const SINGLE_URL_ENV: &str = "RECOVERY_TEST_REDIS_URL";
+const SINGLE_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+const CLUSTER_URL_ENV: &str = "RECOVERY_TEST_REDIS_CLUSTER";
+const CLUSTER_URL_DEFAULT: &str =
+    "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003";
+
+/// Short enough to wait out in a test, long enough that a write and the read after it land
+/// well inside it.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+/// Comfortably past `SHORT_TTL`, including Redis's lazy-plus-active expiry.
+const PAST_SHORT_TTL: Duration = Duration::from_millis(1_000);
+const LONG_TTL: Duration = Duration::from_secs(60);
+
+async fn memory_store() -> Arc<dyn EphemeralStore> {
+    Arc::new(MemoryStore::new())
+}
+
+async fn redis_single_store() -> Arc<dyn EphemeralStore> {
+    redis_store(
+        SINGLE_URL_ENV,
+        SINGLE_URL_DEFAULT,
+        "start one with `redis-server --daemonize yes` (or `docker run -p 6379:6379 redis`)",
+    )
+    .await
+}
+
+async fn redis_cluster_store() -> Arc<dyn EphemeralStore> {
+    redis_store(
+        CLUSTER_URL_ENV,
+        CLUSTER_URL_DEFAULT,
+        "start one with `bash scripts/redis-cluster.sh start`",
+    )
+    .await
+}
+
+async fn redis_store(env: &str, default: &str, how_to_start: &str) -> Arc<dyn EphemeralStore> {
+    let url = std::env::var(env).unwrap_or_else(|_| default.to_owned());
+    let config = RedisConfig {
+        key_prefix: format!("test:{}:", Uuid::new_v4()),
+        ..RedisConfig::default()
+    };
+    match RedisStore::connect(&url, &config).await {
+        Ok(store) => Arc::new(store),
+        // The URL itself is not printed: a CI one may carry a password.
+        Err(error) => panic!(
+            "cannot reach the Redis named by {env} (default {default}): {error:#}. \
+             Point {env} at a running Redis or {how_to_start}."
+        ),
+    }
+}
+
+fn id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+fn captcha(id: &str) -> CaptchaRecord {
+    CaptchaRecord {
+        id: id.to_owned(),
+        answer_mac: "a1b2c3".to_owned(),
+        expires_at: Utc.with_ymd_and_hms(2026, 11, 28, 8, 5, 0).unwrap(),
+    }
+}
+
+fn flow(id: &str) -> Flow {
+    Flow::start(
+        id.to_owned(),
+        Some("account-1".to_owned()),
+        "login-key".to_owned(),
+        vec![Method {
+            channel: Channel::Email,
+            masked_destination: "j***n@e***.com".to_owned(),
+        }],
+        "en".to_owned(),
+        Utc.with_ymd_and_hms(2026, 11, 28, 8, 0, 0).unwrap(),
+        &FlowSettings::default(),
+    )
+}
+
+/// The same flow after one change, so a test can tell which write is stored.
+fn changed(flow: &Flow, sends: u32) -> Flow {
+    Flow {
+        sends,
+        ..flow.clone()
+    }
+}
+
+mod behaviour {
+    use super::*;
+
+    pub async fn the_store_answers_a_ping(store: Arc<dyn EphemeralStore>) {
+        store.ping().await.unwrap();
+    }
+
+    pub async fn a_captcha_is_taken_only_once(store: Arc<dyn EphemeralStore>) {
+        let id = id();
+        store.put_captcha(&captcha(&id), LONG_TTL).await.unwrap();
+        assert_eq!(store.take_captcha(&id).await.unwrap(), Some(captcha(&id)));
+        assert_eq!(store.take_captcha(&id).await.unwrap(), None);
+    }
+
+    pub async fn an_unknown_captcha_is_taken_as_none(store: Arc<dyn EphemeralStore>) {
+        assert_eq!(store.take_captcha(&id()).await.unwrap(), None);
+    }
+
+    pub async fn a_captcha_expires_after_its_ttl(store: Arc<dyn EphemeralStore>) {
+        let id = id();
+        store.put_captcha(&captcha(&id), SHORT_TTL).await.unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.take_captcha(&id).await.unwrap(), None);
+    }
+
+    pub async fn concurrent_takes_of_one_captcha_yield_it_exactly_once(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let id = id();
+        store.put_captcha(&captcha(&id), LONG_TTL).await.unwrap();
+        let takes = (0..50).map(|_| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move { store.take_captcha(&id).await.unwrap() })
+        });
+        let taken: Vec<_> = futures_join_all(takes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(taken, vec![captcha(&id)]);
+    }
+
+    pub async fn an_inserted_flow_loads_at_version_one(store: Arc<dyn EphemeralStore>) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, LONG_TTL).await.unwrap();
+        let loaded = store.load_flow(&flow.id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 1);
+        assert_eq!(loaded.value, flow);
+    }
+
+    pub async fn an_unknown_flow_loads_as_none(store: Arc<dyn EphemeralStore>) {
+        assert_eq!(store.load_flow(&id()).await.unwrap(), None);
+    }
+
+    pub async fn a_replace_at_the_current_version_stores_the_flow_and_bumps_the_version(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, LONG_TTL).await.unwrap();
+        assert!(
+            store
+                .replace_flow(&changed(&flow, 1), 1, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .replace_flow(&changed(&flow, 2), 2, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        let loaded = store.load_flow(&flow.id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 3);
+        assert_eq!(loaded.value, changed(&flow, 2));
+    }
+
+    pub async fn a_replace_with_a_stale_version_fails_and_changes_nothing(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, LONG_TTL).await.unwrap();
+        assert!(
+            store
+                .replace_flow(&changed(&flow, 1), 1, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .replace_flow(&changed(&flow, 9), 1, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .replace_flow(&changed(&flow, 9), 7, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        let loaded = store.load_flow(&flow.id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 2);
+        assert_eq!(loaded.value, changed(&flow, 1));
+    }
+
+    pub async fn a_replace_of_a_missing_flow_fails_and_creates_nothing(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let flow = flow(&id());
+        assert!(!store.replace_flow(&flow, 1, LONG_TTL).await.unwrap());
+        assert!(!store.replace_flow(&flow, 0, LONG_TTL).await.unwrap());
+        assert_eq!(store.load_flow(&flow.id).await.unwrap(), None);
+    }
+
+    pub async fn a_deleted_flow_is_gone_and_cannot_be_replaced(store: Arc<dyn EphemeralStore>) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, LONG_TTL).await.unwrap();
+        store.delete_flow(&flow.id).await.unwrap();
+        assert_eq!(store.load_flow(&flow.id).await.unwrap(), None);
+        assert!(!store.replace_flow(&flow, 1, LONG_TTL).await.unwrap());
+        // Deleting twice (or an unknown flow) is not an error.
+        store.delete_flow(&flow.id).await.unwrap();
+    }
+
+    pub async fn a_flow_expires_after_its_ttl(store: Arc<dyn EphemeralStore>) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, SHORT_TTL).await.unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.load_flow(&flow.id).await.unwrap(), None);
+        assert!(!store.replace_flow(&flow, 1, LONG_TTL).await.unwrap());
+    }
+
+    pub async fn a_replace_gives_the_flow_its_new_ttl(store: Arc<dyn EphemeralStore>) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, SHORT_TTL).await.unwrap();
+        assert!(
+            store
+                .replace_flow(&changed(&flow, 1), 1, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.load_flow(&flow.id).await.unwrap().unwrap().version, 2);
+    }
+
+    pub async fn fifty_concurrent_replaces_from_one_version_have_exactly_one_winner(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let flow = flow(&id());
+        store.insert_flow(&flow, LONG_TTL).await.unwrap();
+        let attempts = (1..=50).map(|sends| {
+            let (store, next) = (store.clone(), changed(&flow, sends));
+            tokio::spawn(
+                async move { (sends, store.replace_flow(&next, 1, LONG_TTL).await.unwrap()) },
+            )
+        });
+        let winners: Vec<u32> = futures_join_all(attempts)
+            .await
+            .into_iter()
+            .filter_map(|(sends, won)| won.then_some(sends))
+            .collect();
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        let loaded = store.load_flow(&flow.id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 2);
+        assert_eq!(loaded.value, changed(&flow, winners[0]));
+    }
+
+    pub async fn an_account_lists_every_flow_opened_for_it_and_no_other(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let (owner, other) = (id(), id());
+        let (first, second, foreign) = (id(), id(), id());
+        store
+            .add_account_flow(&owner, &first, LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .add_account_flow(&owner, &second, LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .add_account_flow(&owner, &second, LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .add_account_flow(&other, &foreign, LONG_TTL)
+            .await
+            .unwrap();
+        let mut flows = store.account_flows(&owner).await.unwrap();
+        flows.sort();
+        let mut expected = vec![first, second];
+        expected.sort();
+        assert_eq!(flows, expected);
+        assert!(store.account_flows(&id()).await.unwrap().is_empty());
+    }
+
+    pub async fn an_account_set_is_kept_for_its_longest_ttl_not_shortened(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let owner = id();
+        let (long_lived, short_lived) = (id(), id());
+        store
+            .add_account_flow(&owner, &long_lived, LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .add_account_flow(&owner, &short_lived, SHORT_TTL)
+            .await
+            .unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.account_flows(&owner).await.unwrap().len(), 2);
+    }
+
+    pub async fn an_account_set_expires_after_its_ttl(store: Arc<dyn EphemeralStore>) {
+        let owner = id();
+        store
+            .add_account_flow(&owner, &id(), SHORT_TTL)
+            .await
+            .unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert!(store.account_flows(&owner).await.unwrap().is_empty());
+    }
+
+    pub async fn a_token_points_at_its_flow(store: Arc<dyn EphemeralStore>) {
+        let (token_mac, flow_id) = (id(), id());
+        store
+            .put_token(&token_mac, &flow_id, LONG_TTL)
+            .await
+            .unwrap();
+        assert_eq!(store.token_flow(&token_mac).await.unwrap(), Some(flow_id));
+        assert_eq!(store.token_flow(&id()).await.unwrap(), None);
+    }
+
+    pub async fn a_token_expires_after_its_ttl(store: Arc<dyn EphemeralStore>) {
+        let token_mac = id();
+        store.put_token(&token_mac, &id(), SHORT_TTL).await.unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.token_flow(&token_mac).await.unwrap(), None);
+    }
+
+    pub async fn hits_up_to_the_limit_are_allowed_and_the_next_is_limited_until_the_window_ends(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let key = id();
+        for _ in 0..3 {
+            assert_eq!(
+                store.hit(&key, 3, LONG_TTL).await.unwrap(),
+                RateDecision::Allowed
+            );
+        }
+        match store.hit(&key, 3, LONG_TTL).await.unwrap() {
+            RateDecision::Limited { retry_after } => {
+                assert!(retry_after <= LONG_TTL, "retry_after {retry_after:?}");
+                assert!(
+                    retry_after > LONG_TTL - Duration::from_secs(5),
+                    "retry_after {retry_after:?}"
+                );
+            }
+            RateDecision::Allowed => panic!("the fourth hit with limit 3 was allowed"),
+        }
+        // Another key has its own window.
+        assert_eq!(
+            store.hit(&id(), 3, LONG_TTL).await.unwrap(),
+            RateDecision::Allowed
+        );
+    }
+
+    pub async fn a_limited_caller_is_told_to_wait_at_least_a_second(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let key = id();
+        assert_eq!(
+            store.hit(&key, 1, SHORT_TTL).await.unwrap(),
+            RateDecision::Allowed
+        );
+        assert_eq!(
+            store.hit(&key, 1, SHORT_TTL).await.unwrap(),
+            RateDecision::Limited {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+    }
+
+    pub async fn a_rate_window_reopens_after_it_expires(store: Arc<dyn EphemeralStore>) {
+        let key = id();
+        assert_eq!(
+            store.hit(&key, 1, SHORT_TTL).await.unwrap(),
+            RateDecision::Allowed
+        );
+        assert!(matches!(
+            store.hit(&key, 1, SHORT_TTL).await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(
+            store.hit(&key, 1, SHORT_TTL).await.unwrap(),
+            RateDecision::Allowed
+        );
+    }
+
+    pub async fn fifty_concurrent_hits_with_limit_five_allow_exactly_five(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let key = id();
+        let hits = (0..50).map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.hit(&key, 5, LONG_TTL).await.unwrap() })
+        });
+        let decisions = futures_join_all(hits).await;
+        let allowed = decisions
+            .iter()
+            .filter(|d| **d == RateDecision::Allowed)
+            .count();
+        assert_eq!(allowed, 5);
+    }
+}
+
+/// Awaits every spawned task, failing the test if one panicked (no `futures` dependency needed).
+async fn futures_join_all<T>(
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let tasks: Vec<_> = tasks.into_iter().collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.expect("a concurrent store call panicked"));
+    }
+    results
+}
+
+/// One `#[tokio::test]` per behaviour for the backend made by `$store`. Multi-threaded so the
+/// concurrency tests really race.
+macro_rules! backend {
+    ($backend:ident, $store:path) => {
+        mod $backend {
+            backend!(@tests $store;
+                the_store_answers_a_ping,
+                a_captcha_is_taken_only_once,
+                an_unknown_captcha_is_taken_as_none,
+                a_captcha_expires_after_its_ttl,
+                concurrent_takes_of_one_captcha_yield_it_exactly_once,
+                an_inserted_flow_loads_at_version_one,
+                an_unknown_flow_loads_as_none,
+                a_replace_at_the_current_version_stores_the_flow_and_bumps_the_version,
+                a_replace_with_a_stale_version_fails_and_changes_nothing,
+                a_replace_of_a_missing_flow_fails_and_creates_nothing,
+                a_deleted_flow_is_gone_and_cannot_be_replaced,
+                a_flow_expires_after_its_ttl,
+                a_replace_gives_the_flow_its_new_ttl,
+                fifty_concurrent_replaces_from_one_version_have_exactly_one_winner,
+                an_account_lists_every_flow_opened_for_it_and_no_other,
+                an_account_set_is_kept_for_its_longest_ttl_not_shortened,
+                an_account_set_expires_after_its_ttl,
+                a_token_points_at_its_flow,
+                a_token_expires_after_its_ttl,
+                hits_up_to_the_limit_are_allowed_and_the_next_is_limited_until_the_window_ends,
+                a_limited_caller_is_told_to_wait_at_least_a_second,
+                a_rate_window_reopens_after_it_expires,
+                fifty_concurrent_hits_with_limit_five_allow_exactly_five,
+            );
+        }
+    };
+    (@tests $store:path; $($behaviour:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $behaviour() {
+                super::behaviour::$behaviour($store().await).await;
+            }
+        )*
+    };
+}
+
+backend!(memory, super::memory_store);
+backend!(redis_single, super::redis_single_store);
+backend!(redis_cluster, super::redis_cluster_store);
+
+/// How the Redis store reports a server it cannot use: retryable `Unavailable`, within the
+/// configured timeouts, never a hang or a generic failure.
+mod redis_errors {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+
+    fn quick_timeouts() -> RedisConfig {
+        RedisConfig {
+            connect_timeout_ms: 300,
+            command_timeout_ms: 300,
+            ..RedisConfig::default()
+        }
+    }
+
+    /// A TCP server that accepts connections and never answers: a hung or black-holed Redis.
+    async fn silent_server() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        port
+    }
+
+    /// A private redis-server on a free port, killed when dropped.
+    struct PrivateRedis {
+        child: Child,
+        port: u16,
+    }
+
+    impl PrivateRedis {
+        async fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run redis-server ({e}); install it: `apt-get install redis-server`"
+                    )
+                });
+            let server = Self { child, port };
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return server;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("redis-server on port {port} did not start");
+        }
+
+        fn signal(&self, signal: &str) {
+            let status = Command::new("kill")
+                .args([signal, &self.child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
+    impl Drop for PrivateRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+        let result = RedisStore::connect("redis://127.0.0.1:1", &quick_timeouts()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_unavailable() {
+        let result =
+            RedisStore::connect("redis://127.0.0.1:1,redis://127.0.0.1:2", &quick_timeouts()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_unavailable_once_the_connect_timeout_passes() {
+        let port = silent_server().await;
+        let started = Instant::now();
+        let result =
+            RedisStore::connect(&format!("redis://127.0.0.1:{port}"), &quick_timeouts()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tls_url_goes_through_rustls_and_an_unanswered_handshake_is_unavailable() {
+        let port = silent_server().await;
+        let result =
+            RedisStore::connect(&format!("rediss://127.0.0.1:{port}"), &quick_timeouts()).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stops_answering_or_dies_makes_every_call_unavailable() {
+        let server = PrivateRedis::start().await;
+        let store = RedisStore::connect(
+            &format!("redis://127.0.0.1:{}", server.port),
+            &quick_timeouts(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            store.hit("k", 5, LONG_TTL).await.unwrap(),
+            RateDecision::Allowed
+        );
+
+        server.signal("-STOP");
+        let started = Instant::now();
+        let result = store.hit("k", 5, LONG_TTL).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+
+        server.signal("-KILL");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let result = store.take_captcha("c").await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_an_internal_error_that_does_not_quote_the_url() {
+        let result = RedisStore::connect(
+            "http://user:hunter2@127.0.0.1:6379",
+            &RedisConfig::default(),
+        )
+        .await;
+        match result {
+            Err(StoreError::Internal(error)) => {
+                assert!(!format!("{error:#}").contains("hunter2"), "{error:#}")
+            }
+            other => panic!("expected Internal, got {other:?}"),
+        }
+    }
+}
