@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md promises: lint, then every test over every backend.
+#
+#   1. makes sure PostgreSQL, Redis, MariaDB and the Python peers are there (installing and
+#      starting them when needed), and starts a 3-master Redis Cluster on spare ports;
+#   2. cargo fmt --check, cargo clippy -D warnings;
+#   3. all tests on the embedded defaults (SQLite + in-process store), which includes the store
+#      conformance suite against memory, Redis and Redis Cluster;
+#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB.
+#
+# A backend that cannot be reached fails the run; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/test-services.sh
+bash scripts/redis-cluster.sh start
+trap 'bash scripts/redis-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+
+export RECOVERY_TEST_REDIS_URL=${RECOVERY_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+export RECOVERY_TEST_REDIS_CLUSTER=${RECOVERY_TEST_REDIS_CLUSTER:-redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== all tests: SQLite + in-process store (the embedded defaults)"
+cargo test --all-targets --locked
+
+E2E=(--test recovery_flow --test service)
+echo "== end-to-end on Redis + PostgreSQL"
+RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
+echo "== end-to-end on Redis Cluster + MariaDB"
+RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+echo "== all suites passed"
