@@ -97,7 +97,13 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
 
 impl App {
     pub async fn build(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // The refusals of production mode (secret, notifier) come first: a misconfigured
+        // production start must fail before it touches the database or Redis.
         let keys = key_ring(&config)?;
+        let notifier = match overrides.notifier {
+            Some(notifier) => notifier,
+            None => build_notifier(&config)?,
+        };
         let database = Database::connect(&config.database_url, &config.database)
             .await
             .context("connecting to the database")?;
@@ -105,10 +111,6 @@ impl App {
         let store = match overrides.store {
             Some(store) => store,
             None => build_store(&config).await?,
-        };
-        let notifier = match overrides.notifier {
-            Some(notifier) => notifier,
-            None => build_notifier(&config)?,
         };
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let templates = match &config.templates_dir {

@@ -33,6 +33,17 @@ const LOGIN_PURPOSE: &str = "login";
 /// Compare-and-swap retries before giving up; 64 covers 50 concurrent writers on one flow.
 const MAX_CAS_ATTEMPTS: usize = 64;
 
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy)]
+enum LimitScope<'a> {
+    /// Recovery starts per login (a keyed hash of it), known or not.
+    Login(&'a str),
+    /// `VerifyPassword` attempts per login (online guessing of one account's password).
+    VerifyPassword(&'a str),
+    ClientIp(IpAddr),
+    Global,
+}
+
 /// Who is calling, as far as the transport can tell.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -204,40 +215,93 @@ impl Recovery {
         }
     }
 
+    /// Counts one request against `scope` and refuses it past the limit. A refusal is audited
+    /// (see `record_limited`) so operators see who is being throttled.
     async fn limit(
         &self,
-        key: String,
-        rule: RateLimit,
-        scope: &'static str,
+        ctx: &RequestContext,
+        operation: &'static str,
+        scope: LimitScope<'_>,
     ) -> Result<(), RecoveryError> {
-        if !self.settings.limits.enabled {
+        let limits = &self.settings.limits;
+        if !limits.enabled {
             return Ok(());
         }
-        match self
-            .store
-            .hit(
-                &key,
-                rule.limit,
-                Duration::from_secs(rule.window_secs.max(1)),
-            )
-            .await?
-        {
+        let (key, rule, name) = match scope {
+            LimitScope::Login(login_key) => {
+                (format!("rl:login:{login_key}"), limits.per_login, "login")
+            }
+            LimitScope::VerifyPassword(login_key) => (
+                format!("rl:verify:{login_key}"),
+                limits.verify_password_per_login,
+                "login",
+            ),
+            LimitScope::ClientIp(ip) => (format!("rl:ip:{ip}"), limits.per_ip, "client_ip"),
+            LimitScope::Global => ("rl:global".to_owned(), limits.global, "global"),
+        };
+        let window = Duration::from_secs(rule.window_secs.max(1));
+        match self.store.hit(&key, rule.limit, window).await? {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after } => {
-                Err(RecoveryError::RateLimited { retry_after, scope })
+                let login_key = match scope {
+                    LimitScope::Login(key) | LimitScope::VerifyPassword(key) => Some(key),
+                    LimitScope::ClientIp(_) | LimitScope::Global => None,
+                };
+                self.record_limited(ctx, operation, name, &key, window, None, login_key)
+                    .await;
+                Err(RecoveryError::RateLimited {
+                    retry_after,
+                    scope: name,
+                })
             }
         }
     }
 
-    /// Per-IP and global limits, shared by every recovery RPC.
-    async fn limit_caller(&self, ctx: &RequestContext) -> Result<(), RecoveryError> {
-        let limits = &self.settings.limits;
-        if let Some(ip) = ctx.client_ip {
-            self.limit(format!("rl:ip:{ip}"), limits.per_ip, "client_ip")
-                .await?;
-        }
-        self.limit("rl:global".to_owned(), limits.global, "global")
+    /// Writes the `recovery.rate_limited` audit row, at most once per limit key and window: a
+    /// script hammering a limit must not turn every refused call into a database write (the
+    /// limit exists to shed that load). Deduplication costs one store counter instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_limited(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        scope: &'static str,
+        limit_key: &str,
+        window: Duration,
+        flow: Option<&Flow>,
+        login_key: Option<&str>,
+    ) {
+        match self
+            .store
+            .hit(&format!("{limit_key}:audited"), 1, window)
             .await
+        {
+            Ok(RateDecision::Allowed) => {}
+            Ok(RateDecision::Limited { .. }) => return,
+            Err(error) => {
+                // Better a duplicate row than a lost one.
+                tracing::warn!(error = %error, "rate-limit audit deduplication failed");
+            }
+        }
+        let mut record = self.audit("recovery.rate_limited", flow, ctx, "limited");
+        if record.login_key.is_none() {
+            record.login_key = login_key.map(str::to_owned);
+        }
+        record.detail =
+            Some(serde_json::json!({ "scope": scope, "operation": operation }).to_string());
+        self.record(record).await;
+    }
+
+    /// Per-IP and global limits, shared by every recovery RPC.
+    async fn limit_caller(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+    ) -> Result<(), RecoveryError> {
+        if let Some(ip) = ctx.client_ip {
+            self.limit(ctx, operation, LimitScope::ClientIp(ip)).await?;
+        }
+        self.limit(ctx, operation, LimitScope::Global).await
     }
 
     fn login_key(&self, login: &LoginId) -> String {
@@ -264,7 +328,7 @@ impl Recovery {
         &self,
         ctx: &RequestContext,
     ) -> Result<CaptchaChallenge, RecoveryError> {
-        self.limit_caller(ctx).await?;
+        self.limit_caller(ctx, "CreateCaptcha").await?;
         let now = self.clock.now();
         let answer = match &self.captcha_answers {
             Some(source) => source(),
@@ -297,7 +361,7 @@ impl Recovery {
         captcha: Option<CaptchaAnswer>,
         locale: String,
     ) -> Result<FlowView, RecoveryError> {
-        self.limit_caller(ctx).await?;
+        self.limit_caller(ctx, "StartRecovery").await?;
         let now = self.clock.now();
         if self.settings.captcha_enabled {
             let Some(captcha) = captcha else {
@@ -315,12 +379,9 @@ impl Recovery {
             }
         }
         let login_key = self.login_key(&login);
-        self.limit(
-            format!("rl:login:{login_key}"),
-            self.settings.limits.per_login,
-            "login",
-        )
-        .await?;
+        // Before the account lookup: a limited answer must not depend on whether it exists.
+        self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
+            .await?;
         let account = self.accounts.find_by_login(login.normalized()).await?;
         // Methods come from what was typed, never from the account: showing the address on
         // file would tell an attacker the account exists.
@@ -397,11 +458,12 @@ impl Recovery {
         flow_id: &str,
         channel: Option<Channel>,
     ) -> Result<FlowView, RecoveryError> {
-        self.limit_caller(ctx).await?;
+        self.limit_caller(ctx, "SendVerificationCode").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let mut issued_code = None;
-        let (previous, next, ()) = self
+        let mut capped_flow = None;
+        let updated = self
             .update_flow(flow_id, now, |flow| {
                 flow.ensure_alive(now)?;
                 let channel = flow.pick_channel(channel)?;
@@ -410,19 +472,42 @@ impl Recovery {
                 let mac = self
                     .keys
                     .sign(CODE_PURPOSE, &[flow.id.as_bytes(), code.as_bytes()]);
-                let next = flow.send_code(channel, mac, now, settings)?;
+                let next = flow
+                    .send_code(channel, mac, now, settings)
+                    .inspect_err(|error| {
+                        if matches!(error, RecoveryError::RateLimited { .. }) {
+                            capped_flow = Some(flow.clone());
+                        }
+                    })?;
                 issued_code = Some(SecretString::from(code));
                 Ok((Some(next), ()))
             })
-            .await
-            .inspect_err(|error| {
-                if matches!(
-                    error,
-                    RecoveryError::ResendTooSoon { .. } | RecoveryError::RateLimited { .. }
-                ) {
-                    tracing::info!("code send refused");
+            .await;
+        let (previous, next, ()) = match updated {
+            Ok(updated) => updated,
+            Err(error) => {
+                if let (RecoveryError::RateLimited { scope, .. }, Some(flow)) =
+                    (&error, &capped_flow)
+                {
+                    // The per-flow send cap is a mail-flooding defence: audit it like the
+                    // other limits.
+                    tracing::info!("code send refused: send cap reached");
+                    self.record_limited(
+                        ctx,
+                        "SendVerificationCode",
+                        scope,
+                        &format!("rl:flow:{}", flow.id),
+                        flow.remaining(now).max(Duration::from_secs(1)),
+                        Some(flow),
+                        None,
+                    )
+                    .await;
+                } else if matches!(error, RecoveryError::ResendTooSoon { .. }) {
+                    tracing::info!("code send refused: resend cooldown");
                 }
-            })?;
+                return Err(error);
+            }
+        };
         let (Some(next), Some(code)) = (next, issued_code) else {
             return Err(RecoveryError::internal(anyhow::anyhow!(
                 "send transition wrote nothing"
@@ -495,7 +580,7 @@ impl Recovery {
         flow_id: &str,
         code: VerificationCode,
     ) -> Result<IssuedToken, RecoveryError> {
-        self.limit_caller(ctx).await?;
+        self.limit_caller(ctx, "VerifyCode").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
@@ -507,7 +592,7 @@ impl Recovery {
         self.store
             .put_token(&token_mac, flow_id, settings.token_ttl)
             .await?;
-        let (_, next, outcome) = self
+        let (current, next, outcome) = self
             .update_flow(flow_id, now, |flow| {
                 let matches = match &flow.state {
                     FlowState::CodeSent { code_mac, .. } => self.keys.verify(
@@ -531,8 +616,15 @@ impl Recovery {
             (Err(RecoveryError::AttemptsExhausted), _) => ("recovery.code_failed", "locked"),
             (Err(_), _) => ("recovery.code_failed", "refused"),
         };
-        self.record(self.audit(event.0, next.as_ref(), ctx, event.1))
-            .await;
+        // A refusal writes nothing (`next` is None), but the row still names the flow and its
+        // account: repeated tries on a locked or expired flow are what an auditor looks for.
+        self.record(self.audit(
+            event.0,
+            Some(next.as_ref().unwrap_or(&current.value)),
+            ctx,
+            event.1,
+        ))
+        .await;
         outcome?;
         let expires_at = match next.map(|f| f.state) {
             Some(FlowState::Verified {
@@ -608,7 +700,7 @@ impl Recovery {
         new_password: SecretString,
         confirmation: SecretString,
     ) -> Result<DateTime<Utc>, RecoveryError> {
-        self.limit_caller(ctx).await?;
+        self.limit_caller(ctx, "ResetPassword").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let (found, token_mac) = self.flow_for_token(&token, now).await?;
@@ -763,7 +855,7 @@ impl Recovery {
 
     #[tracing::instrument(skip_all, fields(flow_id = %flow_id))]
     pub async fn cancel(&self, ctx: &RequestContext, flow_id: &str) -> Result<(), RecoveryError> {
-        self.limit_caller(ctx).await?;
+        self.limit_caller(ctx, "CancelRecovery").await?;
         let now = self.clock.now();
         let flow = self.load_live(flow_id, now).await?;
         self.store.delete_flow(flow_id).await?;
@@ -814,13 +906,13 @@ impl Recovery {
         password: SecretString,
     ) -> Result<Option<String>, RecoveryError> {
         let login_key = self.login_key(&login);
+        // Before the account lookup, for the same reason as in `start`.
         self.limit(
-            format!("rl:verify:{login_key}"),
-            self.settings.limits.verify_password_per_login,
-            "login",
+            ctx,
+            "VerifyPassword",
+            LimitScope::VerifyPassword(&login_key),
         )
         .await?;
-        let _ = ctx;
         let account = self.accounts.find_by_login(login.normalized()).await?;
         let normalized = SecretString::from(self.policy.normalize(password.expose_secret()));
         let verified = self
