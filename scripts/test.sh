@@ -27,7 +27,7 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
-E2E=(--test recovery_flow --test service --test security --test redaction)
+E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy)
 echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"
