@@ -28,6 +28,7 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod auth;
+pub mod trace;
 
 /// Replacements for what the configuration would build: tests inject a clock, a capturing
 /// notifier or a store.
@@ -232,6 +233,7 @@ impl App {
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .concurrency_limit_per_connection(config.server.concurrency_limit)
             .accept_http1(true)
+            .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health_service)
             .add_service(reflection_v1)
