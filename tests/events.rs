@@ -62,7 +62,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -86,6 +86,8 @@ impl PrivateRedis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("private redis-server did not start on {port}");
     }
 
