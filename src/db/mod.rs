@@ -75,7 +75,7 @@ pub struct Database {
 
 /// Key of the PostgreSQL advisory lock that serialises migrations between replicas (any
 /// constant works, as long as nothing else in the database uses it): "recover" in ASCII.
-const PG_MIGRATION_LOCK: i64 = 0x7265_636f_7665_72;
+const PG_MIGRATION_LOCK: i64 = 0x0072_6563_6f76_6572;
 /// Name of the MySQL/MariaDB user lock with the same role.
 const MYSQL_MIGRATION_LOCK: &str = "recovery_migrations";
 /// How long a replica waits for another one's migrations before giving up (and failing its
