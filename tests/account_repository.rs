@@ -49,6 +49,7 @@ impl Fixture {
 
     pub async fn close(self) {
         self.db.close().await.ok();
+        common::drop_database(&self.url).await;
     }
 }
 
@@ -845,5 +846,6 @@ mod cases {
         for replica in done {
             replica.close().await.ok();
         }
+        common::drop_database(&url).await;
     }
 }

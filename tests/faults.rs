@@ -162,21 +162,25 @@ impl PostgresServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Runs one of the PostgreSQL binaries, as `postgres` if we are root.
-    fn run(&self, program: &str, args: &[&str]) {
+    /// One of the PostgreSQL binaries, to run as `postgres` if we are root.
+    fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        let mut command = if running_as_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
+        if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
         } else {
-            Command::new(&path)
-        };
-        let output = command
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
             .args(args)
             .current_dir(&self.base)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         assert!(
             output.status.success(),
             "{program} failed: {}{}",
@@ -218,9 +222,8 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         if self.running {
-            let _ = Command::new(if running_as_root() { "runuser" } else { "true" })
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
+            let _ = self
+                .command("pg_ctl")
                 .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
                 .output();
         }

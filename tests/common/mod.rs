@@ -110,6 +110,26 @@ pub async fn fresh_database_url_for(kind: &str, dir: &TempDir) -> String {
     url
 }
 
+/// Drops a database made by `fresh_database_url_for` (best effort: a leftover is only clutter).
+/// SQLite files go with their `TempDir`.
+pub async fn drop_database(url: &str) {
+    use sea_orm::ConnectionTrait;
+    let Some((base, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    let statement = if url.starts_with("postgres") {
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    } else if url.starts_with("mysql") {
+        format!("DROP DATABASE IF EXISTS {name}")
+    } else {
+        return;
+    };
+    if let Ok(admin) = sea_orm::Database::connect(format!("{base}/test")).await {
+        let _ = admin.execute_unprepared(&statement).await;
+        admin.close().await.ok();
+    }
+}
+
 /// Which short-lived store the suite runs on: `RECOVERY_TEST_STORE` = `memory` (default),
 /// `redis` (single node, `RECOVERY_TEST_REDIS_URL`) or `cluster` (`RECOVERY_TEST_REDIS_CLUSTER`).
 pub fn test_redis_url() -> Option<String> {
