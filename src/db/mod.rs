@@ -16,8 +16,8 @@ use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, QueuedDelivery, RepoError,
-    ResetCommit, ResetOutcome, SealedDelivery,
+    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
+    QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
 };
 
 pub mod entities;
@@ -630,6 +630,40 @@ impl Database {
                 Expr::value(error.map(|e| e.chars().take(256).collect::<String>())),
             )
             .filter(delivery::Column::Id.eq(id))
+            .exec(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl OutboxStore for Database {
+    async fn unpublished(&self, limit: u64) -> Result<Vec<OutboxEvent>, RepoError> {
+        outbox::Entity::find()
+            .filter(outbox::Column::PublishedAt.is_null())
+            .order_by_asc(outbox::Column::Id)
+            .limit(limit)
+            .all(&self.conn)
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|row| OutboxEvent {
+                        event_id: row.event_id,
+                        event_type: row.event_type,
+                        aggregate_id: row.aggregate_id,
+                        payload: row.payload,
+                        created_at: row.created_at,
+                    })
+                    .collect()
+            })
+            .map_err(classify)
+    }
+
+    async fn mark_published(&self, event_id: &str, at: DateTime<Utc>) -> Result<(), RepoError> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::PublishedAt, Expr::value(Some(at)))
+            .filter(outbox::Column::EventId.eq(event_id))
             .exec(&self.conn)
             .await
             .map(|_| ())

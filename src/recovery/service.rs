@@ -147,6 +147,8 @@ pub struct Recovery {
     pub queue: Arc<dyn DeliveryQueue>,
     pub sealer: MessageSealer,
     pub delivery_wake: Arc<Notify>,
+    /// Wakes the outbox relay after a committed change, so the event leaves at once.
+    pub event_wake: Arc<Notify>,
     pub hasher: PasswordHasher,
     pub policy: PasswordPolicy,
     pub keys: KeyRing,
@@ -726,6 +728,7 @@ impl Recovery {
                     .await;
                 self.end_other_flows(&account.id, &flow.id).await;
                 self.delivery_wake.notify_one();
+                self.event_wake.notify_one();
                 Ok(now)
             }
         }
