@@ -160,6 +160,14 @@ pub struct Recovery {
     pub captcha_answers: Option<CaptchaAnswerSource>,
 }
 
+/// What a reset attempt got to know before it failed, for its audit row.
+#[derive(Default)]
+struct ResetTrace {
+    flow: Option<Flow>,
+    /// The repository already wrote the attempt's audit row.
+    audited: bool,
+}
+
 /// Supplies captcha answers in place of the CSPRNG (tests only).
 pub type CaptchaAnswerSource = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -610,11 +618,39 @@ impl Recovery {
         new_password: SecretString,
         confirmation: SecretString,
     ) -> Result<DateTime<Utc>, RecoveryError> {
+        let mut trace = ResetTrace::default();
+        let result = self
+            .try_reset_password(ctx, token, new_password, confirmation, &mut trace)
+            .await;
+        // Every refused reset attempt is in the audit trail, not only those that reached the
+        // database: a token replayed, or a flow that lost to another reset of the account, is
+        // exactly what an investigation looks for.
+        if matches!(result, Err(RecoveryError::TokenInvalid)) && !trace.audited {
+            self.record(self.audit(
+                "recovery.password_reset",
+                trace.flow.as_ref(),
+                ctx,
+                "token_invalid",
+            ))
+            .await;
+        }
+        result
+    }
+
+    async fn try_reset_password(
+        &self,
+        ctx: &RequestContext,
+        token: ResetToken,
+        new_password: SecretString,
+        confirmation: SecretString,
+        trace: &mut ResetTrace,
+    ) -> Result<DateTime<Utc>, RecoveryError> {
         self.limit_caller(ctx).await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let (found, token_mac) = self.flow_for_token(&token, now).await?;
         let flow = found.value.clone();
+        trace.flow = Some(flow.clone());
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let account_id = flow.account_id.clone().ok_or(RecoveryError::TokenInvalid)?;
         let account = self
@@ -636,6 +672,11 @@ impl Recovery {
             )
             .await?;
         if !check.violations.is_empty() {
+            // A concurrent call with the same token may have reset the password between the
+            // token check and the history read, making this very password "reused": then the
+            // token is what failed, and the caller must hear that rather than a policy
+            // complaint that no other password would get past either.
+            self.flow_for_token(&token, now).await?;
             return Err(RecoveryError::PasswordPolicy(check.violations));
         }
         let new_hash = self.hasher.hash(&normalized).await?;
@@ -674,6 +715,8 @@ impl Recovery {
         match outcome {
             ResetOutcome::Stale => {
                 // Another flow changed the password after this one started: this token is dead.
+                // The repository has audited the refusal with the rest of the attempt.
+                trace.audited = true;
                 self.store.delete_flow(&flow.id).await?;
                 Err(RecoveryError::TokenInvalid)
             }
