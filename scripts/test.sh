@@ -4,8 +4,10 @@
 #   1. makes sure PostgreSQL, Redis, MariaDB and the Python peers are there (installing and
 #      starting them when needed), and starts a 3-master Redis Cluster on spare ports;
 #   2. cargo fmt --check, cargo clippy -D warnings;
-#   3. all tests on the embedded defaults (SQLite + in-process store), which includes the store
-#      conformance suite against memory, Redis and Redis Cluster;
+#   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
+#      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster),
+#      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
+#      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
 #   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB.
 #
 # A backend that cannot be reached fails the run; nothing is skipped.

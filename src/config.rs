@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::accounts::HashSettings;
 use crate::db::DatabaseSettings;
+use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::policy::PolicySettings;
@@ -162,6 +163,7 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub redis: RedisConfig,
     pub delivery: DeliverySettings,
+    pub events: EventSettings,
     pub server: ServerConfig,
     pub account_api: AccountApiConfig,
 }
@@ -188,6 +190,7 @@ impl Default for Config {
             database: DatabaseSettings::default(),
             redis: RedisConfig::default(),
             delivery: DeliverySettings::default(),
+            events: EventSettings::default(),
             server: ServerConfig::default(),
             account_api: AccountApiConfig::default(),
         }
@@ -271,6 +274,12 @@ impl Config {
             .as_ref()
             .map(|url| SecretString::from(redact_url(url.expose_secret())));
         shown.database_url = redact_url(&self.database_url);
+        shown.events.redis_url = self.events.redis_url.as_deref().map(|urls| {
+            urls.split(',')
+                .map(redact_url)
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         shown.redis_url = self.redis_url.as_deref().map(|urls| {
             urls.split(',')
                 .map(redact_url)

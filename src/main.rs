@@ -70,7 +70,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    recovery_service::telemetry::init(&config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -78,7 +77,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config)) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let result = runtime.block_on(async {
+        let telemetry =
+            recovery_service::telemetry::init(&config.log_format, config.otlp_endpoint.as_deref())?;
+        let result = execute(command, config).await;
+        telemetry.shutdown();
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -18,6 +18,7 @@ use crate::api::{AccountApi, ClientResolver, RecoveryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
+use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
 use crate::notify::queue::{DeliveryWorker, MessageSealer};
 use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
@@ -28,6 +29,7 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod auth;
+pub mod trace;
 
 /// Replacements for what the configuration would build: tests inject a clock, a capturing
 /// notifier or a store.
@@ -45,6 +47,7 @@ pub struct App {
     pub database: Database,
     config: Config,
     worker: DeliveryWorker,
+    relay: Option<OutboxRelay>,
 }
 
 fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
@@ -130,6 +133,7 @@ impl App {
         };
         let sealer = MessageSealer::new(&keys);
         let wake = Arc::new(Notify::new());
+        let event_wake = Arc::new(Notify::new());
         let accounts: Arc<dyn AccountRepository> = Arc::new(database.clone());
         let queue: Arc<dyn DeliveryQueue> = Arc::new(database.clone());
         let recovery = Arc::new(Recovery {
@@ -138,6 +142,7 @@ impl App {
             queue: queue.clone(),
             sealer: sealer.clone(),
             delivery_wake: wake.clone(),
+            event_wake: event_wake.clone(),
             hasher,
             policy: PasswordPolicy::new(config.password_policy.clone()),
             keys,
@@ -151,15 +156,17 @@ impl App {
             sealer,
             templates: Arc::new(templates),
             notifier,
-            clock,
+            clock: clock.clone(),
             settings: config.delivery.clone(),
             wake,
         };
+        let relay = outbox_relay(&config, &database, clock, event_wake);
         Ok(Self {
             recovery,
             database,
             config,
             worker,
+            relay,
         })
     }
 
@@ -174,6 +181,7 @@ impl App {
             database,
             config,
             worker,
+            relay,
         } = self;
         let local: SocketAddr = listener.local_addr()?;
         let clients = ClientResolver {
@@ -181,6 +189,7 @@ impl App {
         };
         let stop_worker = CancellationToken::new();
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
+        let relay_task = relay.map(|relay| tokio::spawn(relay.run(stop_worker.clone())));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -193,10 +202,13 @@ impl App {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so grpcurl can decode ErrorInfo / BadRequest / RetryInfo.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
         let max_message = config.server.max_message_bytes;
@@ -231,6 +243,7 @@ impl App {
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .concurrency_limit_per_connection(config.server.concurrency_limit)
             .accept_http1(true)
+            .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -245,10 +258,54 @@ impl App {
         if tokio::time::timeout(grace, worker_task).await.is_err() {
             tracing::warn!("delivery worker did not stop in time; pending messages stay queued");
         }
+        if let Some(relay_task) = relay_task
+            && tokio::time::timeout(grace, relay_task).await.is_err()
+        {
+            tracing::warn!(
+                "event relay did not stop in time; unpublished events stay in the outbox"
+            );
+        }
         database.close().await.ok();
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The relay from the outbox table to the event stream, if a Redis is configured for it.
+fn outbox_relay(
+    config: &Config,
+    database: &Database,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+) -> Option<OutboxRelay> {
+    let Some(url) = config
+        .events
+        .redis_url
+        .clone()
+        .or_else(|| config.redis_url.clone())
+    else {
+        tracing::warn!(
+            "no Redis configured: password.changed events stay in the outbox table until a stream is configured \
+             (RECOVERY_REDIS_URL or events.redis_url)"
+        );
+        return None;
+    };
+    let redis = config.redis.clone();
+    let connect: SinkConnector = Arc::new(move || {
+        let url = url.clone();
+        let redis = redis.clone();
+        Box::pin(async move {
+            let sink: Arc<dyn EventSink> = Arc::new(RedisStore::connect(&url, &redis).await?);
+            Ok(sink)
+        })
+    });
+    Some(OutboxRelay {
+        outbox: Arc::new(database.clone()),
+        connect,
+        clock,
+        settings: config.events.clone(),
+        wake,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

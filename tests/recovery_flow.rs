@@ -863,15 +863,7 @@ async fn logins_are_case_folded_for_lookup() {
 
 #[tokio::test]
 async fn a_store_outage_is_unavailable_and_nothing_is_consumed() {
-    let store = common::faults::FaultyStore::new();
-    let app = spawn_app_with(
-        |_| {},
-        Overrides {
-            store: Some(std::sync::Arc::new(store.clone())),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, store) = common::faults::spawn_app_on_faulty_store().await;
     let login = unique_login();
     app.create_account(&login).await;
     let flow = app.start(&login).await;
@@ -890,15 +882,7 @@ async fn a_store_outage_is_unavailable_and_nothing_is_consumed() {
 
 #[tokio::test]
 async fn an_unexpected_failure_is_internal_without_detail() {
-    let store = common::faults::FaultyStore::new();
-    let app = spawn_app_with(
-        |_| {},
-        Overrides {
-            store: Some(std::sync::Arc::new(store.clone())),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, store) = common::faults::spawn_app_on_faulty_store().await;
     store.break_internally();
     let failure = app
         .recovery

@@ -153,3 +153,21 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         error: &str,
     ) -> Result<(), RepoError>;
 }
+
+/// A row of the transactional outbox, waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub aggregate_id: String,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The outbox written in the same transaction as the change it announces (SPEC §4).
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Oldest unpublished events first.
+    async fn unpublished(&self, limit: u64) -> Result<Vec<OutboxEvent>, RepoError>;
+    async fn mark_published(&self, event_id: &str, at: DateTime<Utc>) -> Result<(), RepoError>;
+}

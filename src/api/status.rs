@@ -13,11 +13,12 @@ pub const DOMAIN: &str = "recovery.identity";
 
 fn with_details(
     code: Code,
-    reason: &str,
+    reason: &'static str,
     message: String,
     metadata: HashMap<String, String>,
     build: impl FnOnce(&mut ErrorDetails),
 ) -> Status {
+    crate::telemetry::metrics::rpc_error(reason);
     let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
     build(&mut details);
     Status::with_error_details(code, message, details)

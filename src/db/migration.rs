@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema)]
+        vec![Box::new(InitialSchema), Box::new(MySqlPreciseTimestamps)]
     }
 }
 
@@ -224,6 +224,72 @@ impl MigrationTrait for InitialSchema {
                 .drop_table(Table::drop().table(table).if_exists().to_owned())
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// On MySQL/MariaDB, `timestamp with time zone` becomes `TIMESTAMP`: whole seconds, ending in
+/// January 2038, and (on servers with `explicit_defaults_for_timestamp` off) silently set to
+/// the current time by any `UPDATE` of the row. `DATETIME(6)` keeps microseconds like
+/// PostgreSQL, spans years 1000-9999 and is never rewritten; the values are UTC because sqlx
+/// sets the session time zone to `+00:00`. PostgreSQL and SQLite are unchanged. Re-running the
+/// `MODIFY`s is harmless, so a database half-migrated by a crash recovers.
+pub struct MySqlPreciseTimestamps;
+
+impl MigrationName for MySqlPreciseTimestamps {
+    fn name(&self) -> &str {
+        "m20261201_000001_mysql_precise_timestamps"
+    }
+}
+
+const MYSQL_TIMESTAMP_COLUMNS: &[(&str, &[(&str, bool)])] = &[
+    (
+        "accounts",
+        &[
+            ("password_changed_at", true),
+            ("created_at", false),
+            ("updated_at", false),
+        ],
+    ),
+    ("password_history", &[("created_at", false)]),
+    ("audit_events", &[("at", false)]),
+    ("outbox", &[("created_at", false), ("published_at", true)]),
+    (
+        "deliveries",
+        &[
+            ("not_after", false),
+            ("created_at", false),
+            ("next_attempt_at", false),
+            ("locked_until", true),
+            ("finished_at", true),
+        ],
+    ),
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for MySqlPreciseTimestamps {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DbBackend::MySql {
+            return Ok(());
+        }
+        for (table, columns) in MYSQL_TIMESTAMP_COLUMNS {
+            let changes: Vec<String> = columns
+                .iter()
+                .map(|(column, nullable)| {
+                    let null = if *nullable { "NULL" } else { "NOT NULL" };
+                    format!("MODIFY `{column}` DATETIME(6) {null}")
+                })
+                .collect();
+            manager
+                .get_connection()
+                .execute_unprepared(&format!("ALTER TABLE `{table}` {}", changes.join(", ")))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        // Going back to whole seconds would lose data for no gain.
         Ok(())
     }
 }

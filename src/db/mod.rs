@@ -10,14 +10,14 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, ConnectionTrait, Database as SeaDatabase, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, QueuedDelivery, RepoError,
-    ResetCommit, ResetOutcome, SealedDelivery,
+    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
+    QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
 };
 
 pub mod entities;
@@ -25,13 +25,28 @@ pub mod migration;
 
 use entities::{account, audit_event, delivery, outbox, password_history};
 
+/// Pool and timeout settings (`[database]` in the config file). Every wait is bounded, so an
+/// unreachable database turns into `UNAVAILABLE` within a known time instead of a hung call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
+    /// Connections per replica; the database's own limit must cover every replica's pool.
     pub max_connections: u32,
+    /// Connections kept open when idle (0: open on demand).
     pub min_connections: u32,
+    /// Opening one connection (TCP + TLS + authentication).
     pub connect_timeout_ms: u64,
+    /// Waiting for a pooled connection, including reconnect attempts while the database is
+    /// down: the longest a call waits before it is answered `UNAVAILABLE`.
     pub acquire_timeout_ms: u64,
+    /// Idle connections are closed after this (0: never), so a pool shrinks after a burst.
+    pub idle_timeout_ms: u64,
+    /// Connections are recycled after this (0: never): lets fail-overs and DNS changes take
+    /// effect on a long-running replica.
+    pub max_lifetime_ms: u64,
+    /// PostgreSQL `statement_timeout` (0: none): a runaway statement is cancelled by the
+    /// server. MySQL and SQLite ignore it.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -41,8 +56,16 @@ impl Default for DatabaseSettings {
             min_connections: 0,
             connect_timeout_ms: 5_000,
             acquire_timeout_ms: 5_000,
+            idle_timeout_ms: 600_000,
+            max_lifetime_ms: 1_800_000,
+            statement_timeout_ms: 30_000,
         }
     }
+}
+
+/// 0 means "no limit" in the settings above.
+fn optional_ms(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 #[derive(Clone, Debug)]
@@ -50,31 +73,63 @@ pub struct Database {
     conn: DatabaseConnection,
 }
 
-/// Connection-level failures are retryable (`UNAVAILABLE`); everything else is a bug or a
-/// constraint and becomes `INTERNAL`.
+/// Key of the PostgreSQL advisory lock that serialises migrations between replicas (any
+/// constant works, as long as nothing else in the database uses it): "recover" in ASCII.
+const PG_MIGRATION_LOCK: i64 = 0x0072_6563_6f76_6572;
+/// Name of the MySQL/MariaDB user lock with the same role.
+const MYSQL_MIGRATION_LOCK: &str = "recovery_migrations";
+/// How long a replica waits for another one's migrations before giving up (and failing its
+/// start, so the orchestrator restarts it).
+const MIGRATION_LOCK_WAIT_SECS: u32 = 60;
+
+/// Connection-level failures are retryable (`UNAVAILABLE`: the caller may try again, nothing
+/// was written); everything else is a bug or a constraint and becomes `INTERNAL`.
 fn classify(error: DbErr) -> RepoError {
-    let unavailable = match &error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        other => {
-            let text = other.to_string().to_lowercase();
-            [
-                "connection refused",
-                "pool timed out",
-                "error communicating",
-                "broken pipe",
-                "connection reset",
-                "closed",
-                "timed out",
-                "unable to open database",
-            ]
-            .iter()
-            .any(|needle| text.contains(needle))
-        }
-    };
-    if unavailable {
+    if is_unavailable(&error) {
         RepoError::Unavailable(anyhow::Error::new(error))
     } else {
         RepoError::Internal(anyhow::Error::new(error))
+    }
+}
+
+fn is_unavailable(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    let runtime = match error {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    let sea_orm::RuntimeErr::SqlxError(sqlx) = runtime else {
+        // sea-orm's own runtime errors: only a connection error is a connectivity problem.
+        return matches!(error, DbErr::Conn(_));
+    };
+    match sqlx.as_ref() {
+        SqlxError::Io(_)
+        | SqlxError::Tls(_)
+        | SqlxError::PoolTimedOut
+        | SqlxError::PoolClosed
+        | SqlxError::WorkerCrashed
+        | SqlxError::Protocol(_) => true,
+        SqlxError::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLSTATE (PostgreSQL, MySQL/MariaDB): class 08 connection exception, 57P01-03
+            // server shutting down or starting, 53300 too many connections, 40001/40P01
+            // serialization failure or deadlock (rolled back; a retry succeeds).
+            let sqlstate = code.starts_with("08")
+                || code.starts_with("57P0")
+                || ["53300", "40001", "40P01"].contains(&code.as_ref());
+            // MySQL/MariaDB numbers without a telling SQLSTATE: 1053 server shutdown, 1205
+            // lock wait timeout.
+            let mysql = db
+                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| [1053, 1205].contains(&e.number()));
+            // SQLite (extended result codes): busy or locked, another writer held on.
+            let sqlite = db
+                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                .is_some_and(|_| ["5", "6", "261", "262", "517"].contains(&code.as_ref()));
+            sqlstate || mysql || sqlite
+        }
+        _ => false,
     }
 }
 
@@ -93,7 +148,15 @@ impl Database {
             .min_connections(settings.min_connections)
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .idle_timeout(optional_ms(settings.idle_timeout_ms))
+            .max_lifetime(optional_ms(settings.max_lifetime_ms))
+            // A pooled connection is checked before use, so one broken by a database restart
+            // is replaced instead of failing the call.
+            .test_before_acquire(true)
             .sqlx_logging(false);
+        if let Some(timeout) = optional_ms(settings.statement_timeout_ms) {
+            options.statement_timeout(timeout);
+        }
         let conn = SeaDatabase::connect(options).await.map_err(classify)?;
         if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
             // WAL lets readers proceed during a write; busy_timeout makes concurrent writers
@@ -109,10 +172,75 @@ impl Database {
         Ok(Self { conn })
     }
 
+    /// Applies pending migrations. Safe when several replicas start at once: each takes a
+    /// database-wide lock first, so one applies the migrations and the others then find
+    /// nothing pending. (Without it they race: both see a migration pending, and the loser
+    /// fails on `CREATE TABLE` catalog rows or on the `seaql_migrations` primary key.)
+    ///
+    /// The lock and the migrations share one transaction, which pins them to one connection:
+    /// PostgreSQL's transaction-scoped advisory lock ends with it; SQLite's `BEGIN IMMEDIATE`
+    /// is the database write lock itself; MySQL's user lock belongs to the session, so it is
+    /// released explicitly (MySQL commits DDL implicitly, the transaction is only the pin).
     pub async fn migrate(&self) -> Result<(), RepoError> {
-        migration::Migrator::up(&self.conn, None)
-            .await
-            .map_err(classify)
+        match self.conn.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                let txn = self.conn.begin().await.map_err(classify)?;
+                txn.execute_unprepared(&format!(
+                    "SET LOCAL lock_timeout = '{MIGRATION_LOCK_WAIT_SECS}s'"
+                ))
+                .await
+                .map_err(classify)?;
+                txn.execute_unprepared(&format!(
+                    "SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"
+                ))
+                .await
+                .map_err(classify)?;
+                migration::Migrator::up(&txn, None)
+                    .await
+                    .map_err(classify)?;
+                txn.commit().await.map_err(classify)
+            }
+            sea_orm::DbBackend::MySql => {
+                let txn = self.conn.begin().await.map_err(classify)?;
+                let acquired = txn
+                    .query_one_raw(Statement::from_string(
+                        sea_orm::DbBackend::MySql,
+                        format!(
+                            "SELECT GET_LOCK('{MYSQL_MIGRATION_LOCK}', {MIGRATION_LOCK_WAIT_SECS}) AS acquired"
+                        ),
+                    ))
+                    .await
+                    .map_err(classify)?
+                    .and_then(|row| row.try_get::<Option<i64>>("", "acquired").ok())
+                    .flatten();
+                if acquired != Some(1) {
+                    return Err(RepoError::Unavailable(anyhow::anyhow!(
+                        "another replica held the migration lock for {MIGRATION_LOCK_WAIT_SECS} s"
+                    )));
+                }
+                let migrated = migration::Migrator::up(&txn, None).await;
+                let released = txn
+                    .execute_unprepared(&format!("DO RELEASE_LOCK('{MYSQL_MIGRATION_LOCK}')"))
+                    .await;
+                migrated.map_err(classify)?;
+                released.map_err(classify)?;
+                txn.commit().await.map_err(classify)
+            }
+            _ => {
+                let txn = self
+                    .conn
+                    .begin_with_options(sea_orm::TransactionOptions {
+                        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(classify)?;
+                migration::Migrator::up(&txn, None)
+                    .await
+                    .map_err(classify)?;
+                txn.commit().await.map_err(classify)
+            }
+        }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -315,8 +443,12 @@ impl AccountRepository for Database {
         .await;
         if let Err(error) = history {
             txn.rollback().await.map_err(classify)?;
-            // The same flow already reset the password (a retried call after a lost reply).
+            // The same flow already reset the password (a retried call after a lost reply):
+            // refused like any stale attempt, and audited like one.
             return if is_unique_violation(&error) {
+                let mut audit = commit.audit;
+                audit.result = "stale";
+                self.record_audit(audit).await?;
                 Ok(ResetOutcome::Stale)
             } else {
                 Err(classify(error))
@@ -498,6 +630,40 @@ impl Database {
                 Expr::value(error.map(|e| e.chars().take(256).collect::<String>())),
             )
             .filter(delivery::Column::Id.eq(id))
+            .exec(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl OutboxStore for Database {
+    async fn unpublished(&self, limit: u64) -> Result<Vec<OutboxEvent>, RepoError> {
+        outbox::Entity::find()
+            .filter(outbox::Column::PublishedAt.is_null())
+            .order_by_asc(outbox::Column::Id)
+            .limit(limit)
+            .all(&self.conn)
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|row| OutboxEvent {
+                        event_id: row.event_id,
+                        event_type: row.event_type,
+                        aggregate_id: row.aggregate_id,
+                        payload: row.payload,
+                        created_at: row.created_at,
+                    })
+                    .collect()
+            })
+            .map_err(classify)
+    }
+
+    async fn mark_published(&self, event_id: &str, at: DateTime<Utc>) -> Result<(), RepoError> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::PublishedAt, Expr::value(Some(at)))
+            .filter(outbox::Column::EventId.eq(event_id))
             .exec(&self.conn)
             .await
             .map(|_| ())

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod events;
 pub mod queue;
 pub mod smtp;
 pub mod templates;

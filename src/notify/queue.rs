@@ -242,6 +242,7 @@ impl DeliveryWorker {
         match self.notifier.send(&email).await {
             Ok(()) => {
                 tracing::info!("message delivered");
+                crate::telemetry::metrics::delivery("delivered");
                 self.queue.mark_delivered(&item.id, self.clock.now()).await
             }
             Err(NotifyError::Permanent(error)) => {
@@ -283,7 +284,10 @@ impl DeliveryWorker {
             )
         } else {
             let expires_at = message.code_expires_at.unwrap_or(now);
-            let minutes = (expires_at - now).num_minutes().max(1);
+            // Rounded up: "expires in 10 minutes" for a fresh 10-minute code, never "9".
+            let minutes = ((expires_at - now).num_seconds() + 59)
+                .div_euclid(60)
+                .max(1);
             (
                 MessageKind::VerificationCode,
                 minijinja::context! {

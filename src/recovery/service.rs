@@ -158,6 +158,8 @@ pub struct Recovery {
     pub queue: Arc<dyn DeliveryQueue>,
     pub sealer: MessageSealer,
     pub delivery_wake: Arc<Notify>,
+    /// Wakes the outbox relay after a committed change, so the event leaves at once.
+    pub event_wake: Arc<Notify>,
     pub hasher: PasswordHasher,
     pub policy: PasswordPolicy,
     pub keys: KeyRing,
@@ -167,6 +169,14 @@ pub struct Recovery {
     /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
     /// (it cannot read the picture).
     pub captcha_answers: Option<CaptchaAnswerSource>,
+}
+
+/// What a reset attempt got to know before it failed, for its audit row.
+#[derive(Default)]
+struct ResetTrace {
+    flow: Option<Flow>,
+    /// The repository already wrote the attempt's audit row.
+    audited: bool,
 }
 
 /// Supplies captcha answers in place of the CSPRNG (tests only).
@@ -700,11 +710,39 @@ impl Recovery {
         new_password: SecretString,
         confirmation: SecretString,
     ) -> Result<DateTime<Utc>, RecoveryError> {
+        let mut trace = ResetTrace::default();
+        let result = self
+            .try_reset_password(ctx, token, new_password, confirmation, &mut trace)
+            .await;
+        // Every refused reset attempt is in the audit trail, not only those that reached the
+        // database: a token replayed, or a flow that lost to another reset of the account, is
+        // exactly what an investigation looks for.
+        if matches!(result, Err(RecoveryError::TokenInvalid)) && !trace.audited {
+            self.record(self.audit(
+                "recovery.password_reset",
+                trace.flow.as_ref(),
+                ctx,
+                "token_invalid",
+            ))
+            .await;
+        }
+        result
+    }
+
+    async fn try_reset_password(
+        &self,
+        ctx: &RequestContext,
+        token: ResetToken,
+        new_password: SecretString,
+        confirmation: SecretString,
+        trace: &mut ResetTrace,
+    ) -> Result<DateTime<Utc>, RecoveryError> {
         self.limit_caller(ctx, "ResetPassword").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let (found, token_mac) = self.flow_for_token(&token, now).await?;
         let flow = found.value.clone();
+        trace.flow = Some(flow.clone());
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let account_id = flow.account_id.clone().ok_or(RecoveryError::TokenInvalid)?;
         let account = self
@@ -726,6 +764,11 @@ impl Recovery {
             )
             .await?;
         if !check.violations.is_empty() {
+            // A concurrent call with the same token may have reset the password between the
+            // token check and the history read, making this very password "reused": then the
+            // token is what failed, and the caller must hear that rather than a policy
+            // complaint that no other password would get past either.
+            self.flow_for_token(&token, now).await?;
             return Err(RecoveryError::PasswordPolicy(check.violations));
         }
         let new_hash = self.hasher.hash(&normalized).await?;
@@ -764,6 +807,8 @@ impl Recovery {
         match outcome {
             ResetOutcome::Stale => {
                 // Another flow changed the password after this one started: this token is dead.
+                // The repository has audited the refusal with the rest of the attempt.
+                trace.audited = true;
                 self.store.delete_flow(&flow.id).await?;
                 Err(RecoveryError::TokenInvalid)
             }
@@ -775,6 +820,7 @@ impl Recovery {
                     .await;
                 self.end_other_flows(&account.id, &flow.id).await;
                 self.delivery_wake.notify_one();
+                self.event_wake.notify_one();
                 Ok(now)
             }
         }

@@ -110,6 +110,18 @@ end
 return {count, ttl}
 ";
 
+/// Appends an event to a stream unless its id was appended before (the relay publishes at least
+/// once; this drops the repeats it can see). KEYS: stream, dedupe marker (same hash tag as the
+/// stream, so Cluster keeps both in one slot). ARGV: marker TTL ms, MAXLEN, then field/value
+/// pairs.
+const APPEND_EVENT: &str = r"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+";
+
 /// Longest TTL sent to Redis (~34 years): Redis rejects an expiry that overflows once added to
 /// its clock, and no short-lived record needs more.
 const MAX_TTL_MS: u64 = 1 << 40;
@@ -164,6 +176,7 @@ struct Scripts {
     delete_key: Script,
     add_to_set: Script,
     hit: Script,
+    append_event: Script,
 }
 
 impl Scripts {
@@ -176,6 +189,7 @@ impl Scripts {
             delete_key: Script::new(DELETE_KEY),
             add_to_set: Script::new(ADD_TO_SET),
             hit: Script::new(HIT),
+            append_event: Script::new(APPEND_EVENT),
         }
     }
 }
@@ -502,5 +516,42 @@ impl EphemeralStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.run_command::<()>("ping", &redis::cmd("PING")).await
+    }
+}
+
+#[async_trait]
+impl crate::notify::events::EventSink for RedisStore {
+    async fn publish(
+        &self,
+        stream: &str,
+        event: &crate::accounts::OutboxEvent,
+        settings: &crate::notify::events::EventSettings,
+    ) -> Result<bool, StoreError> {
+        // The stream name is used verbatim (consumers know it); the marker borrows the whole
+        // stream name as its hash tag, which puts it in the stream's slot.
+        let marker = format!("{{{stream}}}:published:{}", event.event_id);
+        let occurred_at = event.created_at.to_rfc3339();
+        let mut invocation = self.scripts.append_event.key(stream);
+        invocation
+            .key(marker)
+            .arg(
+                settings
+                    .dedupe_ttl_secs
+                    .saturating_mul(1000)
+                    .min(MAX_TTL_MS),
+            )
+            .arg(settings.max_stream_length.max(1))
+            .arg("event_id")
+            .arg(&event.event_id)
+            .arg("type")
+            .arg(&event.event_type)
+            .arg("account_id")
+            .arg(&event.aggregate_id)
+            .arg("occurred_at")
+            .arg(occurred_at)
+            .arg("payload")
+            .arg(&event.payload);
+        let appended: i64 = self.run_script("append event", &invocation).await?;
+        Ok(appended == 1)
     }
 }

@@ -11,6 +11,16 @@ use recovery_service::recovery::captcha::CaptchaRecord;
 use recovery_service::recovery::flow::Flow;
 use recovery_service::store::{EphemeralStore, MemoryStore, RateDecision, StoreError, Versioned};
 
+/// A test app whose short-lived store can be made to fail.
+pub async fn spawn_app_on_faulty_store() -> (super::TestApp, FaultyStore) {
+    let store = FaultyStore::new();
+    let overrides = recovery_service::server::Overrides {
+        store: Some(Arc::new(store.clone())),
+        ..Default::default()
+    };
+    (super::spawn_app_with(|_| {}, overrides).await, store)
+}
+
 #[derive(Clone, Default)]
 pub struct FaultyStore {
     inner: Arc<MemoryStore>,

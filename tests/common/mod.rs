@@ -68,11 +68,22 @@ pub fn t0() -> DateTime<Utc> {
 /// `mysql`. Each test app gets a database of its own, so tests never see each other's rows.
 /// A server that cannot be reached fails the test: nothing is skipped.
 pub async fn fresh_database_url(dir: &TempDir) -> String {
-    use sea_orm::ConnectionTrait;
     let kind = std::env::var("RECOVERY_TEST_DB").unwrap_or_else(|_| "sqlite".into());
+    fresh_database_url_for(&kind, dir).await
+}
+
+/// A new, empty database on `kind` (`sqlite`, `postgres` or `mysql`), whatever
+/// `RECOVERY_TEST_DB` says: for suites that run every backend in one process.
+pub async fn fresh_database_url_for(kind: &str, dir: &TempDir) -> String {
+    use sea_orm::ConnectionTrait;
     let name = format!("rt_{}", uuid::Uuid::new_v4().simple());
-    let (admin, url) = match kind.as_str() {
-        "sqlite" => return format!("sqlite://{}?mode=rwc", dir.0.join("recovery.db").display()),
+    let (admin, url) = match kind {
+        "sqlite" => {
+            return format!(
+                "sqlite://{}?mode=rwc",
+                dir.0.join(format!("{name}.db")).display()
+            );
+        }
         "postgres" => {
             let base = std::env::var("RECOVERY_TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
@@ -97,6 +108,26 @@ pub async fn fresh_database_url(dir: &TempDir) -> String {
         .unwrap();
     conn.close().await.ok();
     url
+}
+
+/// Drops a database made by `fresh_database_url_for` (best effort: a leftover is only clutter).
+/// SQLite files go with their `TempDir`.
+pub async fn drop_database(url: &str) {
+    use sea_orm::ConnectionTrait;
+    let Some((base, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    let statement = if url.starts_with("postgres") {
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    } else if url.starts_with("mysql") {
+        format!("DROP DATABASE IF EXISTS {name}")
+    } else {
+        return;
+    };
+    if let Ok(admin) = sea_orm::Database::connect(format!("{base}/test")).await {
+        let _ = admin.execute_unprepared(&statement).await;
+        admin.close().await.ok();
+    }
 }
 
 /// Which short-lived store the suite runs on: `RECOVERY_TEST_STORE` = `memory` (default),

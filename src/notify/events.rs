@@ -1,0 +1,127 @@
+//! The outbox relay: publishes the rows of the transactional outbox (written in the same
+//! database transaction as the password change) to an event stream, then marks them published.
+//!
+//! Delivery is at least once: a crash between publishing and marking publishes again on restart,
+//! so every event carries its `event_id` and the Redis sink drops a repeat of an id it has
+//! already appended (consumers should still be idempotent on `event_id`). Order: oldest first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{OutboxEvent, OutboxStore};
+use crate::clock::Clock;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventSettings {
+    /// Redis Stream the events go to.
+    pub stream: String,
+    /// Redis for the stream; unset: the store's `RECOVERY_REDIS_URL`. With neither, events stay
+    /// in the outbox table (and a warning says so at start).
+    pub redis_url: Option<String>,
+    pub poll_interval_ms: u64,
+    pub batch_size: u64,
+    /// Approximate cap of the stream (XADD MAXLEN ~).
+    pub max_stream_length: u64,
+    /// How long an appended event id is remembered to drop repeats.
+    pub dedupe_ttl_secs: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            stream: "identity.events".to_owned(),
+            redis_url: None,
+            poll_interval_ms: 1_000,
+            batch_size: 100,
+            max_stream_length: 1_000_000,
+            dedupe_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Where published events go.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Appends the event unless its id was appended before; `true` if appended now.
+    async fn publish(
+        &self,
+        stream: &str,
+        event: &OutboxEvent,
+        settings: &EventSettings,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Connects a sink when the relay needs one (so a stream backend that is down at start does not
+/// stop the service: the relay keeps trying).
+pub type SinkConnector =
+    Arc<dyn Fn() -> BoxFuture<Result<Arc<dyn EventSink>, StoreError>> + Send + Sync>;
+
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+pub struct OutboxRelay {
+    pub outbox: Arc<dyn OutboxStore>,
+    pub connect: SinkConnector,
+    pub clock: Arc<dyn Clock>,
+    pub settings: EventSettings,
+    pub wake: Arc<Notify>,
+}
+
+impl OutboxRelay {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let mut sink: Option<Arc<dyn EventSink>> = None;
+        let mut backoff = poll;
+        loop {
+            let pass = async {
+                let current = match &sink {
+                    Some(current) => current.clone(),
+                    None => {
+                        let connected = (self.connect)().await?;
+                        sink = Some(connected.clone());
+                        connected
+                    }
+                };
+                self.publish_pending(current.as_ref()).await
+            }
+            .await;
+            match pass {
+                Ok(count) if count > 0 => {
+                    backoff = poll;
+                    continue;
+                }
+                Ok(_) => backoff = poll,
+                Err(error) => {
+                    tracing::warn!(error = %error, "event relay: publishing failed; will retry");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many events it handled.
+    pub async fn publish_pending(&self, sink: &dyn EventSink) -> Result<usize, anyhow::Error> {
+        let events = self.outbox.unpublished(self.settings.batch_size).await?;
+        for event in &events {
+            let appended = sink
+                .publish(&self.settings.stream, event, &self.settings)
+                .await?;
+            self.outbox
+                .mark_published(&event.event_id, self.clock.now())
+                .await?;
+            tracing::info!(event_id = %event.event_id, event_type = %event.event_type, appended, "event published");
+        }
+        Ok(events.len())
+    }
+}

@@ -1,0 +1,266 @@
+//! The transactional outbox and its relay to the `identity.events` Redis Stream: published once
+//! per event id, at least once across Redis outages and service restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use recovery_service::server::Overrides;
+use redis::AsyncCommands;
+
+fn shared_redis() -> String {
+    std::env::var("RECOVERY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique_stream() -> String {
+    format!("test.events.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Every entry of `stream` as field maps.
+async fn entries(url: &str, stream: &str) -> Vec<HashMap<String, String>> {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis at {url} unreachable ({e}); run scripts/test-services.sh")
+        });
+    let reply: redis::streams::StreamRangeReply = connection.xrange_all(stream).await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            entry
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+async fn wait_for_entries(url: &str, stream: &str, count: usize) -> Vec<HashMap<String, String>> {
+    for _ in 0..200 {
+        let found = entries(url, stream).await;
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    entries(url, stream).await
+}
+
+/// A private redis-server on a spare port, killed on drop (never the shared 6379).
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start_on(port: u16) -> Self {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test-services.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    port,
+                    child: Some(child),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("private redis-server did not start on {port}");
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn with_events(url: String, stream: String) -> impl FnOnce(&mut recovery_service::config::Config) {
+    move |c| {
+        c.events.redis_url = Some(url);
+        c.events.stream = stream;
+        c.events.poll_interval_ms = 50;
+    }
+}
+
+#[tokio::test]
+async fn a_reset_publishes_password_changed_once_with_its_event_id() {
+    let stream = unique_stream();
+    let app = spawn_app_with(
+        with_events(shared_redis(), stream.clone()),
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    let account_id = app.create_account(&login).await;
+    let (_, token) = app.verified_flow(&login).await;
+    app.reset(&token, NEW_PASSWORD, NEW_PASSWORD).await.unwrap();
+
+    let events = wait_for_entries(&shared_redis(), &stream, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["type"], "password.changed");
+    assert_eq!(event["account_id"], account_id);
+    assert!(uuid::Uuid::parse_str(&event["event_id"]).is_ok());
+    assert!(chrono::DateTime::parse_from_rfc3339(&event["occurred_at"]).is_ok());
+    let payload: serde_json::Value = serde_json::from_str(&event["payload"]).unwrap();
+    assert_eq!(payload["event_id"], event["event_id"].as_str());
+    for secret in [NEW_PASSWORD, token.as_str(), login.as_str()] {
+        assert!(!format!("{event:?}").contains(secret));
+    }
+
+    // The row is marked published, and nothing is published twice.
+    use recovery_service::accounts::OutboxStore;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.database.unpublished(10).await.unwrap().is_empty());
+    assert_eq!(entries(&shared_redis(), &stream).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn publishing_the_same_event_id_twice_appends_it_once() {
+    use recovery_service::accounts::OutboxEvent;
+    use recovery_service::notify::events::{EventSettings, EventSink};
+    let stream = unique_stream();
+    let sink = recovery_service::store::RedisStore::connect(&shared_redis(), &Default::default())
+        .await
+        .unwrap();
+    let event = OutboxEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        event_type: "password.changed".into(),
+        aggregate_id: "acct".into(),
+        payload: "{}".into(),
+        created_at: chrono::Utc::now(),
+    };
+    let settings = EventSettings::default();
+    assert!(sink.publish(&stream, &event, &settings).await.unwrap());
+    assert!(!sink.publish(&stream, &event, &settings).await.unwrap());
+    assert_eq!(entries(&shared_redis(), &stream).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_written_while_redis_is_down_arrives_once_when_it_is_back() {
+    let mut redis = PrivateRedis::start();
+    let port = redis.port;
+    let stream = unique_stream();
+    let app = spawn_app_with(
+        with_events(redis.url(), stream.clone()),
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (_, token) = app.verified_flow(&login).await;
+
+    redis.stop();
+    // The reset does not need the event stream: it commits, the event waits in the outbox.
+    app.reset(&token, NEW_PASSWORD, NEW_PASSWORD).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    use recovery_service::accounts::OutboxStore;
+    assert_eq!(app.database.unpublished(10).await.unwrap().len(), 1);
+
+    let redis = PrivateRedis::start_on(port);
+    let events = wait_for_entries(&redis.url(), &stream, 1).await;
+    assert_eq!(events.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        entries(&redis.url(), &stream).await.len(),
+        1,
+        "published exactly once"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unpublished_event_survives_a_restart_of_the_service() {
+    let stream = unique_stream();
+    let dir = TempDir::new();
+    let database_url = format!("sqlite://{}?mode=rwc", dir.0.join("shared.db").display());
+    // First life: the stream's Redis is not there at all.
+    let nowhere = format!(
+        "redis://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let url = database_url.clone();
+    let first = spawn_app_with(
+        move |c| {
+            with_events(nowhere, String::new())(c);
+            c.events.stream = "unused".into();
+            c.database_url = url;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    let account_id = first.create_account(&login).await;
+    let (_, token) = first.verified_flow(&login).await;
+    first
+        .reset(&token, NEW_PASSWORD, NEW_PASSWORD)
+        .await
+        .unwrap();
+    first.stop().await;
+
+    // Second life, same database, a reachable stream: the event goes out.
+    let url = database_url.clone();
+    let redis_url = shared_redis();
+    let stream_name = stream.clone();
+    let second = spawn_app_with(
+        move |c| {
+            with_events(redis_url, stream_name)(c);
+            c.database_url = url;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let events = wait_for_entries(&shared_redis(), &stream, 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["account_id"], account_id);
+    second.stop().await;
+}
