@@ -409,6 +409,17 @@ async fn dump_redis(url: &str, prefix: &str) -> Vec<String> {
                     .unwrap();
                 items.iter().map(|m| text(m)).collect::<Vec<_>>().join(" ")
             }
+            "stream" => {
+                // The password.changed event stream (outbox relay), if it shares the prefix.
+                let entries: redis::Value = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                format!("{entries:?}")
+            }
             other => panic!("unexpected Redis type {other} for {key}"),
         };
         dump.push(format!("{key} [{kind}] {value}"));
