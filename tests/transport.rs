@@ -432,3 +432,15 @@ async fn recovery_service_requires_the_gateway_key_when_one_is_configured() {
     }
     app.stop().await;
 }
+
+#[test]
+fn the_dependency_tree_has_one_crypto_provider_ring() {
+    // Two rustls providers in one process make rustls refuse to pick a default at run time;
+    // rcgen, redis, sqlx and tonic are all built with ring features for that reason.
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+    assert!(lock.contains("name = \"ring\""));
+    assert!(
+        !lock.contains("name = \"aws-lc-rs\"") && !lock.contains("name = \"aws-lc-sys\""),
+        "aws-lc-rs entered Cargo.lock: find it with `cargo tree -i aws-lc-rs`"
+    );
+}
