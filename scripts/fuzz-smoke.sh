@@ -22,4 +22,6 @@ cd fuzz
 mkdir -p corpus/parse_requests
 # -s none: no sanitizer, so it builds on stable; the target's own assertions and Rust's
 # bounds/overflow checks (kept on in fuzz/Cargo.toml's release profile) do the checking.
-cargo fuzz run parse_requests -s none -- -max_total_time="$seconds" -max_len=4096
+# seeds/ holds a few hand-written inputs (one per request type); corpus/ is what the runs learn.
+cargo fuzz run parse_requests -s none corpus/parse_requests seeds/parse_requests -- \
+    -max_total_time="$seconds" -max_len=4096
