@@ -22,10 +22,11 @@ async fn a_call_longer_than_the_request_timeout_is_cut_and_the_server_keeps_serv
     let app = spawn_app_with(
         |c| {
             c.server.request_timeout_ms = 100;
-            // OWASP memory cost with 10 passes: well over 100 ms on any machine, so the
-            // CreateAccount below cannot finish in time.
+            // 64 MiB × 12 passes: ~0.3 s even where argon2 streams 3 GB/s, so the
+            // CreateAccount below cannot finish in time. (OWASP cost alone, ~50 ms, could.)
             c.hashing = HashSettings {
-                t_cost: 10,
+                m_cost_kib: 64 * 1024,
+                t_cost: 12,
                 ..HashSettings::default()
             };
         },
@@ -73,7 +74,7 @@ async fn a_call_longer_than_the_request_timeout_is_cut_and_the_server_keeps_serv
         .expect("a quick call after a timed-out one");
     // The cut call wrote nothing: its work was abandoned before the insert (the hash itself
     // runs to its end on the blocking pool, holding its permit, so the memory bound holds).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     use recovery_service::db::entities::account;
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     let rows = account::Entity::find()
