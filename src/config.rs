@@ -136,6 +136,58 @@ pub struct AccountApiConfig {
     pub api_key_sha256: Vec<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RecoveryApiConfig {
+    /// SHA-256 (hex) of the gateway keys allowed to call `RecoveryService`, presented as
+    /// `x-gateway-key: <key>` or `authorization: Bearer <key>`. Empty: anyone may call it (the
+    /// service is meant to face the public through a gateway; the key pins which gateway).
+    pub gateway_key_sha256: Vec<String>,
+}
+
+/// TLS on the gRPC port (rustls). Off unless `cert_file` is set; `client_ca_file` adds mutual
+/// TLS, and a verified client certificate then authenticates `AccountService` callers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must chain to. Unset: no client
+    /// certificates are asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: also accept clients without a certificate (they then need an API
+    /// key for `AccountService`). A certificate that is presented must still verify.
+    pub client_auth_optional: bool,
+    /// A TLS handshake not finished within this time is dropped, so half-open connections
+    /// cannot pile up.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            client_auth_optional: false,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// Client certificates are verified (mutual TLS).
+    pub fn mutual(&self) -> bool {
+        self.enabled() && self.client_ca_file.is_some()
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -166,6 +218,8 @@ pub struct Config {
     pub events: EventSettings,
     pub server: ServerConfig,
     pub account_api: AccountApiConfig,
+    pub recovery_api: RecoveryApiConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -193,6 +247,8 @@ impl Default for Config {
             events: EventSettings::default(),
             server: ServerConfig::default(),
             account_api: AccountApiConfig::default(),
+            recovery_api: RecoveryApiConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod auth;
+pub mod tls;
 pub mod trace;
 
 /// Replacements for what the configuration would build: tests inject a clock, a capturing
@@ -212,15 +213,29 @@ impl App {
             .build_v1alpha()?;
 
         let max_message = config.server.max_message_bytes;
-        let recovery_service = RecoveryServiceServer::new(RecoveryApi {
-            recovery: recovery.clone(),
-            clients: clients.clone(),
-        })
-        .max_decoding_message_size(max_message);
-        let account_auth = auth::AccountAuth::from_config(&config.account_api)?;
+        let gateway_auth = auth::GatewayAuth::from_config(&config.recovery_api)?;
+        if !gateway_auth.is_open() {
+            tracing::info!("RecoveryService requires a gateway key");
+        }
+        let recovery_service = InterceptedService::new(
+            RecoveryServiceServer::new(RecoveryApi {
+                recovery: recovery.clone(),
+                clients: clients.clone(),
+            })
+            .max_decoding_message_size(max_message),
+            gateway_auth,
+        );
+        let tls = tls::server_tls(&config.tls)?;
+        let account_auth =
+            auth::AccountAuth::from_config(&config.account_api, config.tls.mutual())?;
         if account_auth.is_loopback_only() {
             tracing::warn!(
-                "no AccountService API keys configured: AccountService answers loopback callers only"
+                "no AccountService API keys or client CA configured: AccountService answers loopback callers only"
+            );
+        }
+        if tls.is_none() {
+            tracing::warn!(
+                "TLS is off: calls, passwords included, cross the network in clear unless a proxy terminates TLS"
             );
         }
         let account_service = InterceptedService::new(
@@ -229,7 +244,7 @@ impl App {
             account_auth,
         );
 
-        tracing::info!(address = %local, "recovery-service listening");
+        tracing::info!(address = %local, tls = config.tls.enabled(), mutual_tls = config.tls.mutual(), "recovery-service listening");
         let health_on_shutdown = health.clone();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let shutdown = async move {
@@ -239,7 +254,11 @@ impl App {
                 .set_not_serving::<RecoveryServiceServer<RecoveryApi>>()
                 .await;
         };
-        Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).context("TLS configuration")?;
+        }
+        server
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .concurrency_limit_per_connection(config.server.concurrency_limit)
             .accept_http1(true)
