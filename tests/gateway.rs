@@ -280,6 +280,26 @@ async fn json_start(envoy: &Envoy, login: &str) -> Value {
 // JSON through Envoy
 // ---------------------------------------------------------------------------------------------
 
+#[test]
+fn the_descriptor_set_carries_what_envoy_needs() {
+    let set = prost_types::FileDescriptorSet::decode(recovery_service::proto::FILE_DESCRIPTOR_SET)
+        .unwrap();
+    let files: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+    // Envoy builds its descriptor pool from this one file: every import must be in it, and the
+    // error-detail types too, or `convert_grpc_status` answers errors with an empty body.
+    for needed in [
+        "identity/recovery/v1/recovery.proto",
+        "google/api/annotations.proto",
+        "google/api/http.proto",
+        "google/protobuf/timestamp.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "google/protobuf/duration.proto",
+    ] {
+        assert!(files.contains(&needed), "{needed} missing from {files:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_captcha_is_issued_over_json() {
     let app = spawn_app().await;
