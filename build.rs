@@ -28,6 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 PathBuf::from("proto/identity/recovery/v1/recovery.proto"),
                 PathBuf::from("proto/identity/recovery/v1/account.proto"),
+                // Not imported by our protos, but the error details we send are: Envoy's
+                // transcoder (`convert_grpc_status`) can only print an `Any` whose type is in
+                // the descriptor set; without these a JSON caller gets an empty error body.
+                // The generated `google.rpc` module is not included (tonic-types has it).
+                PathBuf::from("proto/google/rpc/status.proto"),
+                PathBuf::from("proto/google/rpc/error_details.proto"),
             ],
             &[PathBuf::from("proto"), include],
         )?;

