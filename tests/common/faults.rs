@@ -131,3 +131,40 @@ impl EphemeralStore for FaultyStore {
         self.check()
     }
 }
+
+/// A mailbox that can be made unreachable: while down, every send fails as a temporary error
+/// (like a refused SMTP connection), so the queue must retry.
+#[derive(Clone, Default)]
+pub struct FlakyNotifier {
+    pub inbox: recovery_service::notify::CapturingNotifier,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    pub failures: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FlakyNotifier {
+    pub fn down() -> Self {
+        let notifier = Self::default();
+        notifier.down.store(true, Ordering::SeqCst);
+        notifier
+    }
+
+    pub fn bring_up(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl recovery_service::notify::Notifier for FlakyNotifier {
+    async fn send(
+        &self,
+        email: &recovery_service::notify::Email,
+    ) -> Result<(), recovery_service::notify::NotifyError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(recovery_service::notify::NotifyError::Transient(
+                "connection refused (injected)".into(),
+            ));
+        }
+        self.inbox.send(email).await
+    }
+}

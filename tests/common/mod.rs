@@ -199,7 +199,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config), overrides: Over
     let clock = ManualClock::new(Utc::now());
     let overrides = Overrides {
         clock: Some(Arc::new(clock.clone())),
-        notifier: Some(Arc::new(notifier.clone())),
+        // A test may bring its own notifier (a real SMTP one, a failing one).
+        notifier: overrides
+            .notifier
+            .clone()
+            .or_else(|| Some(Arc::new(notifier.clone()))),
         captcha_answers: Some(Arc::new(|| CAPTCHA_ANSWER.to_owned())),
         ..overrides
     };

@@ -1,0 +1,171 @@
+//! Delivery semantics of SPEC §4: `SendVerificationCode` only enqueues; the worker retries a
+//! temporary failure until the message is delivered or its code expires; a restart in between
+//! loses nothing; nothing is ever sent twice.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::faults::FlakyNotifier;
+use common::*;
+use recovery_service::db::entities::delivery;
+use recovery_service::server::Overrides;
+use sea_orm::EntityTrait;
+
+fn with(notifier: &FlakyNotifier) -> Overrides {
+    Overrides {
+        notifier: Some(Arc::new(notifier.clone())),
+        ..Default::default()
+    }
+}
+
+async fn wait_until(mut condition: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+async fn rows(app: &TestApp) -> Vec<delivery::Model> {
+    delivery::Entity::find()
+        .all(app.database.connection())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn send_code_answers_at_once_even_when_the_mail_server_is_down() {
+    let mail = FlakyNotifier::down();
+    let app = spawn_app_with(|_| {}, with(&mail)).await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+    // The RPC succeeds: the failure of delivery is nobody's business but the queue's.
+    app.send_code(&flow.flow_id).await.unwrap();
+    wait_until(async || {
+        rows(&app)
+            .await
+            .first()
+            .is_some_and(|row| row.attempts >= 1)
+    })
+    .await;
+    let queued = rows(&app).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].status, "pending");
+    assert!(queued[0].attempts >= 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_queued_while_mail_is_down_arrives_exactly_once_when_it_is_back() {
+    let mail = FlakyNotifier::down();
+    let app = spawn_app_with(|_| {}, with(&mail)).await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+    app.send_code(&flow.flow_id).await.unwrap();
+    wait_until(async || mail.failures.load(Ordering::SeqCst) >= 1).await;
+
+    mail.bring_up();
+    // Past the first backoff (1 s) on the service's clock, well inside the code's 10 minutes.
+    app.clock.advance(Duration::from_secs(2));
+    let received = mail
+        .inbox
+        .wait_for(&login, 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(received.len(), 1);
+    let code = code_in(&received[0]);
+    app.verify(&flow.flow_id, &code).await.unwrap();
+
+    // Later passes find nothing to send again.
+    app.clock.advance(Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        mail.inbox
+            .messages()
+            .iter()
+            .filter(|m| m.to == login)
+            .count(),
+        1
+    );
+    let done = rows(&app).await;
+    assert_eq!(done[0].status, "delivered");
+    assert!(
+        done[0].ciphertext.is_empty(),
+        "a delivered message keeps no sealed payload"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_whose_code_expired_before_delivery_is_dropped_not_sent() {
+    let mail = FlakyNotifier::down();
+    let app = spawn_app_with(|_| {}, with(&mail)).await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+    app.send_code(&flow.flow_id).await.unwrap();
+    wait_until(async || mail.failures.load(Ordering::SeqCst) >= 1).await;
+
+    app.clock.advance(Duration::from_secs(10 * 60));
+    mail.bring_up();
+    wait_until(async || rows(&app).await[0].status == "dropped").await;
+    let dropped = rows(&app).await;
+    assert_eq!(dropped[0].last_error.as_deref(), Some("expired"));
+    assert!(
+        mail.inbox.messages().is_empty(),
+        "a useless code was mailed"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_of_the_service_between_enqueue_and_delivery_loses_nothing() {
+    // Flows live in Redis and messages in the database: both outlive the process.
+    let dir = TempDir::new();
+    let database_url = format!("sqlite://{}?mode=rwc", dir.0.join("shared.db").display());
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let shared = |url: String, prefix: String| {
+        move |c: &mut recovery_service::config::Config| {
+            c.database_url = url;
+            c.redis_url = Some(
+                std::env::var("RECOVERY_TEST_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            );
+            c.redis.key_prefix = prefix;
+        }
+    };
+
+    let down = FlakyNotifier::down();
+    let first = spawn_app_with(shared(database_url.clone(), prefix.clone()), with(&down)).await;
+    let login = unique_login();
+    first.create_account(&login).await;
+    let flow = first.start(&login).await;
+    first.send_code(&flow.flow_id).await.unwrap();
+    wait_until(async || down.failures.load(Ordering::SeqCst) >= 1).await;
+    first.stop().await;
+
+    let up = FlakyNotifier::default();
+    let second = spawn_app_with(shared(database_url, prefix), with(&up)).await;
+    second.clock.advance(Duration::from_secs(2));
+    let received = up.inbox.wait_for(&login, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        received.len(),
+        1,
+        "the queued message was lost in the restart"
+    );
+    // The code in it still verifies against the flow the first process started.
+    second
+        .verify(&flow.flow_id, &code_in(&received[0]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.inbox.messages().len(), 1);
+    second.stop().await;
+}
