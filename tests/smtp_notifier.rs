@@ -1,8 +1,8 @@
 //! The SMTP notifier against a real SMTP server: aiosmtpd, started per test by
 //! `tests/support/smtp_sink.py`, which stores each message it accepts as `<n>.eml`.
 //!
-//! aiosmtpd is a test requirement (`pip install -r tests/support/requirements.txt`): without it
-//! these tests fail and say so; they never skip.
+//! aiosmtpd is a test requirement (`pip install aiosmtpd`; `scripts/test-services.sh` installs
+//! it): without it these tests fail and say so; they never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{TcpListener, TcpStream};
@@ -58,6 +58,8 @@ struct Sink {
 struct SinkOptions {
     auth: bool,
     starttls: Option<(PathBuf, PathBuf)>,
+    implicit_tls: Option<(PathBuf, PathBuf)>,
+    stall_first_data: Option<Duration>,
 }
 
 impl Drop for Sink {
@@ -77,7 +79,7 @@ fn require_aiosmtpd() {
         Ok(status) if status.success() => {}
         _ => panic!(
             "these tests need a real SMTP server: `python3 -c 'import aiosmtpd'` failed. \
-             Install it with `pip install -r tests/support/requirements.txt` (aiosmtpd)."
+             Install it with `pip install aiosmtpd` (scripts/test-services.sh does)."
         ),
     }
 }
@@ -111,6 +113,14 @@ impl Sink {
         }
         if let Some((cert, key)) = &options.starttls {
             command.arg("--starttls").arg(cert).arg(key);
+        }
+        if let Some((cert, key)) = &options.implicit_tls {
+            command.arg("--implicit-tls").arg(cert).arg(key);
+        }
+        if let Some(stall) = options.stall_first_data {
+            command
+                .arg("--stall-first-data")
+                .arg(stall.as_secs_f64().to_string());
         }
         let child = command.spawn().expect("python3 runs");
         let mut sink = Sink {
@@ -177,7 +187,7 @@ fn config(smtp_url: &str, smtp: SmtpSettings) -> Config {
         smtp_url: Some(SecretString::from(smtp_url.to_owned())),
         mail_from: "Återställning <no-reply@recovery.example.com>".to_owned(),
         smtp: SmtpSettings {
-            timeout_ms: 5_000,
+            send_timeout_ms: 5_000,
             ..smtp
         },
         ..Config::default()
@@ -408,6 +418,26 @@ async fn starttls_required_does_not_trust_a_certificate_from_an_unknown_ca() {
 }
 
 #[tokio::test]
+async fn smtps_delivers_over_implicit_tls() {
+    let pki = TestPki::generate();
+    let sink = Sink::start(SinkOptions {
+        implicit_tls: Some(pki.server_cert_and_key()),
+        ..SinkOptions::default()
+    });
+    let settings = SmtpSettings {
+        ca_file: Some(pki.ca_file()),
+        ..SmtpSettings::default()
+    };
+    let notifier = SmtpNotifier::from_config(&config(&sink.url("smtps://", ""), settings)).unwrap();
+
+    notifier.send(&email("anna@example.com")).await.unwrap();
+
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    assert_is_the_recovery_message(&messages[0], "anna@example.com");
+}
+
+#[tokio::test]
 async fn starttls_required_never_falls_back_to_clear_text() {
     let sink = Sink::start(SinkOptions::default());
     let notifier = notifier(&sink.url("smtp://", "?tls=required"));
@@ -435,6 +465,60 @@ async fn a_relay_that_is_not_listening_is_a_transient_failure() {
     let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
 
     assert!(!reason.contains(PASSWORD), "{reason}");
+}
+
+#[tokio::test]
+async fn a_relay_that_never_answers_is_a_transient_failure_after_the_timeout() {
+    // The kernel completes the handshake for a listener nobody accepts on: a relay that hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut config = config(&format!("smtp://127.0.0.1:{port}"), SmtpSettings::default());
+    config.smtp.send_timeout_ms = 300;
+    let notifier = SmtpNotifier::from_config(&config).unwrap();
+
+    let started = Instant::now();
+    let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
+
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(reason.contains("timed out"), "{reason}");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn after_a_send_is_cut_off_the_next_message_goes_over_a_fresh_connection() {
+    // The relay sits on the first DATA past the deadline. Reusing that connection would read
+    // its late "250" as the answer to the next message's commands.
+    let sink = Sink::start(SinkOptions {
+        stall_first_data: Some(Duration::from_secs(3)),
+        ..SinkOptions::default()
+    });
+    let mut config = config(&sink.url("smtp://", ""), SmtpSettings::default());
+    config.smtp.send_timeout_ms = 500;
+    let notifier = SmtpNotifier::from_config(&config).unwrap();
+
+    expect_transient(notifier.send(&email("anna@example.com")).await);
+    // Time for lettre to put the cut connection back in its pool, as it would in production.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    notifier.send(&email("bertil@example.com")).await.unwrap();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the second send waited for the stalled connection"
+    );
+    let recipients: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|raw| header(&mailparse::parse_mail(raw).unwrap(), "To"))
+        .collect();
+    assert!(
+        recipients.contains(&"bertil@example.com".to_owned()),
+        "{recipients:?}"
+    );
 }
 
 #[tokio::test]
@@ -496,16 +580,17 @@ async fn the_smtp_notifier_needs_a_url() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
 fn smtp_settings_are_read_from_the_smtp_section_and_the_environment() {
     figment::Jail::expect_with(|jail| {
         jail.create_file(
             "recovery.toml",
-            "[smtp]\ntimeout_ms = 2500\nca_file = \"/etc/recovery/smtp-ca.pem\"\n",
+            "[smtp]\nsend_timeout_ms = 2500\nca_file = \"/etc/recovery/smtp-ca.pem\"\n",
         )?;
         jail.set_env("RECOVERY_SMTP__POOL_MAX_SIZE", "7");
         jail.set_env("RECOVERY_SMTP_URL", "smtp://relay.example.com?tls=required");
         let config = Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
-        assert_eq!(config.smtp.timeout_ms, 2500);
+        assert_eq!(config.smtp.send_timeout_ms, 2500);
         assert_eq!(config.smtp.pool_max_size, 7);
         assert_eq!(
             config.smtp.ca_file.as_deref(),

@@ -19,6 +19,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,7 +29,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
+use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{Address, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -43,9 +44,12 @@ const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Lan
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SmtpSettings {
-    /// Limit on connecting and on each SMTP command (lettre has one value for both). A relay
-    /// that hangs must not stall the delivery worker, which sends one message at a time.
-    pub timeout_ms: u64,
+    /// Limit on opening the TCP connection to the relay.
+    pub connect_timeout_ms: u64,
+    /// Limit on handing over one message: connection, TLS, AUTH, every command and reply. lettre
+    /// bounds only the TCP connect, and a relay that accepts and then says nothing would stall
+    /// the delivery worker, which sends one message at a time, for good.
+    pub send_timeout_ms: u64,
     /// Idle connections kept open for reuse; more are opened when needed and closed after use.
     pub pool_max_size: u32,
     /// An idle pooled connection is closed after this long (relays drop them after a few minutes).
@@ -59,7 +63,8 @@ pub struct SmtpSettings {
 impl Default for SmtpSettings {
     fn default() -> Self {
         Self {
-            timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
+            send_timeout_ms: 30_000,
             pool_max_size: 4,
             pool_idle_timeout_secs: 60,
             hello_name: None,
@@ -264,7 +269,12 @@ impl fmt::Debug for SmtpEndpoint {
 
 /// Sends e-mail through an SMTP relay, keeping a small pool of connections.
 pub struct SmtpNotifier {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Kept to start a fresh pool after a send was cut off by the deadline (see `send`).
+    builder: AsyncSmtpTransportBuilder,
+    /// A cheap handle (an `Arc` around the pool); cloned out so the lock is never held across
+    /// an await.
+    transport: Mutex<AsyncSmtpTransport<Tokio1Executor>>,
+    send_timeout: Duration,
     from: Mailbox,
     /// Domain of the Message-ID: the sender's, not this host's name, which would leak the
     /// internal name of a pod into every message.
@@ -332,11 +342,15 @@ impl SmtpNotifier {
             }
         }
 
+        // `builder_dangerous` is lettre's builder with no TLS preset; the TLS mode is set right
+        // below from the URL, so nothing is left to lettre's defaults.
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(endpoint.host.clone())
                 .port(endpoint.port)
                 .tls(tls)
-                .timeout(Some(Duration::from_millis(settings.timeout_ms.max(1))))
+                .timeout(Some(Duration::from_millis(
+                    settings.connect_timeout_ms.max(1),
+                )))
                 .pool_config(
                     PoolConfig::new()
                         .max_size(settings.pool_max_size.max(1))
@@ -354,11 +368,20 @@ impl SmtpNotifier {
 
         tracing::info!(relay = %endpoint, from = %from, "SMTP notifier configured");
         Ok(Self {
-            transport: builder.build(),
+            transport: Mutex::new(builder.clone().build()),
+            builder,
+            send_timeout: Duration::from_millis(settings.send_timeout_ms.max(1)),
             from,
             message_id_domain,
             endpoint,
         })
+    }
+
+    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        self.transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Where messages go, without the password.
@@ -474,18 +497,33 @@ fn classify(error: &lettre::transport::smtp::Error, to: &str) -> NotifyError {
 impl Notifier for SmtpNotifier {
     async fn send(&self, email: &Email) -> Result<(), NotifyError> {
         let message = self.message(email)?;
-        match self.transport.send(message).await {
-            Ok(_) => {
+        let sent = tokio::time::timeout(self.send_timeout, self.transport().send(message)).await;
+        match sent {
+            Ok(Ok(_)) => {
                 tracing::debug!(to = %mask_email(&email.to), kind = ?email.kind, "message handed to the SMTP relay");
                 Ok(())
             }
-            Err(error) => Err(classify(&error, &email.to)),
+            Ok(Err(error)) => Err(classify(&error, &email.to)),
+            Err(_elapsed) => {
+                // The exchange was cut mid-command, and lettre puts the connection back in the
+                // pool, where the relay's late reply would be read as the answer to the next
+                // message's command. Start a fresh pool: the old one closes its connections
+                // (this one included) once the last handle to it is gone.
+                *self
+                    .transport
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = self.builder.clone().build();
+                Err(NotifyError::Transient(format!(
+                    "SMTP timed out: no answer from {} within {} ms",
+                    self.endpoint,
+                    self.send_timeout.as_millis()
+                )))
+            }
         }
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::panic)]
 mod tests {
     use super::*;
 
