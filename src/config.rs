@@ -15,6 +15,7 @@ use crate::accounts::HashSettings;
 use crate::db::DatabaseSettings;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
+use crate::notify::smtp::SmtpSettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::policy::PolicySettings;
 use crate::recovery::service::{RateLimits, RecoverySettings};
@@ -198,6 +199,8 @@ pub struct Config {
     #[serde(skip_serializing)]
     pub smtp_url: Option<SecretString>,
     pub mail_from: String,
+    /// Timeouts, pool and TLS trust of the SMTP notifier (`[smtp]`).
+    pub smtp: SmtpSettings,
     #[serde(deserialize_with = "on_off", serialize_with = "serialize_on_off")]
     pub captcha: bool,
     #[serde(skip_serializing)]
@@ -231,6 +234,7 @@ impl Default for Config {
             notifier: NotifierKind::Log,
             smtp_url: None,
             mail_from: "no-reply@localhost".to_owned(),
+            smtp: SmtpSettings::default(),
             captcha: true,
             secret: None,
             otlp_endpoint: None,

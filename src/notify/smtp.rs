@@ -1,21 +1,656 @@
-//! SMTP notifier (lettre). Placeholder until the SMTP work lands in this session.
+//! The SMTP notifier (lettre, rustls with ring).
+//!
+//! `RECOVERY_SMTP_URL` picks the relay and how to protect the connection:
+//!
+//! | URL | connection | default port |
+//! |---|---|---|
+//! | `smtp://host[:port]` | plain, no TLS at all (a local sink or a relay on loopback) | 25 |
+//! | `smtp://host[:port]?tls=required` | STARTTLS, refuse to go on without it | 587 |
+//! | `smtp://host[:port]?tls=opportunistic` | STARTTLS if the relay offers it | 587 |
+//! | `smtps://host[:port]` | implicit TLS from the first byte | 465 |
+//!
+//! `user:password@` before the host turns on AUTH (PLAIN, then LOGIN); both are percent-decoded.
+//! Certificates are checked against the Mozilla roots plus the PEM bundle in `smtp.ca_file`.
+//!
+//! Messages carry one-time codes: this module never logs a body, and names the recipient only
+//! masked. The password never leaves [`SmtpEndpoint`] except into lettre's `Credentials`, whose
+//! `Debug` is opaque as well.
 
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
 use async_trait::async_trait;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
+use lettre::{Address, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
 use super::{Email, Notifier, NotifyError};
 use crate::config::Config;
+use crate::recovery::masking::mask_email;
 
-pub struct SmtpNotifier;
+const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
+
+/// The `[smtp]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmtpSettings {
+    /// Limit on opening the TCP connection to the relay.
+    pub connect_timeout_ms: u64,
+    /// Limit on handing over one message: connection, TLS, AUTH, every command and reply. lettre
+    /// bounds only the TCP connect, and a relay that accepts and then says nothing would stall
+    /// the delivery worker, which sends one message at a time, for good.
+    pub send_timeout_ms: u64,
+    /// Idle connections kept open for reuse; more are opened when needed and closed after use.
+    pub pool_max_size: u32,
+    /// An idle pooled connection is closed after this long (relays drop them after a few minutes).
+    pub pool_idle_timeout_secs: u64,
+    /// Name announced in EHLO. Unset: this machine's host name.
+    pub hello_name: Option<String>,
+    /// PEM file with extra CA certificates to trust besides the Mozilla roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+            send_timeout_ms: 30_000,
+            pool_max_size: 4,
+            pool_idle_timeout_secs: 60,
+            hello_name: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// How the connection to the relay is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// No TLS at all: for a sink or relay on the same host or network namespace.
+    Plain,
+    /// STARTTLS, and fail rather than send in clear text if the relay does not offer it.
+    StartTlsRequired,
+    /// STARTTLS when offered, clear text otherwise (an active attacker can strip it).
+    StartTlsOpportunistic,
+    /// TLS from the first byte (`smtps`, usually port 465).
+    ImplicitTls,
+}
+
+impl SmtpSecurity {
+    fn describe(self) -> &'static str {
+        match self {
+            SmtpSecurity::Plain => "plain",
+            SmtpSecurity::StartTlsRequired => "starttls-required",
+            SmtpSecurity::StartTlsOpportunistic => "starttls-opportunistic",
+            SmtpSecurity::ImplicitTls => "implicit-tls",
+        }
+    }
+}
+
+/// A parsed `RECOVERY_SMTP_URL`. Its `Debug` shows the user but never the password.
+#[derive(Clone)]
+pub struct SmtpEndpoint {
+    host: String,
+    port: u16,
+    security: SmtpSecurity,
+    credentials: Option<(String, SecretString)>,
+}
+
+/// Why an SMTP URL was refused. The message names the part at fault, never the URL itself,
+/// which may hold the password.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid SMTP URL: {0}")]
+pub struct InvalidSmtpUrl(String);
+
+fn invalid(reason: impl Into<String>) -> InvalidSmtpUrl {
+    InvalidSmtpUrl(reason.into())
+}
+
+const SMTP_PORT: u16 = 25;
+const SUBMISSION_PORT: u16 = 587;
+const SUBMISSIONS_PORT: u16 = 465;
+
+fn percent_decoded(part: &str, what: &str) -> Result<String, InvalidSmtpUrl> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| invalid(format!("the {what} is not UTF-8 once percent-decoded")))
+}
+
+impl SmtpEndpoint {
+    /// Parses the URL forms in the module documentation; anything else is an error.
+    pub fn parse(url: &str) -> Result<Self, InvalidSmtpUrl> {
+        // url's own error kinds never quote the input, so they are safe to pass on.
+        let parsed = url::Url::parse(url.trim()).map_err(|error| invalid(error.to_string()))?;
+
+        let mut tls = None;
+        for (key, value) in parsed.query_pairs() {
+            match (key.as_ref(), tls.is_none()) {
+                ("tls", true) => tls = Some(value.into_owned()),
+                ("tls", false) => return Err(invalid("`tls` is given twice")),
+                (other, _) => {
+                    return Err(invalid(format!(
+                        "unknown parameter `{other}` (only `tls` is understood)"
+                    )));
+                }
+            }
+        }
+        let security = match (parsed.scheme(), tls.as_deref()) {
+            ("smtp", None) => SmtpSecurity::Plain,
+            ("smtp", Some("required")) => SmtpSecurity::StartTlsRequired,
+            ("smtp", Some("opportunistic")) => SmtpSecurity::StartTlsOpportunistic,
+            ("smtp", Some(other)) => {
+                return Err(invalid(format!(
+                    "`tls={other}`: expected `tls=required` or `tls=opportunistic`"
+                )));
+            }
+            ("smtps", None) => SmtpSecurity::ImplicitTls,
+            ("smtps", Some(_)) => {
+                return Err(invalid("`smtps` is always TLS; drop the `tls` parameter"));
+            }
+            (other, _) => {
+                return Err(invalid(format!(
+                    "scheme `{other}`: expected `smtp` or `smtps`"
+                )));
+            }
+        };
+
+        let host = match parsed.host() {
+            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+            Some(url::Host::Ipv4(address)) => address.to_string(),
+            // Unbracketed, as lettre resolves it and rustls checks it against the certificate.
+            Some(url::Host::Ipv6(address)) => address.to_string(),
+            _ => return Err(invalid("no host")),
+        };
+        let port = match parsed.port() {
+            Some(0) => return Err(invalid("port 0")),
+            Some(port) => port,
+            None => match security {
+                SmtpSecurity::Plain => SMTP_PORT,
+                SmtpSecurity::StartTlsRequired | SmtpSecurity::StartTlsOpportunistic => {
+                    SUBMISSION_PORT
+                }
+                SmtpSecurity::ImplicitTls => SUBMISSIONS_PORT,
+            },
+        };
+        if !matches!(parsed.path(), "" | "/") {
+            return Err(invalid(
+                "a path is not allowed (set `smtp.hello_name` for the EHLO name)",
+            ));
+        }
+        if parsed.fragment().is_some() {
+            return Err(invalid("a fragment is not allowed"));
+        }
+
+        let credentials = match (parsed.username(), parsed.password()) {
+            ("", None) => None,
+            ("", Some(_)) => return Err(invalid("a password without a user name")),
+            (_, None) => {
+                return Err(invalid(
+                    "a user name without a password (write `user:password@host`)",
+                ));
+            }
+            (user, Some(password)) => Some((
+                percent_decoded(user, "user name")?,
+                SecretString::from(percent_decoded(password, "password")?),
+            )),
+        };
+
+        Ok(Self {
+            host,
+            port,
+            security,
+            credentials,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn security(&self) -> SmtpSecurity {
+        self.security
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|(user, _)| user.as_str())
+    }
+
+    fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl fmt::Display for SmtpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.security == SmtpSecurity::ImplicitTls {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{scheme}://")?;
+        if let Some(user) = self.user() {
+            write!(f, "{user}:***@")?;
+        }
+        write!(f, "{host}:{} ({})", self.port, self.security.describe())
+    }
+}
+
+impl fmt::Debug for SmtpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.user())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends e-mail through an SMTP relay, keeping a small pool of connections.
+pub struct SmtpNotifier {
+    /// Kept to start a fresh pool after a send was cut off by the deadline (see `send`).
+    builder: AsyncSmtpTransportBuilder,
+    /// A cheap handle (an `Arc` around the pool); cloned out so the lock is never held across
+    /// an await.
+    transport: Mutex<AsyncSmtpTransport<Tokio1Executor>>,
+    send_timeout: Duration,
+    from: Mailbox,
+    /// Domain of the Message-ID: the sender's, not this host's name, which would leak the
+    /// internal name of a pod into every message.
+    message_id_domain: String,
+    endpoint: SmtpEndpoint,
+}
+
+impl fmt::Debug for SmtpNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpNotifier")
+            .field("relay", &self.endpoint.to_string())
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
 
 impl SmtpNotifier {
-    pub fn from_config(_config: &Config) -> anyhow::Result<Self> {
-        anyhow::bail!("the smtp notifier is not built yet")
+    /// Builds the notifier from `RECOVERY_SMTP_URL`, `RECOVERY_MAIL_FROM` and `[smtp]`. Nothing
+    /// is contacted yet: the first message opens the first connection, so a relay that is down at
+    /// start delays mail (the queue retries) instead of keeping the service from starting.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let url = config
+            .smtp_url
+            .as_ref()
+            .context("RECOVERY_SMTP_URL is required with RECOVERY_NOTIFIER=smtp")?;
+        let endpoint = SmtpEndpoint::parse(url.expose_secret())?;
+        Self::new(endpoint, &config.mail_from, &config.smtp)
+    }
+
+    pub fn new(
+        endpoint: SmtpEndpoint,
+        mail_from: &str,
+        settings: &SmtpSettings,
+    ) -> anyhow::Result<Self> {
+        // lettre's pool starts its idle-connection reaper with `tokio::spawn`, which panics
+        // outside a runtime; say so instead.
+        tokio::runtime::Handle::try_current()
+            .context("the SMTP notifier must be built inside the tokio runtime")?;
+
+        let from: Mailbox = mail_from
+            .parse()
+            .with_context(|| format!("RECOVERY_MAIL_FROM {mail_from:?} is not a valid address"))?;
+        let message_id_domain = from.email.domain().to_owned();
+
+        let tls_parameters = || tls_parameters(&endpoint.host, settings.ca_file.as_ref());
+        let tls = match endpoint.security {
+            SmtpSecurity::Plain => Tls::None,
+            SmtpSecurity::StartTlsRequired => Tls::Required(tls_parameters()?),
+            SmtpSecurity::StartTlsOpportunistic => Tls::Opportunistic(tls_parameters()?),
+            SmtpSecurity::ImplicitTls => Tls::Wrapper(tls_parameters()?),
+        };
+        if endpoint.security == SmtpSecurity::Plain {
+            if settings.ca_file.is_some() {
+                tracing::warn!(
+                    "smtp.ca_file is set but RECOVERY_SMTP_URL asks for no TLS; the file is not used"
+                );
+            }
+            if !endpoint.is_loopback() {
+                tracing::warn!(
+                    relay = %endpoint,
+                    "SMTP without TLS to a host that is not loopback: one-time codes{} cross the network in clear text. \
+                     Use `?tls=required` or `smtps://`.",
+                    if endpoint.credentials.is_some() { " and the SMTP password" } else { "" }
+                );
+            }
+        }
+
+        // `builder_dangerous` is lettre's builder with no TLS preset; the TLS mode is set right
+        // below from the URL, so nothing is left to lettre's defaults.
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(endpoint.host.clone())
+                .port(endpoint.port)
+                .tls(tls)
+                .timeout(Some(Duration::from_millis(
+                    settings.connect_timeout_ms.max(1),
+                )))
+                .pool_config(
+                    PoolConfig::new()
+                        .max_size(settings.pool_max_size.max(1))
+                        .idle_timeout(Duration::from_secs(settings.pool_idle_timeout_secs.max(1))),
+                );
+        if let Some(name) = &settings.hello_name {
+            builder = builder.hello_name(client_id(name)?);
+        }
+        if let Some((user, password)) = &endpoint.credentials {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
+        }
+
+        tracing::info!(relay = %endpoint, from = %from, "SMTP notifier configured");
+        Ok(Self {
+            transport: Mutex::new(builder.clone().build()),
+            builder,
+            send_timeout: Duration::from_millis(settings.send_timeout_ms.max(1)),
+            from,
+            message_id_domain,
+            endpoint,
+        })
+    }
+
+    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        self.transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Where messages go, without the password.
+    pub fn endpoint(&self) -> &SmtpEndpoint {
+        &self.endpoint
+    }
+
+    fn message(&self, email: &Email) -> Result<Message, NotifyError> {
+        // An address that does not parse will not parse on the next try either.
+        let to: Address = email.to.parse().map_err(|_| {
+            NotifyError::Permanent(format!(
+                "invalid recipient address {}",
+                mask_email(&email.to)
+            ))
+        })?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to))
+            .subject(email.subject.clone())
+            .message_id(Some(format!(
+                "<{}@{}>",
+                uuid::Uuid::new_v4(),
+                self.message_id_domain
+            )))
+            .date_now();
+        if is_language_tag(&email.locale) {
+            builder = builder.raw_header(HeaderValue::new(CONTENT_LANGUAGE, email.locale.clone()));
+        }
+        builder
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
+            .map_err(|error| NotifyError::Permanent(format!("message cannot be built: {error}")))
+    }
+}
+
+fn tls_parameters(host: &str, ca_file: Option<&PathBuf>) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading smtp.ca_file {}", path.display()))?;
+        let certificates = Certificate::from_pem(&pem).with_context(|| {
+            format!(
+                "smtp.ca_file {} is not a PEM certificate bundle",
+                path.display()
+            )
+        })?;
+        builder = builder.add_root_certificate(certificates);
+    }
+    builder.build_rustls().context("setting up TLS for SMTP")
+}
+
+/// The EHLO argument goes on the wire as is: allow only a host name or an address, so a
+/// configuration value cannot smuggle a second command in.
+fn client_id(name: &str) -> anyhow::Result<ClientId> {
+    match name.parse::<IpAddr>() {
+        Ok(IpAddr::V4(address)) => Ok(ClientId::Ipv4(address)),
+        Ok(IpAddr::V6(address)) => Ok(ClientId::Ipv6(address)),
+        Err(_) => {
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+            anyhow::ensure!(valid, "smtp.hello_name {name:?} is not a host name");
+            Ok(ClientId::Domain(name.to_owned()))
+        }
+    }
+}
+
+/// BCP 47 in shape (`en`, `sv-FI`, `zh-Hant-TW`); anything else is left out rather than sent.
+fn is_language_tag(locale: &str) -> bool {
+    !locale.is_empty()
+        && locale.len() <= 35
+        && locale.split('-').all(|part| {
+            (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+/// Maps lettre's error onto the queue's two outcomes. Only what the relay itself called
+/// permanent (5xx) is dropped; everything else (4xx, refused connections, timeouts, TLS, an odd
+/// reply) is retried, because the queue gives up by itself when the message expires, so a wrong
+/// "transient" costs a few retries while a wrong "permanent" loses a code or a notice.
+fn classify(error: &lettre::transport::smtp::Error, to: &str) -> NotifyError {
+    let kind = if error.is_permanent() {
+        "rejected"
+    } else if error.is_transient() {
+        "deferred"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_tls() {
+        "TLS failed"
+    } else {
+        "failed"
+    };
+    // Relays echo the recipient in their replies ("550 <john@example.com>: unknown user"); the
+    // text ends up in logs and in the queue's last error, so mask it there too.
+    let masked = mask_email(to);
+    let detail = error
+        .to_string()
+        .replace(to, &masked)
+        .replace(&to.to_ascii_lowercase(), &masked);
+    let message = format!("SMTP {kind}: {detail}");
+    if error.is_permanent() {
+        NotifyError::Permanent(message)
+    } else {
+        NotifyError::Transient(message)
     }
 }
 
 #[async_trait]
 impl Notifier for SmtpNotifier {
-    async fn send(&self, _email: &Email) -> Result<(), NotifyError> {
-        Err(NotifyError::Permanent("smtp notifier not built".into()))
+    async fn send(&self, email: &Email) -> Result<(), NotifyError> {
+        let message = self.message(email)?;
+        let sent = tokio::time::timeout(self.send_timeout, self.transport().send(message)).await;
+        match sent {
+            Ok(Ok(_)) => {
+                tracing::debug!(to = %mask_email(&email.to), kind = ?email.kind, "message handed to the SMTP relay");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(classify(&error, &email.to)),
+            Err(_elapsed) => {
+                // The exchange was cut mid-command, and lettre puts the connection back in the
+                // pool, where the relay's late reply would be read as the answer to the next
+                // message's command. Start a fresh pool: the old one closes its connections
+                // (this one included) once the last handle to it is gone.
+                *self
+                    .transport
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = self.builder.clone().build();
+                Err(NotifyError::Transient(format!(
+                    "SMTP timed out: no answer from {} within {} ms",
+                    self.endpoint,
+                    self.send_timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> SmtpEndpoint {
+        match SmtpEndpoint::parse(url) {
+            Ok(endpoint) => endpoint,
+            Err(error) => panic!("{url}: {error}"),
+        }
+    }
+
+    fn refusal(url: &str) -> String {
+        match SmtpEndpoint::parse(url) {
+            Ok(endpoint) => panic!("{url} was accepted as {endpoint:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_bare_smtp_url_is_plain_on_port_25() {
+        let endpoint = parse("smtp://mail.example.com");
+        assert_eq!(
+            (endpoint.host(), endpoint.port(), endpoint.security()),
+            ("mail.example.com", 25, SmtpSecurity::Plain)
+        );
+        assert_eq!(endpoint.user(), None);
+    }
+
+    #[test]
+    fn an_explicit_port_is_kept() {
+        let endpoint = parse("smtp://127.0.0.1:2525");
+        assert_eq!(
+            (endpoint.host(), endpoint.port(), endpoint.security()),
+            ("127.0.0.1", 2525, SmtpSecurity::Plain)
+        );
+    }
+
+    #[test]
+    fn tls_required_means_starttls_on_the_submission_port() {
+        let endpoint = parse("smtp://mail.example.com?tls=required");
+        assert_eq!(
+            (endpoint.port(), endpoint.security()),
+            (587, SmtpSecurity::StartTlsRequired)
+        );
+    }
+
+    #[test]
+    fn tls_opportunistic_means_starttls_if_offered() {
+        let endpoint = parse("smtp://mail.example.com:2587/?tls=opportunistic");
+        assert_eq!(
+            (endpoint.port(), endpoint.security()),
+            (2587, SmtpSecurity::StartTlsOpportunistic)
+        );
+    }
+
+    #[test]
+    fn smtps_is_implicit_tls_on_port_465() {
+        let endpoint = parse("smtps://mail.example.com");
+        assert_eq!(
+            (endpoint.port(), endpoint.security()),
+            (465, SmtpSecurity::ImplicitTls)
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_loses_its_brackets() {
+        assert_eq!(parse("smtp://[::1]:2525").host(), "::1");
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded() {
+        let endpoint =
+            parse("smtp://mailer%40example.com:p%40ss%3Aw%2Frd@mail.example.com:587?tls=required");
+        assert_eq!(endpoint.user(), Some("mailer@example.com"));
+        let password = endpoint
+            .credentials
+            .as_ref()
+            .map(|(_, password)| password.expose_secret().to_owned());
+        assert_eq!(password.as_deref(), Some("p@ss:w/rd"));
+    }
+
+    #[test]
+    fn display_and_debug_never_show_the_password() {
+        let endpoint = parse("smtps://mailer:hunter2@mail.example.com");
+        let shown = format!("{endpoint} {endpoint:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("smtps://mailer:***@mail.example.com:465"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_schemes_and_tls_modes_are_refused_without_echoing_the_password() {
+        for url in [
+            "http://user:hunter2@mail.example.com",
+            "smtp://user:hunter2@mail.example.com?tls=maybe",
+            "smtps://user:hunter2@mail.example.com?tls=required",
+            "smtp://user:hunter2@mail.example.com?starttls=yes",
+            "smtp://user:hunter2@mail.example.com?tls=required&tls=opportunistic",
+            "smtp://user:hunter2@mail.example.com/ehlo.example.com",
+            "smtp://user:hunter2@mail.example.com:0",
+            "smtp://:hunter2@mail.example.com",
+            "not a url hunter2",
+        ] {
+            let error = refusal(url);
+            assert!(!error.contains("hunter2"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_user_without_a_password_is_refused() {
+        assert!(refusal("smtp://mailer@mail.example.com").contains("without a password"));
+    }
+
+    #[test]
+    fn a_hello_name_cannot_carry_a_second_command() {
+        assert!(client_id("relay.example.com\r\nRCPT TO:<x@y>").is_err());
+        assert!(client_id("relay.example.com").is_ok());
+        assert!(client_id("192.0.2.1").is_ok());
+    }
+
+    #[test]
+    fn only_language_tags_become_content_language() {
+        assert!(is_language_tag("en"));
+        assert!(is_language_tag("sv-FI"));
+        assert!(!is_language_tag(""));
+        assert!(!is_language_tag("en\r\nBcc: x@y"));
+        assert!(!is_language_tag("en--US"));
     }
 }
