@@ -169,3 +169,72 @@ async fn a_restart_of_the_service_between_enqueue_and_delivery_loses_nothing() {
     assert_eq!(up.inbox.messages().len(), 1);
     second.stop().await;
 }
+
+/// The six-digit code in a raw message's text part.
+fn code_in_raw(raw: &[u8]) -> String {
+    let mail = mailparse::parse_mail(raw).unwrap();
+    let text = mail
+        .subparts
+        .iter()
+        .find(|part| part.ctype.mimetype == "text/plain")
+        .map(|part| part.get_body().unwrap())
+        .unwrap_or_else(|| mail.get_body().unwrap());
+    let digits: Vec<char> = text.chars().collect();
+    digits
+        .windows(8)
+        .find(|w| {
+            w[1..7].iter().all(char::is_ascii_digit)
+                && !w[0].is_ascii_digit()
+                && !w[7].is_ascii_digit()
+        })
+        .map(|w| w[1..7].iter().collect())
+        .expect("a code in the message")
+}
+
+#[tokio::test]
+async fn with_the_smtp_server_stopped_the_code_arrives_once_after_it_restarts() {
+    use common::smtp_sink::{Sink, SinkOptions};
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port;
+    let app = spawn_app_with(
+        move |c| {
+            c.notifier = recovery_service::config::NotifierKind::Smtp;
+            c.smtp_url = Some(secrecy::SecretString::from(format!(
+                "smtp://127.0.0.1:{port}"
+            )));
+            c.mail_from = "no-reply@recovery.test".into();
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+
+    drop(sink);
+    app.send_code(&flow.flow_id).await.unwrap();
+    wait_until(async || {
+        rows(&app)
+            .await
+            .first()
+            .is_some_and(|row| row.attempts >= 1)
+    })
+    .await;
+
+    let sink = Sink::start(SinkOptions {
+        port: Some(port),
+        ..Default::default()
+    });
+    app.clock.advance(Duration::from_secs(2));
+    wait_until(async || !sink.messages().is_empty()).await;
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    app.verify(&flow.flow_id, &code_in_raw(&messages[0]))
+        .await
+        .unwrap();
+
+    app.clock.advance(Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "the code was mailed twice");
+    app.stop().await;
+}

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 pub mod faults;
+pub mod smtp_sink;
 
 pub const SECRET: &str = "test-secret-0123456789-0123456789-0123456789";
 /// Passes the seed policy (long, not common, zxcvbn 4).
@@ -199,11 +200,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config), overrides: Over
     let clock = ManualClock::new(Utc::now());
     let overrides = Overrides {
         clock: Some(Arc::new(clock.clone())),
-        // A test may bring its own notifier (a real SMTP one, a failing one).
-        notifier: overrides
-            .notifier
-            .clone()
-            .or_else(|| Some(Arc::new(notifier.clone()))),
+        // A test may bring its own notifier (a failing one), or configure SMTP to get the real
+        // one; otherwise messages are captured in memory.
+        notifier: match (&overrides.notifier, config.notifier) {
+            (Some(own), _) => Some(own.clone()),
+            (None, recovery_service::config::NotifierKind::Smtp) => None,
+            (None, _) => Some(Arc::new(notifier.clone())),
+        },
         captcha_answers: Some(Arc::new(|| CAPTCHA_ANSWER.to_owned())),
         ..overrides
     };
