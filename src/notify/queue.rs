@@ -212,31 +212,37 @@ impl DeliveryWorker {
         Ok(count)
     }
 
+    /// Ends a message without sending it, and counts why.
+    async fn drop_message(
+        &self,
+        id: &str,
+        reason: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        crate::telemetry::metrics::delivery(reason);
+        self.queue.mark_dropped(id, reason, now).await
+    }
+
     #[tracing::instrument(skip_all, fields(delivery_id = %item.id, kind = %item.kind, attempt = item.attempts + 1))]
     async fn handle(&self, item: QueuedDelivery) -> Result<(), RepoError> {
         let now = self.clock.now();
         if now >= item.not_after {
-            tracing::info!(
-                counter.deliveries_expired = 1,
-                "message expired before delivery; dropped"
-            );
-            return self.queue.mark_dropped(&item.id, "expired", now).await;
+            tracing::info!("message expired before delivery; dropped");
+            return self.drop_message(&item.id, "expired", now).await;
         }
         let Some(message) = self.sealer.open(&item.kind, &item.ciphertext) else {
             tracing::warn!("queued message cannot be opened (secret rotated away?); dropped");
-            return self.queue.mark_dropped(&item.id, "unreadable", now).await;
+            return self.drop_message(&item.id, "unreadable", now).await;
         };
         let Some(to) = message.to.clone() else {
-            return self.queue.mark_dropped(&item.id, "no recipient", now).await;
+            // A decoy queued for an unknown login: dropped as quietly as it was queued.
+            return self.drop_message(&item.id, "no recipient", now).await;
         };
         let email = match self.render(&message, to, now) {
             Ok(email) => email,
             Err(error) => {
                 tracing::error!(error = %error, "message cannot be rendered; dropped");
-                return self
-                    .queue
-                    .mark_dropped(&item.id, "render failed", now)
-                    .await;
+                return self.drop_message(&item.id, "render failed", now).await;
             }
         };
         match self.notifier.send(&email).await {
@@ -247,8 +253,7 @@ impl DeliveryWorker {
             }
             Err(NotifyError::Permanent(error)) => {
                 tracing::warn!(error = %error, "message rejected permanently; dropped");
-                self.queue
-                    .mark_dropped(&item.id, "rejected", self.clock.now())
+                self.drop_message(&item.id, "rejected", self.clock.now())
                     .await
             }
             Err(NotifyError::Transient(error)) => {
