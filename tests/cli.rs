@@ -146,3 +146,57 @@ fn migrate_applies_the_schema_and_is_idempotent() {
         );
     }
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_call_finish_and_then_exits_cleanly() {
+    use recovery_service::proto::account_service_client::AccountServiceClient;
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = command(&dir)
+        .arg("serve")
+        .env("RECOVERY_LISTEN", format!("127.0.0.1:{port}"))
+        // A deliberately slow hash (many passes) keeps the call in flight when the signal lands.
+        .env("RECOVERY_HASHING__M_COST_KIB", "19456")
+        .env("RECOVERY_HASHING__T_COST", "40")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(connected) = AccountServiceClient::connect(address.clone()).await {
+            client = Some(connected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("the server listens");
+    let call = tokio::spawn(async move {
+        client
+            .create_account(recovery_service::proto::CreateAccountRequest {
+                login_id: "sigterm@example.com".into(),
+                email: String::new(),
+                phone: String::new(),
+                password: "Quiet-Copper-Lantern-84".into(),
+            })
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let answered = call.await.unwrap();
+    assert!(answered.is_ok(), "the in-flight call was cut: {answered:?}");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

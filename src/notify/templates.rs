@@ -15,8 +15,10 @@
 //! * `.html` templates are auto-escaped (the login is user-controlled input);
 //!   `.txt` and `.subject` are not, because escaping would corrupt plain text.
 //!
-//! ```ignore
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use minijinja::context;
+//! use recovery_service::notify::templates::{MessageKind, Templates};
 //! let templates = Templates::embedded();
 //! let msg = templates.render(
 //!     MessageKind::VerificationCode,
@@ -28,8 +30,11 @@
 //!         masked_login => "j***n@e***.com",
 //!     },
 //! )?;
+//! assert!(msg.text.contains("042917"));
 //! // or, from any `Serialize` struct:
 //! // templates.render(kind, locale, minijinja::Value::from_serialize(&my_ctx))?
+//! # Ok(())
+//! # }
 //! ```
 #![forbid(unsafe_code)]
 
