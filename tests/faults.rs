@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::servers::{PrivateRedis, spare_port};
 use common::*;
 use recovery_service::proto::{self, FlowState};
 use recovery_service::server::Overrides;
@@ -18,15 +18,6 @@ use tonic::Code;
 /// The SPEC asks for "a bounded time"; the defaults (Redis command timeout 2 s, and here a
 /// 1 s pool acquire timeout) must answer well inside it.
 const BOUND: Duration = Duration::from_secs(5);
-
-/// A port nobody listens on right now (the OS picks it; we release it for the server).
-fn spare_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -37,48 +28,6 @@ fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{what} did not start listening on 127.0.0.1:{port}");
-}
-
-/// A private `redis-server` (no persistence), killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); run scripts/test-services.sh")
-            });
-        wait_for_port(port, "redis-server");
-        Self {
-            port,
-            child: Some(child),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A throwaway PostgreSQL cluster under /tmp, run as user `postgres` when the tests run as
@@ -260,7 +209,7 @@ fn assert_unavailable<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_stopped_calls_are_unavailable_in_bounded_time_and_recover_without_a_restart() {
-    let mut redis = RedisServer::start_on(spare_port());
+    let mut redis = PrivateRedis::start_on(spare_port());
     let redis_url = redis.url();
     let app = spawn_app_with(
         move |config| config.redis_url = Some(redis_url),
@@ -297,7 +246,7 @@ async fn with_redis_stopped_calls_are_unavailable_in_bounded_time_and_recover_wi
 
     // Redis is back on the same address (empty: it kept nothing). The same service, without
     // a restart, serves again once its connection manager has reconnected.
-    let _redis = RedisServer::start_on(redis.port);
+    let _redis = PrivateRedis::start_on(redis.port);
     let back = Instant::now();
     loop {
         match client.create_captcha(proto::CreateCaptchaRequest {}).await {

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 pub mod faults;
+pub mod servers;
 pub mod smtp_sink;
 
 pub const SECRET: &str = "test-secret-0123456789-0123456789-0123456789";
