@@ -114,6 +114,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Seconds to let in-flight calls finish on SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Browser origins allowed to call over grpc-web (CORS), e.g. `["https://id.example.com"]`;
+    /// `["*"]` allows any. Empty: no CORS headers (same-origin front ends and non-browser
+    /// callers need none).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             concurrency_limit: 256,
             trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
             shutdown_grace_secs: 20,
         }
     }

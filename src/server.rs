@@ -29,6 +29,7 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod auth;
+pub mod cors;
 pub mod tls;
 pub mod trace;
 
@@ -262,6 +263,10 @@ impl App {
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .concurrency_limit_per_connection(config.server.concurrency_limit)
             .accept_http1(true)
+            // Outermost, so a browser's preflight is answered before anything else looks at it.
+            .layer(tower::util::option_layer(cors::layer(
+                &config.server.cors_allowed_origins,
+            )?))
             .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health_service)

@@ -748,3 +748,95 @@ async fn a_grpc_web_error_carries_its_status_details() {
     }
     .assert(tonic::Code::InvalidArgument, "CAPTCHA_INVALID");
 }
+
+/// A browser's CORS preflight for a grpc-web call from `origin`.
+async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!(
+                "{}/identity.recovery.v1.RecoveryService/CreateCaptcha",
+                app.address
+            ),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,x-grpc-web,x-user-agent",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_configured_origin_passes_the_cors_preflight_and_others_do_not() {
+    let app = spawn_app_with(
+        |c| c.server.cors_allowed_origins = vec!["https://id.example.com".into()],
+        recovery_service::server::Overrides::default(),
+    )
+    .await;
+    let allowed = preflight(&app, "https://id.example.com").await;
+    assert!(allowed.status().is_success(), "{:?}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://id.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(headers.contains("x-grpc-web"), "{headers}");
+
+    let other = preflight(&app, "https://evil.example.net").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // The real call from the allowed origin carries the header and exposes grpc-status.
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/identity.recovery.v1.RecoveryService/CreateCaptcha",
+            app.address
+        ))
+        .header("origin", "https://id.example.com")
+        .header("content-type", GRPC_WEB_PROTO)
+        .header("x-grpc-web", "1")
+        .body(frame(0x00, &proto::CreateCaptchaRequest {}.encode_to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://id.example.com"
+    );
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(exposed.contains("grpc-status"), "{exposed}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_configured_origins_no_cors_headers_are_sent() {
+    let app = spawn_app().await;
+    let response = preflight(&app, "https://id.example.com").await;
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    app.stop().await;
+}
