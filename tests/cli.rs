@@ -27,23 +27,23 @@ fn command(dir: &TempDir) -> Command {
     command
 }
 
-#[test]
-fn account_create_reads_the_password_from_stdin_and_prints_the_id() {
-    let dir = TempDir::new();
-    let mut child = command(&dir)
-        .args(["account", "create", "--login-id", "cli.user@example.com"])
+/// `account create` with `stdin` typed into it, as an operator would pipe it.
+fn account_create(dir: &TempDir, login: &str, stdin: &[u8]) -> std::process::Output {
+    let mut child = command(dir)
+        .args(["account", "create", "--login-id", login])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Quiet-Copper-Lantern-84\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn account_create_reads_the_password_from_stdin_and_prints_the_id() {
+    let dir = TempDir::new();
+    let output = account_create(&dir, "cli.user@example.com", b"Quiet-Copper-Lantern-84\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let id = String::from_utf8(output.stdout).unwrap();
@@ -54,20 +54,7 @@ fn account_create_reads_the_password_from_stdin_and_prints_the_id() {
 #[test]
 fn account_create_refuses_a_weak_password_with_the_reasons() {
     let dir = TempDir::new();
-    let mut child = command(&dir)
-        .args(["account", "create", "--login-id", "cli.weak@example.com"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"password\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = account_create(&dir, "cli.weak@example.com", b"password\n");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PASSWORD_COMMON"), "{stderr}");

@@ -39,6 +39,23 @@ async fn rows(app: &TestApp) -> Vec<delivery::Model> {
         .unwrap()
 }
 
+/// An account's code sent while the mailbox is unreachable, after the first failed attempt.
+async fn code_sent_while_mail_is_down() -> (
+    TestApp,
+    FlakyNotifier,
+    String,
+    recovery_service::proto::RecoveryFlow,
+) {
+    let mail = FlakyNotifier::down();
+    let app = spawn_app_with(|_| {}, with(&mail)).await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+    app.send_code(&flow.flow_id).await.unwrap();
+    wait_until(async || mail.failures.load(Ordering::SeqCst) >= 1).await;
+    (app, mail, login, flow)
+}
+
 #[tokio::test]
 async fn send_code_answers_at_once_even_when_the_mail_server_is_down() {
     let mail = FlakyNotifier::down();
@@ -64,13 +81,7 @@ async fn send_code_answers_at_once_even_when_the_mail_server_is_down() {
 
 #[tokio::test]
 async fn a_code_queued_while_mail_is_down_arrives_exactly_once_when_it_is_back() {
-    let mail = FlakyNotifier::down();
-    let app = spawn_app_with(|_| {}, with(&mail)).await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    app.send_code(&flow.flow_id).await.unwrap();
-    wait_until(async || mail.failures.load(Ordering::SeqCst) >= 1).await;
+    let (app, mail, login, flow) = code_sent_while_mail_is_down().await;
 
     mail.bring_up();
     // Past the first backoff (1 s) on the service's clock, well inside the code's 10 minutes.
@@ -105,13 +116,7 @@ async fn a_code_queued_while_mail_is_down_arrives_exactly_once_when_it_is_back()
 
 #[tokio::test]
 async fn a_message_whose_code_expired_before_delivery_is_dropped_not_sent() {
-    let mail = FlakyNotifier::down();
-    let app = spawn_app_with(|_| {}, with(&mail)).await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    app.send_code(&flow.flow_id).await.unwrap();
-    wait_until(async || mail.failures.load(Ordering::SeqCst) >= 1).await;
+    let (app, mail, _, _) = code_sent_while_mail_is_down().await;
 
     app.clock.advance(Duration::from_secs(10 * 60));
     mail.bring_up();
