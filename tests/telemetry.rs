@@ -17,9 +17,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use recovery_service::proto;
 
+/// Span name, trace id, parent span id.
+type ExportedSpan = (String, Vec<u8>, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<Vec<(String, Vec<u8>, Vec<u8>)>>>,
+    spans: Arc<Mutex<Vec<ExportedSpan>>>,
 }
 
 #[tonic::async_trait]
