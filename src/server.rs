@@ -15,6 +15,7 @@ use tonic::transport::Server;
 
 use crate::accounts::{AccountRepository, DeliveryQueue, PasswordHasher};
 use crate::api::{AccountApi, ClientResolver, RecoveryApi};
+use crate::blocking::BlockingPool;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
@@ -152,6 +153,8 @@ impl App {
             clock: clock.clone(),
             notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
             captcha_answers: overrides.captcha_answers,
+            // A person waits for the picture: past a few seconds of queue, shed the load.
+            captcha_renderer: BlockingPool::per_core(Duration::from_secs(5)),
         });
         let worker = DeliveryWorker {
             queue,

@@ -88,7 +88,8 @@ pub enum CaptchaImageError {
     Encode(String),
 }
 
-fn parse_digits(digits: &str) -> Result<Vec<&'static [u8; GLYPH_ROWS]>, CaptchaImageError> {
+/// The digits as indices into `GLYPHS`.
+fn parse_digits(digits: &str) -> Result<Vec<usize>, CaptchaImageError> {
     let bytes = digits.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_DIGITS {
         return Err(CaptchaImageError::InvalidText);
@@ -97,9 +98,7 @@ fn parse_digits(digits: &str) -> Result<Vec<&'static [u8; GLYPH_ROWS]>, CaptchaI
         .iter()
         .map(|&b| {
             if b.is_ascii_digit() {
-                GLYPHS
-                    .get(usize::from(b - b'0'))
-                    .ok_or(CaptchaImageError::InvalidText)
+                Ok(usize::from(b - b'0'))
             } else {
                 Err(CaptchaImageError::InvalidText)
             }
@@ -181,7 +180,10 @@ fn splitmix64(state: &mut u64) -> u64 {
 /// because rendering samples backwards from output pixels; that way the
 /// rotated/sheared glyph has no holes.
 struct PlacedGlyph {
-    bits: &'static [u8; GLYPH_ROWS],
+    /// Index into `GLYPHS`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    digit: usize,
+    strokes: &'static GlyphStrokes,
     cx: f32,
     cy: f32,
     cos: f32,
@@ -193,10 +195,7 @@ struct PlacedGlyph {
     reach_sq: f32,
 }
 
-fn layout_glyphs(
-    glyph_ids: &[&'static [u8; GLYPH_ROWS]],
-    rng: &mut Xoshiro256,
-) -> Vec<PlacedGlyph> {
+fn layout_glyphs(glyph_ids: &[usize], rng: &mut Xoshiro256) -> Vec<PlacedGlyph> {
     let n = glyph_ids.len().max(1) as f32;
     let margin = 10.0;
     // The inked part of a glyph is ~7.1 cells wide (pen radius included); a
@@ -211,7 +210,7 @@ fn layout_glyphs(
     let mut x = (WIDTH as f32 - text_width) / 2.0 + pitch / 2.0 + rng.range(-4.0, 4.0);
 
     let mut out = Vec::with_capacity(glyph_ids.len());
-    for &bits in glyph_ids {
+    for &digit in glyph_ids {
         let sx = base_scale * rng.range(0.94, 1.04);
         let sy = base_scale * rng.range(1.1, 1.2);
         let angle = rng.range(-0.12, 0.12);
@@ -224,7 +223,8 @@ fn layout_glyphs(
         let half_h = GLYPH_ROWS as f32 * sy / 2.0;
         let reach = (half_w * half_w + half_h * half_h).sqrt() * 1.3 + sx;
         out.push(PlacedGlyph {
-            bits,
+            digit,
+            strokes: strokes_of(digit),
             cx,
             cy,
             cos: angle.cos(),
@@ -239,13 +239,144 @@ fn layout_glyphs(
     out
 }
 
+/// Pen radius of a glyph stroke, in grid cells.
+const RADIUS: f32 = 0.55;
+const RADIUS_SQ: f32 = RADIUS * RADIUS;
+/// Forward neighbours only, so each segment between 8-connected set cells is listed once.
+const LINKS: [(i32, i32); 4] = [(1, 0), (0, 1), (1, 1), (-1, 1)];
+
+/// One piece of pen stroke in glyph-grid units: a dot on a set cell's centre (`sx == sy == 0`)
+/// or the segment from it to an 8-connected set neighbour.
+#[derive(Clone, Copy)]
+struct Capsule {
+    ax: f32,
+    ay: f32,
+    sx: f32,
+    sy: f32,
+}
+
+/// Sample cells `floor(u), floor(v)` that can have ink: one column and row of margin around the
+/// grid, the pen radius being below one cell.
+const TABLE_COLS: usize = GLYPH_COLS + 3;
+const TABLE_ROWS: usize = GLYPH_ROWS + 3;
+
+/// A glyph's strokes, precomputed per sample cell: the capsules that can reach into that cell.
+/// Rendering a picture tests ~56,000 supersamples against the glyphs; walking the 4x4 window of
+/// grid cells and their links for each was ~80 % of a captcha's CPU time (perf), while the set
+/// of capsules a cell can touch never changes. The test itself is unchanged, so the picture is
+/// bit for bit what the window walk drew (see `the_precomputed_strokes_draw_the_reference_picture`).
+struct GlyphStrokes {
+    /// `(start, end)` into `capsules` per sample cell, row-major over `TABLE_COLS`.
+    cells: [(u16, u16); TABLE_COLS * TABLE_ROWS],
+    capsules: Vec<Capsule>,
+}
+
+fn glyph_bit(bits: &[u8; GLYPH_ROWS], col: i32, row: i32) -> bool {
+    let (Ok(col), Ok(row)) = (usize::try_from(col), usize::try_from(row)) else {
+        return false;
+    };
+    if col >= GLYPH_COLS {
+        return false;
+    }
+    bits.get(row)
+        .is_some_and(|bits| (bits >> (GLYPH_COLS - 1 - col)) & 1 == 1)
+}
+
+impl GlyphStrokes {
+    fn build(bits: &[u8; GLYPH_ROWS]) -> Self {
+        let mut cells = [(0u16, 0u16); TABLE_COLS * TABLE_ROWS];
+        let mut capsules = Vec::new();
+        for (slot, cell) in cells.iter_mut().enumerate() {
+            // Sample cell (cu, cv), offset by the one-cell margin.
+            let cu = (slot % TABLE_COLS) as i32 - 1;
+            let cv = (slot / TABLE_COLS) as i32 - 1;
+            let start = capsules.len();
+            // The same window the sampler used to walk: rows cv-2..=cv+1, cols cu-2..=cu+1.
+            for row in cv - 2..=cv + 1 {
+                for col in cu - 2..=cu + 1 {
+                    if !glyph_bit(bits, col, row) {
+                        continue;
+                    }
+                    let (ax, ay) = (col as f32 + 0.5, row as f32 + 0.5);
+                    let links = LINKS
+                        .iter()
+                        .filter(|(lc, lr)| glyph_bit(bits, col + lc, row + lr))
+                        .map(|&(lc, lr)| (lc as f32, lr as f32));
+                    for (sx, sy) in std::iter::once((0.0, 0.0)).chain(links) {
+                        let capsule = Capsule { ax, ay, sx, sy };
+                        if capsule.may_reach_cell(cu as f32, cv as f32) {
+                            capsules.push(capsule);
+                        }
+                    }
+                }
+            }
+            *cell = (
+                u16::try_from(start).unwrap_or(u16::MAX),
+                u16::try_from(capsules.len()).unwrap_or(u16::MAX),
+            );
+        }
+        Self { cells, capsules }
+    }
+
+    /// Whether the grid point `(u, v)` is within the pen radius of a stroke.
+    fn ink_at(&self, u: f32, v: f32) -> bool {
+        let cu = u.floor() as i32 + 1;
+        let cv = v.floor() as i32 + 1;
+        let (Ok(cu), Ok(cv)) = (usize::try_from(cu), usize::try_from(cv)) else {
+            return false;
+        };
+        if cu >= TABLE_COLS || cv >= TABLE_ROWS {
+            return false;
+        }
+        let Some(&(start, end)) = self.cells.get(cv * TABLE_COLS + cu) else {
+            return false;
+        };
+        let capsules = self
+            .capsules
+            .get(usize::from(start)..usize::from(end))
+            .unwrap_or_default();
+        capsules.iter().any(|c| {
+            let (du, dv) = (u - c.ax, v - c.ay);
+            if c.sx == 0.0 && c.sy == 0.0 {
+                du * du + dv * dv <= RADIUS_SQ
+            } else {
+                seg_dist_sq(du, dv, c.sx, c.sy) <= RADIUS_SQ
+            }
+        })
+    }
+}
+
+impl Capsule {
+    /// Conservative: false only when no point of the cell `[cu, cu+1) x [cv, cv+1)` is within
+    /// the pen radius (bounding boxes, with a margin far above float rounding).
+    fn may_reach_cell(&self, cu: f32, cv: f32) -> bool {
+        let reach = RADIUS + 0.01;
+        let (x0, x1) = (self.ax.min(self.ax + self.sx), self.ax.max(self.ax + self.sx));
+        let (y0, y1) = (self.ay.min(self.ay + self.sy), self.ay.max(self.ay + self.sy));
+        x0 - reach <= cu + 1.0 && x1 + reach >= cu && y0 - reach <= cv + 1.0 && y1 + reach >= cv
+    }
+}
+
+/// The strokes of digit `digit` (0-9), the ten tables built once per process.
+fn strokes_of(digit: usize) -> &'static GlyphStrokes {
+    static TABLES: std::sync::OnceLock<Vec<GlyphStrokes>> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| GLYPHS.iter().map(GlyphStrokes::build).collect());
+    // `digit` comes from `parse_digits`, so it is always in range.
+    tables.get(digit).unwrap_or(&EMPTY_STROKES)
+}
+
+static EMPTY_STROKES: GlyphStrokes = GlyphStrokes {
+    cells: [(0, 0); TABLE_COLS * TABLE_ROWS],
+    capsules: Vec::new(),
+};
+
 impl PlacedGlyph {
-    /// Whether the image-space point lands on ink.
-    fn ink_at(&self, px: f32, py: f32) -> bool {
+    /// Maps an image-space point into the glyph grid, or `None` when it is out of reach.
+    fn to_grid(&self, px: f32, py: f32) -> Option<(f32, f32)> {
         let dx = px - self.cx;
         let dy = py - self.cy;
         if dx * dx + dy * dy > self.reach_sq {
-            return false;
+            return None;
         }
         // Inverse of the forward placement (scale, shear, rotate), so the
         // per-glyph distortion is a single cheap affine map per sample.
@@ -254,48 +385,17 @@ impl PlacedGlyph {
         let ux = rx - self.shear * ry;
         let u = ux * self.inv_sx + GLYPH_COLS as f32 / 2.0;
         let v = ry * self.inv_sy + GLYPH_ROWS as f32 / 2.0;
-        // Strokes are capsules joining 8-connected set cells rather than
-        // filled squares: diagonal strokes stay continuous (in the grid they
-        // only touch at corners) and every stroke has the same pen width,
-        // which reads like handwriting instead of a blocky bitmap.
-        const RADIUS: f32 = 0.55;
-        const RADIUS_SQ: f32 = RADIUS * RADIUS;
-        // Forward neighbours only, so each segment is tested once.
-        const LINKS: [(i32, i32); 4] = [(1, 0), (0, 1), (1, 1), (-1, 1)];
-        let cu = u.floor() as i32;
-        let cv = v.floor() as i32;
-        for row in cv.saturating_sub(2)..=cv.saturating_add(1) {
-            for col in cu.saturating_sub(2)..=cu.saturating_add(1) {
-                if !self.is_set(col, row) {
-                    continue;
-                }
-                let (ax, ay) = (col as f32 + 0.5, row as f32 + 0.5);
-                let (du, dv) = (u - ax, v - ay);
-                if du * du + dv * dv <= RADIUS_SQ {
-                    return true;
-                }
-                for (lc, lr) in LINKS {
-                    if self.is_set(col.saturating_add(lc), row.saturating_add(lr))
-                        && seg_dist_sq(du, dv, lc as f32, lr as f32) <= RADIUS_SQ
-                    {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
+        Some((u, v))
     }
 
-    fn is_set(&self, col: i32, row: i32) -> bool {
-        let (Ok(col), Ok(row)) = (usize::try_from(col), usize::try_from(row)) else {
-            return false;
-        };
-        if col >= GLYPH_COLS {
-            return false;
-        }
-        self.bits
-            .get(row)
-            .is_some_and(|bits| (bits >> (GLYPH_COLS - 1 - col)) & 1 == 1)
+    /// Whether the image-space point lands on ink.
+    ///
+    /// Strokes are capsules joining 8-connected set cells rather than filled squares: diagonal
+    /// strokes stay continuous (in the grid they only touch at corners) and every stroke has
+    /// the same pen width, which reads like handwriting instead of a blocky bitmap.
+    fn ink_at(&self, px: f32, py: f32) -> bool {
+        self.to_grid(px, py)
+            .is_some_and(|(u, v)| self.strokes.ink_at(u, v))
     }
 }
 
@@ -335,31 +435,43 @@ impl Warp {
         }
     }
 
-    fn apply(&self, x: f32, y: f32) -> (f32, f32) {
-        (
-            x + self.ax * (y * self.fx + self.px).sin(),
-            y + self.ay * (x * self.fy + self.py).sin(),
-        )
+    /// Horizontal displacement of a sample at height `y`.
+    fn shift_x(&self, y: f32) -> f32 {
+        self.ax * (y * self.fx + self.px).sin()
+    }
+
+    /// Vertical displacement of a sample at `x`.
+    fn shift_y(&self, x: f32) -> f32 {
+        self.ay * (x * self.fy + self.py).sin()
     }
 }
 
+/// 2x2 supersampling: anti-aliased edges read far better for humans and remove the crisp
+/// pixel staircase that makes bitmap fonts trivial to match.
+const SUB: [f32; 2] = [0.25, 0.75];
+
 fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
-    // 2x2 supersampling: anti-aliased edges read far better for humans and
-    // remove the crisp pixel staircase that makes bitmap fonts trivial to match.
-    const SUB: [f32; 2] = [0.25, 0.75];
-    for (idx, cell) in coverage.iter_mut().enumerate() {
-        let x = (idx % WIDTH) as f32;
-        let y = (idx / WIDTH) as f32;
-        let mut hits = 0u8;
-        for &oy in &SUB {
-            for &ox in &SUB {
-                let (wx, wy) = warp.apply(x + ox, y + oy);
-                if glyphs.iter().any(|g| g.ink_at(wx, wy)) {
-                    hits += 1;
+    // The warp's x shift depends only on the sample's y and its y shift only on the sample's x:
+    // two small tables instead of two `sin` per supersample.
+    let shift_x: Vec<[f32; 2]> = (0..HEIGHT)
+        .map(|y| SUB.map(|oy| warp.shift_x(y as f32 + oy)))
+        .collect();
+    let shift_y: Vec<[f32; 2]> = (0..WIDTH)
+        .map(|x| SUB.map(|ox| warp.shift_y(x as f32 + ox)))
+        .collect();
+    for ((y, row), row_shift) in coverage.chunks_mut(WIDTH).enumerate().zip(&shift_x) {
+        for ((x, cell), col_shift) in row.iter_mut().enumerate().zip(&shift_y) {
+            let mut hits = 0u8;
+            for (&oy, &dx) in SUB.iter().zip(row_shift) {
+                for (&ox, &dy) in SUB.iter().zip(col_shift) {
+                    let (wx, wy) = (x as f32 + ox + dx, y as f32 + oy + dy);
+                    if glyphs.iter().any(|g| g.ink_at(wx, wy)) {
+                        hits += 1;
+                    }
                 }
             }
+            *cell = cell.max(f32::from(hits) / 4.0);
         }
-        *cell = cell.max(f32::from(hits) / 4.0);
     }
 }
 
@@ -472,6 +584,10 @@ fn encode_png(pixels: &[u8]) -> Result<Vec<u8>, CaptchaImageError> {
         let mut encoder = png::Encoder::new(&mut out, WIDTH as u32, HEIGHT as u32);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
+        // The fast (fdeflate) compressor: the default zlib level took a third of a captcha's
+        // CPU time to save ~10 % of a ~12 KiB picture whose noise barely compresses anyway.
+        // The pixels, and so the picture, are the same either way.
+        encoder.set_compression(png::Compression::Fast);
         let mut writer = encoder.write_header().map_err(enc_err)?;
         writer.write_image_data(pixels).map_err(enc_err)?;
         writer.finish().map_err(enc_err)?;
@@ -501,6 +617,74 @@ mod tests {
         let info = reader.next_frame(&mut buf).unwrap();
         buf.truncate(info.buffer_size());
         (info.width, info.height, buf)
+    }
+
+    /// The sampler as it was before the stroke tables: walks the 4x4 window of grid cells
+    /// around each sample and their links. Kept to prove the tables draw the same picture.
+    fn reference_ink_at(glyph: &PlacedGlyph, px: f32, py: f32) -> bool {
+        let Some((u, v)) = glyph.to_grid(px, py) else {
+            return false;
+        };
+        let cu = u.floor() as i32;
+        let cv = v.floor() as i32;
+        for row in cv.saturating_sub(2)..=cv.saturating_add(1) {
+            for col in cu.saturating_sub(2)..=cu.saturating_add(1) {
+                let bits = &GLYPHS[glyph.digit];
+                if !glyph_bit(bits, col, row) {
+                    continue;
+                }
+                let (ax, ay) = (col as f32 + 0.5, row as f32 + 0.5);
+                let (du, dv) = (u - ax, v - ay);
+                if du * du + dv * dv <= RADIUS_SQ {
+                    return true;
+                }
+                for (lc, lr) in LINKS {
+                    if glyph_bit(bits, col.saturating_add(lc), row.saturating_add(lr))
+                        && seg_dist_sq(du, dv, lc as f32, lr as f32) <= RADIUS_SQ
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn reference_glyph_coverage(glyphs: &[PlacedGlyph], warp: &Warp) -> Vec<f32> {
+        let mut coverage = vec![0.0f32; WIDTH * HEIGHT];
+        for (idx, cell) in coverage.iter_mut().enumerate() {
+            let x = (idx % WIDTH) as f32;
+            let y = (idx / WIDTH) as f32;
+            let mut hits = 0u8;
+            for &oy in &SUB {
+                for &ox in &SUB {
+                    let (sx, sy) = (x + ox, y + oy);
+                    let (wx, wy) = (sx + warp.shift_x(sy), sy + warp.shift_y(sx));
+                    if glyphs.iter().any(|g| reference_ink_at(g, wx, wy)) {
+                        hits += 1;
+                    }
+                }
+            }
+            *cell = f32::from(hits) / 4.0;
+        }
+        coverage
+    }
+
+    #[test]
+    fn the_precomputed_strokes_draw_the_reference_picture() {
+        for (n, digits) in ["0123456789", "482915", "11177", "88", "3"].iter().enumerate() {
+            for variant in 0..8u8 {
+                let ids = parse_digits(&digits[..digits.len().min(MAX_DIGITS)]).unwrap();
+                let mut rng = Xoshiro256::from_seed(seed(variant.wrapping_mul(13).wrapping_add(n as u8)));
+                let glyphs = layout_glyphs(&ids, &mut rng);
+                let warp = Warp::random(&mut rng);
+                let mut fast = vec![0.0f32; WIDTH * HEIGHT];
+                draw_glyphs(&mut fast, &glyphs, &warp);
+                let reference = reference_glyph_coverage(&glyphs, &warp);
+                assert!(fast.iter().any(|&c| c > 0.0), "no ink for {digits}");
+                assert_eq!(fast, reference, "digits {digits}, variant {variant}");
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::accounts::{
     Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, PasswordHasher,
     ResetCommit, ResetOutcome,
 };
+use crate::blocking::{BlockingError, BlockingPool};
 use crate::clock::Clock;
 use crate::notify::queue::{MessageSealer, Outgoing};
 use crate::notify::templates::MessageKind;
@@ -169,6 +170,8 @@ pub struct Recovery {
     /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
     /// (it cannot read the picture).
     pub captcha_answers: Option<CaptchaAnswerSource>,
+    /// Captcha pictures are drawn here, off the async workers (~1 ms of CPU each).
+    pub captcha_renderer: BlockingPool,
 }
 
 /// What a reset attempt got to know before it failed, for its audit row.
@@ -346,11 +349,21 @@ impl Recovery {
                 .map_err(RecoveryError::internal)?,
         };
         let seed = keys::random_bytes::<32>().map_err(RecoveryError::internal)?;
-        let image_png =
-            super::captcha_image::render_png(&answer, seed).map_err(RecoveryError::internal)?;
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = after(now, self.settings.captcha_ttl);
         let record = CaptchaRecord::new(id.clone(), &answer, &self.keys, expires_at);
+        let image_png = self
+            .captcha_renderer
+            .run(move || super::captcha_image::render_png(&answer, seed))
+            .await
+            .map_err(|error| match error {
+                BlockingError::Busy => RecoveryError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                    scope: "captcha",
+                },
+                BlockingError::Failed(detail) => RecoveryError::Internal(anyhow::anyhow!(detail)),
+            })?
+            .map_err(RecoveryError::internal)?;
         self.store
             .put_captcha(&record, self.settings.captcha_ttl)
             .await?;
