@@ -7,7 +7,9 @@
 #   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
 #      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster),
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
-#      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
+#      PostgreSQL), faults (private redis-server and PostgreSQL on spare ports) and the load
+#      generator's smoke run (tests/loadgen.rs: every scenario, a few requests, answers only —
+#      the timed benchmark is scripts/bench.sh);
 #   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB.
 #
 # A backend that cannot be reached fails the run; nothing is skipped.

@@ -191,7 +191,8 @@ struct PlacedGlyph {
     shear: f32,
     inv_sx: f32,
     inv_sy: f32,
-    /// Squared radius outside which the glyph cannot have ink (fast reject).
+    /// Squared radius outside which the glyph cannot have ink (the reference sampler's reject).
+    #[cfg_attr(not(test), allow(dead_code))]
     reach_sq: f32,
 }
 
@@ -246,7 +247,10 @@ const RADIUS_SQ: f32 = RADIUS * RADIUS;
 const LINKS: [(i32, i32); 4] = [(1, 0), (0, 1), (1, 1), (-1, 1)];
 
 /// One piece of pen stroke in glyph-grid units: a dot on a set cell's centre (`sx == sy == 0`)
-/// or the segment from it to an 8-connected set neighbour.
+/// or the segment from it to an 8-connected set neighbour. Strokes are these capsules rather
+/// than filled squares: diagonal strokes stay continuous (in the grid they only touch at
+/// corners) and every stroke has the same pen width, which reads like handwriting instead of a
+/// blocky bitmap.
 #[derive(Clone, Copy)]
 struct Capsule {
     ax: f32,
@@ -256,18 +260,29 @@ struct Capsule {
 }
 
 /// Sample cells `floor(u), floor(v)` that can have ink: one column and row of margin around the
-/// grid, the pen radius being below one cell.
-const TABLE_COLS: usize = GLYPH_COLS + 3;
-const TABLE_ROWS: usize = GLYPH_ROWS + 3;
+/// grid, the pen radius being below one cell. Each cell is split into `SUBDIV` x `SUBDIV`
+/// sub-cells, so most sub-cells are either all ink, all paper, or near one or two capsules.
+const SUBDIV: usize = 4;
+const TABLE_COLS: usize = (GLYPH_COLS + 3) * SUBDIV;
+const TABLE_ROWS: usize = (GLYPH_ROWS + 3) * SUBDIV;
+/// A sub-cell wholly inside one capsule: ink wherever a sample lands in it.
+const ALL_INK: (u16, u16) = (u16::MAX, u16::MAX);
+/// Margins of the sub-cell classification, far above float rounding (~1e-6 here), so a sample
+/// on a sub-cell's edge gets the answer the exact test would give.
+const INSIDE_MARGIN: f32 = 0.002;
+const OUTSIDE_MARGIN: f32 = 0.01;
 
-/// A glyph's strokes, precomputed per sample cell: the capsules that can reach into that cell.
-/// Rendering a picture tests ~56,000 supersamples against the glyphs; walking the 4x4 window of
-/// grid cells and their links for each was ~80 % of a captcha's CPU time (perf), while the set
-/// of capsules a cell can touch never changes. The test itself is unchanged, so the picture is
-/// bit for bit what the window walk drew (see `the_precomputed_strokes_draw_the_reference_picture`).
+/// A glyph's strokes, precomputed per sample sub-cell: whether it is all ink, or else the
+/// capsules that can reach into it. Rendering tests ~56,000 supersamples against the glyphs;
+/// walking the 4x4 window of grid cells and their links for each (and `floorf`/`sinf` calls)
+/// was nearly all of a captcha's CPU time (perf), while what a sub-cell can touch never changes.
+/// The per-sample test is the same as before, so the picture is the one the window walk drew,
+/// up to samples within float rounding of a stroke's edge
+/// (`the_precomputed_strokes_draw_the_reference_picture`).
 struct GlyphStrokes {
-    /// `(start, end)` into `capsules` per sample cell, row-major over `TABLE_COLS`.
-    cells: [(u16, u16); TABLE_COLS * TABLE_ROWS],
+    /// `(start, end)` into `capsules` per sample sub-cell, row-major over `TABLE_COLS`, or
+    /// `ALL_INK`.
+    cells: Vec<(u16, u16)>,
     capsules: Vec<Capsule>,
 }
 
@@ -284,13 +299,19 @@ fn glyph_bit(bits: &[u8; GLYPH_ROWS], col: i32, row: i32) -> bool {
 
 impl GlyphStrokes {
     fn build(bits: &[u8; GLYPH_ROWS]) -> Self {
-        let mut cells = [(0u16, 0u16); TABLE_COLS * TABLE_ROWS];
+        let mut cells = vec![(0u16, 0u16); TABLE_COLS * TABLE_ROWS];
         let mut capsules = Vec::new();
         for (slot, cell) in cells.iter_mut().enumerate() {
-            // Sample cell (cu, cv), offset by the one-cell margin.
-            let cu = (slot % TABLE_COLS) as i32 - 1;
-            let cv = (slot / TABLE_COLS) as i32 - 1;
+            let (col_slot, row_slot) = (slot % TABLE_COLS, slot / TABLE_COLS);
+            // Grid cell (cu, cv), offset by the one-cell margin, and the sub-cell's rectangle.
+            let cu = (col_slot / SUBDIV) as i32 - 1;
+            let cv = (row_slot / SUBDIV) as i32 - 1;
+            let step = 1.0 / SUBDIV as f32;
+            let u0 = cu as f32 + (col_slot % SUBDIV) as f32 * step;
+            let v0 = cv as f32 + (row_slot % SUBDIV) as f32 * step;
+            let rect = (u0, v0, u0 + step, v0 + step);
             let start = capsules.len();
+            let mut all_ink = false;
             // The same window the sampler used to walk: rows cv-2..=cv+1, cols cu-2..=cu+1.
             for row in cv - 2..=cv + 1 {
                 for col in cu - 2..=cu + 1 {
@@ -304,36 +325,47 @@ impl GlyphStrokes {
                         .map(|&(lc, lr)| (lc as f32, lr as f32));
                     for (sx, sy) in std::iter::once((0.0, 0.0)).chain(links) {
                         let capsule = Capsule { ax, ay, sx, sy };
-                        if capsule.may_reach_cell(cu as f32, cv as f32) {
+                        all_ink |= capsule.covers(rect);
+                        if capsule.may_reach(rect) {
                             capsules.push(capsule);
                         }
                     }
                 }
             }
-            *cell = (
-                u16::try_from(start).unwrap_or(u16::MAX),
-                u16::try_from(capsules.len()).unwrap_or(u16::MAX),
-            );
+            if all_ink {
+                capsules.truncate(start);
+                *cell = ALL_INK;
+            } else {
+                *cell = (
+                    u16::try_from(start).unwrap_or(0),
+                    u16::try_from(capsules.len()).unwrap_or(0),
+                );
+            }
         }
         Self { cells, capsules }
     }
 
     /// Whether the grid point `(u, v)` is within the pen radius of a stroke.
     fn ink_at(&self, u: f32, v: f32) -> bool {
-        let cu = u.floor() as i32 + 1;
-        let cv = v.floor() as i32 + 1;
-        let (Ok(cu), Ok(cv)) = (usize::try_from(cu), usize::try_from(cv)) else {
-            return false;
-        };
-        if cu >= TABLE_COLS || cv >= TABLE_ROWS {
+        let fu = (u + 1.0) * SUBDIV as f32;
+        let fv = (v + 1.0) * SUBDIV as f32;
+        // Also false for NaN.
+        if !(fu >= 0.0 && fv >= 0.0) {
             return false;
         }
-        let Some(&(start, end)) = self.cells.get(cv * TABLE_COLS + cu) else {
+        let (col, row) = (fu as usize, fv as usize);
+        if col >= TABLE_COLS || row >= TABLE_ROWS {
+            return false;
+        }
+        let Some(&cell) = self.cells.get(row * TABLE_COLS + col) else {
             return false;
         };
+        if cell == ALL_INK {
+            return true;
+        }
         let capsules = self
             .capsules
-            .get(usize::from(start)..usize::from(end))
+            .get(usize::from(cell.0)..usize::from(cell.1))
             .unwrap_or_default();
         capsules.iter().any(|c| {
             let (du, dv) = (u - c.ax, v - c.ay);
@@ -347,13 +379,22 @@ impl GlyphStrokes {
 }
 
 impl Capsule {
-    /// Conservative: false only when no point of the cell `[cu, cu+1) x [cv, cv+1)` is within
-    /// the pen radius (bounding boxes, with a margin far above float rounding).
-    fn may_reach_cell(&self, cu: f32, cv: f32) -> bool {
-        let reach = RADIUS + 0.01;
+    /// Conservative: false only when no point of `rect` (u0, v0, u1, v1) is within the pen
+    /// radius (bounding boxes).
+    fn may_reach(&self, (u0, v0, u1, v1): (f32, f32, f32, f32)) -> bool {
+        let reach = RADIUS + OUTSIDE_MARGIN;
         let (x0, x1) = (self.ax.min(self.ax + self.sx), self.ax.max(self.ax + self.sx));
         let (y0, y1) = (self.ay.min(self.ay + self.sy), self.ay.max(self.ay + self.sy));
-        x0 - reach <= cu + 1.0 && x1 + reach >= cu && y0 - reach <= cv + 1.0 && y1 + reach >= cv
+        x0 - reach <= u1 && x1 + reach >= u0 && y0 - reach <= v1 && y1 + reach >= v0
+    }
+
+    /// Every point of `rect` is within the pen radius. A capsule is convex, so its four corners
+    /// being inside (with a margin) is enough.
+    fn covers(&self, (u0, v0, u1, v1): (f32, f32, f32, f32)) -> bool {
+        let inner = RADIUS - INSIDE_MARGIN;
+        [(u0, v0), (u1, v0), (u0, v1), (u1, v1)]
+            .iter()
+            .all(|&(u, v)| seg_dist_sq(u - self.ax, v - self.ay, self.sx, self.sy) <= inner * inner)
     }
 }
 
@@ -366,12 +407,84 @@ fn strokes_of(digit: usize) -> &'static GlyphStrokes {
 }
 
 static EMPTY_STROKES: GlyphStrokes = GlyphStrokes {
-    cells: [(0, 0); TABLE_COLS * TABLE_ROWS],
+    cells: Vec::new(),
     capsules: Vec::new(),
 };
 
+/// `to_grid` as one affine map of the warped sample `(wx, wy)`: `u = au*wx + bu*wy + cu`, same
+/// for `v`. With `wx = x + shift_x(y)` and `wy = y + shift_y(x)` it splits into a term of the
+/// column and a term of the row. (Summed in another order than `to_grid`, so a sample within
+/// float rounding of a stroke's edge may land on the other side: see the reference test.)
+struct GridMap {
+    au: f32,
+    bu: f32,
+    cu: f32,
+    av: f32,
+    bv: f32,
+    cv: f32,
+}
+
+impl GridMap {
+    /// The column's part of `(u, v)` for a sample at `x` shifted vertically by `shift_y`.
+    fn column(&self, x: f32, shift_y: f32) -> (f32, f32) {
+        (self.au * x + self.bu * shift_y, self.av * x + self.bv * shift_y)
+    }
+
+    /// The row's part of `(u, v)` (constants included) for a sample at `y` shifted by `shift_x`.
+    fn row(&self, y: f32, shift_x: f32) -> (f32, f32) {
+        (
+            self.au * shift_x + self.bu * y + self.cu,
+            self.av * shift_x + self.bv * y + self.cv,
+        )
+    }
+}
+
 impl PlacedGlyph {
+    fn grid_map(&self) -> GridMap {
+        // Expanding `to_grid`: rotate by -angle, unshear, scale, recentre.
+        let au = self.inv_sx * (self.cos + self.shear * self.sin);
+        let bu = self.inv_sx * (self.sin - self.shear * self.cos);
+        let av = -self.inv_sy * self.sin;
+        let bv = self.inv_sy * self.cos;
+        GridMap {
+            au,
+            bu,
+            cu: GLYPH_COLS as f32 / 2.0 - au * self.cx - bu * self.cy,
+            av,
+            bv,
+            cv: GLYPH_ROWS as f32 / 2.0 - av * self.cx - bv * self.cy,
+        }
+    }
+
+    /// The pixels whose (warped) samples can land on this glyph's ink: the image-space box of
+    /// the glyph grid (ink reaches at most the pen radius past the outer cell centres, so 0.1
+    /// cell of margin covers it), widened by the warp's amplitude and one pixel.
+    fn pixel_span(&self, warp: &Warp) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let corners = [
+            (-0.1, -0.1),
+            (GLYPH_COLS as f32 + 0.1, -0.1),
+            (-0.1, GLYPH_ROWS as f32 + 0.1),
+            (GLYPH_COLS as f32 + 0.1, GLYPH_ROWS as f32 + 0.1),
+        ];
+        let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+        for (u, v) in corners {
+            // The forward placement: the inverse of `to_grid`.
+            let ry = (v - GLYPH_ROWS as f32 / 2.0) / self.inv_sy;
+            let rx = (u - GLYPH_COLS as f32 / 2.0) / self.inv_sx + self.shear * ry;
+            let x = self.cx + rx * self.cos - ry * self.sin;
+            let y = self.cy + rx * self.sin + ry * self.cos;
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+        let (wx, wy) = (warp.ax.abs() + 1.0, warp.ay.abs() + 1.0);
+        let clamp = |value: f32, limit: usize| (value.max(0.0) as usize).min(limit);
+        (
+            clamp((x0 - wx).floor(), WIDTH)..clamp((x1 + wx).ceil() + 1.0, WIDTH),
+            clamp((y0 - wy).floor(), HEIGHT)..clamp((y1 + wy).ceil() + 1.0, HEIGHT),
+        )
+    }
+
     /// Maps an image-space point into the glyph grid, or `None` when it is out of reach.
+    #[cfg(test)]
     fn to_grid(&self, px: f32, py: f32) -> Option<(f32, f32)> {
         let dx = px - self.cx;
         let dy = py - self.cy;
@@ -386,16 +499,6 @@ impl PlacedGlyph {
         let u = ux * self.inv_sx + GLYPH_COLS as f32 / 2.0;
         let v = ry * self.inv_sy + GLYPH_ROWS as f32 / 2.0;
         Some((u, v))
-    }
-
-    /// Whether the image-space point lands on ink.
-    ///
-    /// Strokes are capsules joining 8-connected set cells rather than filled squares: diagonal
-    /// strokes stay continuous (in the grid they only touch at corners) and every stroke has
-    /// the same pen width, which reads like handwriting instead of a blocky bitmap.
-    fn ink_at(&self, px: f32, py: f32) -> bool {
-        self.to_grid(px, py)
-            .is_some_and(|(u, v)| self.strokes.ink_at(u, v))
     }
 }
 
@@ -459,19 +562,48 @@ fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
     let shift_y: Vec<[f32; 2]> = (0..WIDTH)
         .map(|x| SUB.map(|ox| warp.shift_y(x as f32 + ox)))
         .collect();
-    for ((y, row), row_shift) in coverage.chunks_mut(WIDTH).enumerate().zip(&shift_x) {
-        for ((x, cell), col_shift) in row.iter_mut().enumerate().zip(&shift_y) {
-            let mut hits = 0u8;
-            for (&oy, &dx) in SUB.iter().zip(row_shift) {
-                for (&ox, &dy) in SUB.iter().zip(col_shift) {
-                    let (wx, wy) = (x as f32 + ox + dx, y as f32 + oy + dy);
-                    if glyphs.iter().any(|g| g.ink_at(wx, wy)) {
-                        hits += 1;
+    // One bit per supersample that lands on any glyph's ink. Each glyph only visits the pixels
+    // whose warped samples can reach its ink, instead of every sample testing every glyph, and
+    // its grid coordinates, affine in the warped sample, split into a per-column and a per-row
+    // term: one addition per coordinate and sample.
+    let mut ink = vec![0u8; WIDTH * HEIGHT];
+    for glyph in glyphs {
+        let map = glyph.grid_map();
+        let (xs, ys) = glyph.pixel_span(warp);
+        let columns: Vec<[(f32, f32); 2]> = xs
+            .clone()
+            .map(|x| {
+                let shifts = shift_y.get(x).copied().unwrap_or_default();
+                [0, 1].map(|i| map.column(x as f32 + SUB[i], shifts[i]))
+            })
+            .collect();
+        for y in ys {
+            let (Some(row_shift), Some(row)) =
+                (shift_x.get(y), ink.get_mut(y * WIDTH..(y + 1) * WIDTH))
+            else {
+                continue;
+            };
+            let rows = [0, 1].map(|i| map.row(y as f32 + SUB[i], row_shift[i]));
+            let Some(masks) = row.get_mut(xs.clone()) else {
+                continue;
+            };
+            for (mask, column) in masks.iter_mut().zip(&columns) {
+                let mut bit = 1u8;
+                for &(row_u, row_v) in &rows {
+                    for &(col_u, col_v) in column {
+                        if *mask & bit == 0 && glyph.strokes.ink_at(col_u + row_u, col_v + row_v)
+                        {
+                            *mask |= bit;
+                        }
+                        bit <<= 1;
                     }
                 }
             }
-            *cell = cell.max(f32::from(hits) / 4.0);
         }
+    }
+    for (cell, mask) in coverage.iter_mut().zip(ink) {
+        let hits = mask.count_ones() as u8;
+        *cell = cell.max(f32::from(hits) / 4.0);
     }
 }
 
@@ -584,10 +716,6 @@ fn encode_png(pixels: &[u8]) -> Result<Vec<u8>, CaptchaImageError> {
         let mut encoder = png::Encoder::new(&mut out, WIDTH as u32, HEIGHT as u32);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
-        // The fast (fdeflate) compressor: the default zlib level took a third of a captcha's
-        // CPU time to save ~10 % of a ~12 KiB picture whose noise barely compresses anyway.
-        // The pixels, and so the picture, are the same either way.
-        encoder.set_compression(png::Compression::Fast);
         let mut writer = encoder.write_header().map_err(enc_err)?;
         writer.write_image_data(pixels).map_err(enc_err)?;
         writer.finish().map_err(enc_err)?;
@@ -672,19 +800,32 @@ mod tests {
 
     #[test]
     fn the_precomputed_strokes_draw_the_reference_picture() {
+        let mut samples = 0usize;
+        let mut differing = 0usize;
         for (n, digits) in ["0123456789", "482915", "11177", "88", "3"].iter().enumerate() {
             for variant in 0..8u8 {
                 let ids = parse_digits(&digits[..digits.len().min(MAX_DIGITS)]).unwrap();
-                let mut rng = Xoshiro256::from_seed(seed(variant.wrapping_mul(13).wrapping_add(n as u8)));
+                let mut rng =
+                    Xoshiro256::from_seed(seed(variant.wrapping_mul(13).wrapping_add(n as u8)));
                 let glyphs = layout_glyphs(&ids, &mut rng);
                 let warp = Warp::random(&mut rng);
                 let mut fast = vec![0.0f32; WIDTH * HEIGHT];
                 draw_glyphs(&mut fast, &glyphs, &warp);
                 let reference = reference_glyph_coverage(&glyphs, &warp);
                 assert!(fast.iter().any(|&c| c > 0.0), "no ink for {digits}");
-                assert_eq!(fast, reference, "digits {digits}, variant {variant}");
+                for (a, b) in fast.iter().zip(&reference) {
+                    // Coverage counts 4 supersamples: a difference of k quarters is k samples.
+                    differing += ((a - b).abs() * 4.0).round() as usize;
+                }
+                samples += 4 * WIDTH * HEIGHT;
             }
         }
+        // Only samples within float rounding of a stroke's edge may differ: a handful in the
+        // 2.2 million drawn here, invisible in the picture.
+        assert!(
+            differing * 20_000 <= samples,
+            "{differing} of {samples} supersamples differ from the reference"
+        );
     }
 
     #[test]
