@@ -3,6 +3,7 @@
 #
 #   bash scripts/bench.sh           # full run (~15 min on a 2-core box), writes benches/REPORT.md
 #   bash scripts/bench.sh --quick   # the same steps, short (~4 min); the report says "quick"
+#   add --no-build to use the release binaries already in the target directory
 #
 # Builds the release binaries (service + src/bin/loadgen), starts a real SMTP sink (aiosmtpd) and
 # the service twice — on the embedded defaults (SQLite + in-process store) and on Redis +
@@ -21,7 +22,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
-[[ "${1:-}" == "--quick" ]] && QUICK=1
+BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    *) echo "usage: $0 [--quick] [--no-build]"; exit 2 ;;
+  esac
+done
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/recovery-bench.XXXXXX)}
@@ -37,8 +45,10 @@ else
 fi
 LEVELS=(1 16 64)
 
-echo "== building release binaries"
-cargo build --release --locked --bin recovery-service --bin loadgen
+if ((BUILD)); then
+  echo "== building release binaries"
+  cargo build --release --locked --bin recovery-service --bin loadgen
+fi
 SERVICE="$TARGET_DIR/release/recovery-service"
 LOADGEN="$TARGET_DIR/release/loadgen"
 

@@ -133,7 +133,10 @@ async fn a_scenario_that_gets_errors_says_so_and_fails() {
     .unwrap();
     assert!(!ok, "{output}");
     assert!(output.contains("FAILED 7"), "{output}");
-    assert!(output.contains("ResourceExhausted/RATE_LIMITED x7"), "{output}");
+    assert!(
+        output.contains("ResourceExhausted/RATE_LIMITED x7"),
+        "{output}"
+    );
     app.stop().await;
 }
 

@@ -383,8 +383,14 @@ impl Capsule {
     /// radius (bounding boxes).
     fn may_reach(&self, (u0, v0, u1, v1): (f32, f32, f32, f32)) -> bool {
         let reach = RADIUS + OUTSIDE_MARGIN;
-        let (x0, x1) = (self.ax.min(self.ax + self.sx), self.ax.max(self.ax + self.sx));
-        let (y0, y1) = (self.ay.min(self.ay + self.sy), self.ay.max(self.ay + self.sy));
+        let (x0, x1) = (
+            self.ax.min(self.ax + self.sx),
+            self.ax.max(self.ax + self.sx),
+        );
+        let (y0, y1) = (
+            self.ay.min(self.ay + self.sy),
+            self.ay.max(self.ay + self.sy),
+        );
         x0 - reach <= u1 && x1 + reach >= u0 && y0 - reach <= v1 && y1 + reach >= v0
     }
 
@@ -427,7 +433,10 @@ struct GridMap {
 impl GridMap {
     /// The column's part of `(u, v)` for a sample at `x` shifted vertically by `shift_y`.
     fn column(&self, x: f32, shift_y: f32) -> (f32, f32) {
-        (self.au * x + self.bu * shift_y, self.av * x + self.bv * shift_y)
+        (
+            self.au * x + self.bu * shift_y,
+            self.av * x + self.bv * shift_y,
+        )
     }
 
     /// The row's part of `(u, v)` (constants included) for a sample at `y` shifted by `shift_x`.
@@ -591,8 +600,7 @@ fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
                 let mut bit = 1u8;
                 for &(row_u, row_v) in &rows {
                     for &(col_u, col_v) in column {
-                        if *mask & bit == 0 && glyph.strokes.ink_at(col_u + row_u, col_v + row_v)
-                        {
+                        if *mask & bit == 0 && glyph.strokes.ink_at(col_u + row_u, col_v + row_v) {
                             *mask |= bit;
                         }
                         bit <<= 1;
@@ -802,7 +810,10 @@ mod tests {
     fn the_precomputed_strokes_draw_the_reference_picture() {
         let mut samples = 0usize;
         let mut differing = 0usize;
-        for (n, digits) in ["0123456789", "482915", "11177", "88", "3"].iter().enumerate() {
+        for (n, digits) in ["0123456789", "482915", "11177", "88", "3"]
+            .iter()
+            .enumerate()
+        {
             for variant in 0..8u8 {
                 let ids = parse_digits(&digits[..digits.len().min(MAX_DIGITS)]).unwrap();
                 let mut rng =

@@ -160,7 +160,11 @@ async fn main() -> ExitCode {
     }
 }
 
-fn emit(json: Option<&PathBuf>, label: Option<&str>, value: serde_json::Value) -> anyhow::Result<()> {
+fn emit(
+    json: Option<&PathBuf>,
+    label: Option<&str>,
+    value: serde_json::Value,
+) -> anyhow::Result<()> {
     let Some(path) = json else {
         return Ok(());
     };

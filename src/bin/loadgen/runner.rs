@@ -54,7 +54,9 @@ impl Tally {
     }
 
     fn record(&mut self, outcome: Outcome, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.latency_us.saturating_record(micros);
         match outcome {
             Outcome::Correct => self.correct += 1,

@@ -257,7 +257,8 @@ pub async fn call(scenario: Scenario, clients: &mut Clients, setup: &Setup, item
             };
             match clients.recovery.validate_password(request).await {
                 Ok(r)
-                    if scenario == Scenario::ValidatePassword && !r.get_ref().violations.is_empty() =>
+                    if scenario == Scenario::ValidatePassword
+                        && !r.get_ref().violations.is_empty() =>
                 {
                     Outcome::Wrong("an ordinary password was refused".into())
                 }
