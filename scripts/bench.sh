@@ -3,7 +3,8 @@
 #
 #   bash scripts/bench.sh           # full run (~15 min on a 2-core box), writes benches/REPORT.md
 #   bash scripts/bench.sh --quick   # the same steps, short (~4 min); the report says "quick"
-#   add --no-build to use the release binaries already in the target directory
+#   add --no-build to use the release binaries already in the target directory;
+#   bash scripts/bench.sh --render DIR   # only rewrite the report from DIR/runs.jsonl
 #
 # Builds the release binaries (service + src/bin/loadgen), starts a real SMTP sink (aiosmtpd) and
 # the service twice — on the embedded defaults (SQLite + in-process store) and on Redis +
@@ -23,21 +24,32 @@ cd "$(dirname "$0")/.."
 
 QUICK=0
 BUILD=1
-for arg in "$@"; do
-  case "$arg" in
+RENDER_ONLY=""
+while (($#)); do
+  case "$1" in
     --quick) QUICK=1 ;;
     --no-build) BUILD=0 ;;
-    *) echo "usage: $0 [--quick] [--no-build]"; exit 2 ;;
+    --render) RENDER_ONLY=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--no-build] | --render DIR"; exit 2 ;;
   esac
+  shift
 done
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-OUT=${BENCH_OUT:-$(mktemp -d /tmp/recovery-bench.XXXXXX)}
-mkdir -p "$OUT/mail"
-JSON="$OUT/runs.jsonl"
-: >"$JSON"
 REPORT=${BENCH_REPORT:-benches/REPORT.md}
+if [[ -n "$RENDER_ONLY" ]]; then
+  OUT=$RENDER_ONLY
+  JSON="$OUT/runs.jsonl"
+  QUICK=$(cat "$OUT/quick" 2>/dev/null || echo 0)
+else
+  OUT=${BENCH_OUT:-$(mktemp -d /tmp/recovery-bench.XXXXXX)}
+  mkdir -p "$OUT/mail"
+  JSON="$OUT/runs.jsonl"
+  : >"$JSON"
+  echo "$QUICK" >"$OUT/quick"
+fi
 
+if [[ -z "$RENDER_ONLY" ]]; then
 if ((QUICK)); then
   SECS=1; K_CANCEL=1000; K_VERIFY=60; K_RESET=24; K_RECOVERY=16; FLOOD_RESET=200; ARGON_SECS=3
 else
@@ -163,7 +175,7 @@ bench_backend() {
   local peak after
   peak=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
   after=$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
-  echo "{\"scenario\":\"rss\",\"label\":\"$backend\",\"flood\":$FLOOD_RESET,\"rss_before_kib\":$before,\"peak_kib\":$peak,\"rss_after_kib\":$after}" >>"$JSON"
+  echo "{\"scenario\":\"rss\",\"label\":\"$backend\",\"clients\":$FLOOD_RESET,\"rss_before_kib\":$before,\"peak_kib\":$peak,\"rss_after_kib\":$after}" >>"$JSON"
   echo "   RSS before $((before / 1024)) MiB, peak $((peak / 1024)) MiB, after $((after / 1024)) MiB"
 
   stop_server
@@ -171,6 +183,8 @@ bench_backend() {
 
 bench_backend embedded
 bench_backend redis-postgres
+
+fi
 
 echo "== writing $REPORT"
 python3 - "$JSON" "$REPORT" "$QUICK" <<'PY'
@@ -285,11 +299,11 @@ for backend, title in BACKENDS:
         w("")
     for r in pick(backend, "rss"):
         bound = 64 + 4 * 19
-        w(f"**Peak RSS under {r['flood']} concurrent ResetPassword** (VmHWM, reset before the flood; "
+        w(f"**Peak RSS under {r['clients']} concurrent ResetPassword** (VmHWM, reset before the flood; "
           f"the accounts and tokens are prepared by the same calls, so the peak covers them too): "
           f"**{r['peak_kib'] / 1024:.0f} MiB** (before {r['rss_before_kib'] / 1024:.0f} MiB, after "
           f"{r['rss_after_kib'] / 1024:.0f} MiB); target ≤ 64 MiB + 4 permits × 19 MiB = {bound} MiB.")
-        for rr in pick(backend, "reset-password", r["flood"]):
+        for rr in pick(backend, "reset-password", r["clients"]):
             w(f"The flood itself: {rr['rate']:.1f} resets/s, p99 {fmt_ms(rr['p99_ms'])} ms, failed {failures(rr)}.")
         w("")
 w("<!-- bench.sh:end -->")

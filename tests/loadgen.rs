@@ -2,6 +2,8 @@
 //! against the real server on port 0 with real SMTP (aiosmtpd) for the codes. Correctness only:
 //! every answer must be the expected one. Speed is measured by `scripts/bench.sh`, never here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::Path;

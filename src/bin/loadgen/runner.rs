@@ -168,11 +168,8 @@ impl Shared {
         if len == 0 {
             return None;
         }
-        let index = if self.load.reuse == 0 {
-            seq % len
-        } else {
-            seq / self.load.reuse
-        };
+        // Reuse 0: any number of requests per item, round robin.
+        let index = seq.checked_div(self.load.reuse).unwrap_or(seq % len);
         self.items
             .get(usize::try_from(index).ok()?)
             .map(String::as_str)
