@@ -13,6 +13,7 @@ use crate::recovery::flow::Flow;
 
 pub mod memory;
 pub mod redis;
+pub mod sentinel;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
