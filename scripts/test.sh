@@ -10,7 +10,10 @@
 #      Redis Sentinel, plus fail-overs on a private Sentinel set-up),
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
 #      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
-#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB.
+#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB;
+#   5. a 3-minute soak under faults (scripts/soak.sh: two replicas on Redis Sentinel, a private
+#      PostgreSQL and SMTP, while masters die, PostgreSQL restarts, SMTP stops, a replica is
+#      SIGKILLed), which fails if an invariant does.
 #
 # A backend that cannot be reached fails the run; nothing is skipped.
 set -euo pipefail
@@ -38,4 +41,6 @@ echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+echo "== soak under faults, short run (benches/SOAK.md; the long one: scripts/soak.sh --minutes 20)"
+bash scripts/soak.sh --minutes 3
 echo "== all suites passed"

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use redis::aio::MultiplexedConnection;
@@ -30,6 +30,12 @@ use redis::{
 };
 
 use super::StoreError;
+
+/// Longest wait for a replica's acknowledgement of a write (see `invoke`).
+const MAX_REPLICA_ACK_WAIT: Duration = Duration::from_millis(100);
+
+/// How long writes skip the acknowledgement wait after one went unacknowledged.
+const NO_REPLICA_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Sentinel's customary port, used when a host in the URL names none.
 const DEFAULT_SENTINEL_PORT: u16 = 26379;
@@ -209,6 +215,8 @@ struct Inner {
     config: AsyncConnectionConfig,
     /// How long a write waits for a replica's acknowledgement (see `invoke`).
     replica_ack_timeout: Duration,
+    /// Set after a write no replica acknowledged: until then, writes do not wait.
+    no_replica_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl SentinelConnection {
@@ -226,8 +234,10 @@ impl SentinelConnection {
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(command_timeout)),
-                // A quarter of the command budget: the script and the wait must both fit in it.
-                replica_ack_timeout: command_timeout / 4,
+                // A replica on the same network acknowledges in about a round trip; the cap
+                // keeps the script, the wait and a master lookup inside one command budget.
+                replica_ack_timeout: (command_timeout / 4).min(MAX_REPLICA_ACK_WAIT),
+                no_replica_until: std::sync::Mutex::new(None),
             }),
         };
         connection.current().await?;
@@ -309,21 +319,43 @@ impl SentinelConnection {
     /// is attached. When none acknowledges in time (the replica is down or far behind) the
     /// write still counts: with no replica in sync there is also none Sentinel would promote
     /// with less data, and refusing every write while a replica is down would turn a lost
-    /// replica into an outage.
+    /// replica into an outage. Nor does every write then pay the full wait: after a miss, writes
+    /// skip `WAIT` for `NO_REPLICA_BACKOFF` (the soak found that paying it on every write right
+    /// after a fail-over, next to the master lookup, pushed calls past the command timeout,
+    /// so they answered UNAVAILABLE for writes that had happened).
     pub(super) async fn invoke<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let wait_ms = self.inner.replica_ack_timeout.as_millis().max(1);
+        let skip_wait = self
+            .inner
+            .no_replica_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until);
         self.run(async |connection| {
             let value = invocation.invoke_async(connection).await?;
+            if skip_wait {
+                return Ok(value);
+            }
             let acked: i64 = redis::cmd("WAIT")
                 .arg(1)
                 .arg(u64::try_from(wait_ms).unwrap_or(u64::MAX))
                 .query_async(connection)
                 .await?;
+            let mut no_replica_until = self
+                .inner
+                .no_replica_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if acked < 1 {
-                tracing::warn!("a Redis write was not acknowledged by a replica in time");
+                if no_replica_until.is_none() {
+                    tracing::warn!("Redis writes are not acknowledged by a replica");
+                }
+                *no_replica_until = Some(Instant::now() + NO_REPLICA_BACKOFF);
+            } else if no_replica_until.take().is_some() {
+                tracing::info!("Redis writes are acknowledged by a replica again");
             }
             Ok(value)
         })
