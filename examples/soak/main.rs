@@ -475,12 +475,18 @@ async fn main() -> Result<()> {
         .iter()
         .filter(|r| r.reset == ResetEnd::Ambiguous)
         .count();
+    let ambiguous_committed = recoveries
+        .iter()
+        .filter(|r| r.reset == ResetEnd::Ambiguous)
+        .filter(|r| committed_flows.contains(r.flow_id.as_deref().unwrap_or_default()))
+        .count();
     checks.push((
         "no call answered with an error changed a password".into(),
         changed_by_error.is_empty(),
         format!(
             "{refused} resets refused with an error, of which changed a password: {changed_by_error:?}; \
-             {ambiguous} resets unanswered (connection lost), either outcome allowed"
+             {ambiguous} resets unanswered (connection lost), either outcome allowed: \
+             {ambiguous_committed} of them had committed"
         ),
     ));
 
