@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::accounts::HashSettings;
+use crate::secrets::HashSettings;
 use crate::db::DatabaseSettings;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;

@@ -18,6 +18,7 @@ pub mod db;
 pub mod notify;
 pub mod proto;
 pub mod recovery;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -24,7 +24,7 @@ use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
 use crate::proto::recovery_service_server::RecoveryServiceServer;
 use crate::recovery::Recovery;
-use crate::recovery::keys::KeyRing;
+use crate::secrets::keys::KeyRing;
 use crate::recovery::policy::{self, PasswordPolicy};
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub mod hasher;
 
-pub use hasher::{HashError, HashSettings, PasswordHasher};
+
+pub use crate::secrets::{HashError, HashSettings, PasswordHasher, hasher};
 
 /// A sealed message for the delivery queue (see `notify::queue`): opaque to the database.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use super::templates::{MessageKind, Templates};
 use super::{Email, Notifier, NotifyError};
 use crate::accounts::{DeliveryQueue, QueuedDelivery, RepoError, SealedDelivery};
 use crate::clock::Clock;
-use crate::recovery::keys::{KeyRing, random_bytes};
+use crate::secrets::keys::{KeyRing, random_bytes};
 
 /// What a queued message says, before sealing.
 #[derive(Clone, Serialize, Deserialize)]

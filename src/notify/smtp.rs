@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Email, Notifier, NotifyError};
 use crate::config::Config;
-use crate::recovery::masking::mask_email;
+use crate::secrets::masking::mask_email;
 
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 

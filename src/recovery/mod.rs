@@ -7,8 +7,8 @@ pub mod captcha_image;
 pub mod error;
 pub mod flow;
 pub mod input;
-pub mod keys;
-pub mod masking;
+
+
 pub mod policy;
 pub mod service;
 

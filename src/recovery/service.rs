@@ -15,8 +15,8 @@ use super::captcha::CaptchaRecord;
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
 use super::flow::{Channel, Flow, FlowSettings, FlowState, Method};
 use super::input::{LoginId, ResetToken, VerificationCode};
-use super::keys::{self, KeyRing};
-use super::masking::mask_email;
+use crate::secrets::keys::{self, KeyRing};
+use crate::secrets::mask_email;
 use super::policy::PasswordPolicy;
 use crate::accounts::{
     Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, PasswordHasher,
