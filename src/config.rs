@@ -11,7 +11,6 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::secrets::HashSettings;
 use crate::db::DatabaseSettings;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
@@ -19,6 +18,8 @@ use crate::notify::smtp::SmtpSettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::policy::PolicySettings;
 use crate::recovery::service::{RateLimits, RecoverySettings};
+use crate::secrets::HashSettings;
+pub use crate::store::redis::RedisConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -79,25 +80,6 @@ impl Default for FlowConfig {
             max_sends: flow.max_sends,
             captcha_ttl_secs: 300,
             captcha_digits: 6,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RedisConfig {
-    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
-    pub key_prefix: String,
-    pub connect_timeout_ms: u64,
-    pub command_timeout_ms: u64,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            key_prefix: "recovery:".to_owned(),
-            connect_timeout_ms: 2_000,
-            command_timeout_ms: 2_000,
         }
     }
 }

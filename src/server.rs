@@ -19,13 +19,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
-use crate::notify::queue::{DeliveryWorker, MessageSealer};
+use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
 use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
 use crate::proto::recovery_service_server::RecoveryServiceServer;
 use crate::recovery::Recovery;
-use crate::secrets::keys::KeyRing;
 use crate::recovery::policy::{self, PasswordPolicy};
+use crate::secrets::keys::KeyRing;
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod auth;
@@ -141,9 +141,11 @@ impl App {
         let recovery = Arc::new(Recovery {
             store,
             accounts,
-            queue: queue.clone(),
-            sealer: sealer.clone(),
-            delivery_wake: wake.clone(),
+            deliveries: Arc::new(NoticeQueue {
+                queue: queue.clone(),
+                sealer: sealer.clone(),
+                wake: wake.clone(),
+            }),
             event_wake: event_wake.clone(),
             hasher,
             policy: PasswordPolicy::new(config.password_policy.clone()),

@@ -15,7 +15,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{
+use crate::recovery::ports::{
     Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
     QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
 };

@@ -12,7 +12,7 @@ pub mod queue;
 pub mod smtp;
 pub mod templates;
 
-pub use queue::{DeliveryWorker, MessageSealer, Outgoing};
+pub use queue::{DeliveryWorker, MessageSealer, NoticeQueue, Outgoing};
 pub use templates::{MessageKind, RenderedMessage, Templates};
 
 /// A rendered e-mail ready to hand to a transport.

@@ -1,6 +1,6 @@
 //! The recovery flow: its states and transitions, codes, captchas, tokens and the password
-//! policy. No tonic, no sea-orm, no redis here: storage is reached through the traits in
-//! `store` and `accounts`.
+//! policy. No tonic, no sea-orm, no redis here: the outside world is reached through the traits
+//! in `ports`, which this module owns and the adapters implement.
 
 pub mod captcha;
 pub mod captcha_image;
@@ -8,15 +8,15 @@ pub mod error;
 pub mod flow;
 pub mod input;
 
-
 pub mod policy;
+pub mod ports;
 pub mod service;
 
 pub use error::{FieldViolation, PolicyViolation, RecoveryError};
 pub use service::{Recovery, RecoverySettings, RequestContext};
 
-use crate::accounts::{HashError, RepoError};
-use crate::store::StoreError;
+use crate::secrets::HashError;
+use ports::{RepoError, StoreError};
 
 impl From<StoreError> for RecoveryError {
     fn from(error: StoreError) -> Self {

@@ -15,17 +15,15 @@ use super::captcha::CaptchaRecord;
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
 use super::flow::{Channel, Flow, FlowSettings, FlowState, Method};
 use super::input::{LoginId, ResetToken, VerificationCode};
-use crate::secrets::keys::{self, KeyRing};
-use crate::secrets::mask_email;
 use super::policy::PasswordPolicy;
-use crate::accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, PasswordHasher,
-    ResetCommit, ResetOutcome,
+use super::ports::{
+    Account, AccountRepository, AuditRecord, Deliveries, EphemeralStore, MessageKind, NewAccount,
+    Notice, RateDecision, ResetCommit, ResetOutcome, Versioned,
 };
 use crate::clock::Clock;
-use crate::notify::queue::{MessageSealer, Outgoing};
-use crate::notify::templates::MessageKind;
-use crate::store::{EphemeralStore, RateDecision, Versioned};
+use crate::secrets::PasswordHasher;
+use crate::secrets::keys::{self, KeyRing};
+use crate::secrets::mask_email;
 
 const CODE_PURPOSE: &str = "code";
 const TOKEN_PURPOSE: &str = "reset-token";
@@ -155,9 +153,7 @@ pub struct PasswordCheck {
 pub struct Recovery {
     pub store: Arc<dyn EphemeralStore>,
     pub accounts: Arc<dyn AccountRepository>,
-    pub queue: Arc<dyn DeliveryQueue>,
-    pub sealer: MessageSealer,
-    pub delivery_wake: Arc<Notify>,
+    pub deliveries: Arc<dyn Deliveries>,
     /// Wakes the outbox relay after a committed change, so the event leaves at once.
     pub event_wake: Arc<Notify>,
     pub hasher: PasswordHasher,
@@ -540,8 +536,8 @@ impl Recovery {
             .find_by_id(&lookup_id)
             .await?
             .map(|account| account.email);
-        let message = Outgoing {
-            kind: MessageKind::VerificationCode.name().to_owned(),
+        let notice = Notice {
+            kind: MessageKind::VerificationCode,
             to: recipient,
             locale: next.locale.clone(),
             masked_login: next
@@ -549,22 +545,11 @@ impl Recovery {
                 .first()
                 .map(|m| m.masked_destination.clone())
                 .unwrap_or_default(),
-            code: Some(code.expose_secret().to_owned()),
-            code_expires_at: Some(code_expires_at),
+            code: Some(code),
+            expires_at: code_expires_at,
             changed_at: None,
         };
-        let enqueued = async {
-            let delivery = self
-                .sealer
-                .to_delivery(&message, code_expires_at, now)
-                .map_err(RecoveryError::internal)?;
-            self.queue
-                .enqueue(delivery)
-                .await
-                .map_err(RecoveryError::from)
-        }
-        .await;
-        if let Err(error) = enqueued {
+        if let Err(error) = self.deliveries.send(&notice, now).await {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
             let _ = self
@@ -575,9 +560,8 @@ impl Recovery {
                     previous.value.remaining(now),
                 )
                 .await;
-            return Err(error);
+            return Err(error.into());
         }
-        self.delivery_wake.notify_one();
         self.record(self.audit("recovery.code_sent", Some(&next), ctx, "ok"))
             .await;
         Ok(self.view(&next))
@@ -819,7 +803,7 @@ impl Recovery {
                     .replace_flow(&completed, held_version, completed.remaining(now))
                     .await;
                 self.end_other_flows(&account.id, &flow.id).await;
-                self.delivery_wake.notify_one();
+                self.deliveries.wake();
                 self.event_wake.notify_one();
                 Ok(now)
             }
@@ -844,18 +828,18 @@ impl Recovery {
             "flow_id": flow.id,
         })
         .to_string();
-        let notice = Outgoing {
-            kind: MessageKind::PasswordChanged.name().to_owned(),
+        let notice = Notice {
+            kind: MessageKind::PasswordChanged,
             to: Some(account.email.clone()),
             locale: flow.locale.clone(),
             masked_login: mask_email(&account.login_id),
             code: None,
-            code_expires_at: None,
+            expires_at: after(now, self.notice_lifetime),
             changed_at: Some(now),
         };
         let notice = self
-            .sealer
-            .to_delivery(&notice, after(now, self.notice_lifetime), now)
+            .deliveries
+            .prepare(&notice, now)
             .map_err(RecoveryError::internal)?;
         Ok(ResetCommit {
             account_id: account.id.clone(),
