@@ -94,8 +94,10 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
             );
             Ok(Arc::new(LogNotifier))
         }
-        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_config(
-            config,
+        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_settings(
+            config.smtp_url.as_ref(),
+            &config.mail_from,
+            &config.smtp,
         )?)),
     }
 }
