@@ -16,8 +16,9 @@ use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
 use crate::recovery::flow::FlowSettings;
+use crate::recovery::limits::RateLimits;
 use crate::recovery::policy::PolicySettings;
-use crate::recovery::service::{RateLimits, RecoverySettings};
+use crate::recovery::service::RecoverySettings;
 use crate::secrets::HashSettings;
 pub use crate::store::redis::RedisConfig;
 

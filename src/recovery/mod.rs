@@ -4,12 +4,15 @@
 
 pub mod captcha;
 pub mod captcha_image;
+pub mod commands;
 pub mod error;
 pub mod flow;
 pub mod input;
+pub mod limits;
 
 pub mod policy;
 pub mod ports;
+mod reset;
 pub mod service;
 
 pub use error::{FieldViolation, PolicyViolation, RecoveryError};
