@@ -204,8 +204,11 @@ impl RecoveryService for RecoveryApi {
         request: Request<proto::ValidatePasswordRequest>,
     ) -> Result<Response<proto::ValidatePasswordResponse>, Status> {
         let command = request.into_inner().try_into().map_err(to_status)?;
-        let check = self.recovery.validate_password(&command).await;
-        let check = check.map_err(to_status)?;
+        let check = self
+            .recovery
+            .validate_password(&command)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(proto::ValidatePasswordResponse {
             violations: check
                 .violations

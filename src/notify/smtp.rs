@@ -15,6 +15,9 @@
 //! Messages carry one-time codes: this module never logs a body, and names the recipient only
 //! masked. The password never leaves [`SmtpEndpoint`] except into lettre's `Credentials`, whose
 //! `Debug` is opaque as well.
+//!
+//! Long because of its tests against a real SMTP peer and the URL table above; the code is one
+//! transport and its settings.
 
 use std::fmt;
 use std::net::IpAddr;

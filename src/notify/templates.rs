@@ -36,6 +36,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Long because half of it is tests of the rendering rules (escaping, header injection,
+//! locale fallback); the code itself is one loader and one renderer.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
