@@ -14,8 +14,8 @@ use crate::recovery::commands::{
     FlowId, ResetPassword, SendCode, StartRecovery, ValidatePassword, VerifyCode,
 };
 use crate::recovery::flow::{Channel, FlowStage, Method};
-use crate::recovery::service::FlowView;
-use crate::recovery::{FieldViolation, PolicyViolation, Recovery, RecoveryError};
+use crate::recovery::service::{FlowView, PasswordCheck};
+use crate::recovery::{FieldViolation, Recovery, RecoveryError};
 
 pub struct RecoveryApi {
     pub recovery: Arc<Recovery>,
@@ -61,10 +61,26 @@ fn flow_to_proto(view: FlowView) -> proto::RecoveryFlow {
     }
 }
 
-fn violation_to_proto(violation: PolicyViolation) -> proto::PolicyViolation {
-    proto::PolicyViolation {
-        reason: violation.reason.to_owned(),
-        message: format!("password {}", violation.message),
+/// The `flow` field of a reply that carries one.
+fn flow_reply(
+    result: Result<FlowView, RecoveryError>,
+) -> Result<Option<proto::RecoveryFlow>, Status> {
+    result
+        .map(|view| Some(flow_to_proto(view)))
+        .map_err(to_status)
+}
+
+fn check_to_proto(check: PasswordCheck) -> proto::ValidatePasswordResponse {
+    let violations = check
+        .violations
+        .into_iter()
+        .map(|violation| proto::PolicyViolation {
+            reason: violation.reason.to_owned(),
+            message: format!("password {}", violation.message),
+        });
+    proto::ValidatePasswordResponse {
+        violations: violations.collect(),
+        strength: u32::from(check.strength),
     }
 }
 
@@ -143,11 +159,8 @@ impl RecoveryService for RecoveryApi {
     ) -> Result<Response<proto::StartRecoveryResponse>, Status> {
         let ctx = self.clients.context(&request);
         let command = request.into_inner().try_into().map_err(to_status)?;
-        let flow = self.recovery.start(&ctx, command).await;
-        let flow = flow_to_proto(flow.map_err(to_status)?);
-        Ok(Response::new(proto::StartRecoveryResponse {
-            flow: Some(flow),
-        }))
+        let flow = flow_reply(self.recovery.start(&ctx, command).await)?;
+        Ok(Response::new(proto::StartRecoveryResponse { flow }))
     }
 
     async fn get_recovery_flow(
@@ -165,11 +178,8 @@ impl RecoveryService for RecoveryApi {
     ) -> Result<Response<proto::SendVerificationCodeResponse>, Status> {
         let ctx = self.clients.context(&request);
         let command = request.into_inner().try_into().map_err(to_status)?;
-        let flow = self.recovery.send_code(&ctx, command).await;
-        let flow = flow_to_proto(flow.map_err(to_status)?);
-        Ok(Response::new(proto::SendVerificationCodeResponse {
-            flow: Some(flow),
-        }))
+        let flow = flow_reply(self.recovery.send_code(&ctx, command).await)?;
+        Ok(Response::new(proto::SendVerificationCodeResponse { flow }))
     }
 
     async fn verify_code(
@@ -204,19 +214,8 @@ impl RecoveryService for RecoveryApi {
         request: Request<proto::ValidatePasswordRequest>,
     ) -> Result<Response<proto::ValidatePasswordResponse>, Status> {
         let command = request.into_inner().try_into().map_err(to_status)?;
-        let check = self
-            .recovery
-            .validate_password(&command)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(proto::ValidatePasswordResponse {
-            violations: check
-                .violations
-                .into_iter()
-                .map(violation_to_proto)
-                .collect(),
-            strength: u32::from(check.strength),
-        }))
+        let check = self.recovery.validate_password(&command).await;
+        Ok(Response::new(check_to_proto(check.map_err(to_status)?)))
     }
 
     async fn cancel_recovery(

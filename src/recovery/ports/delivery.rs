@@ -30,7 +30,8 @@ impl MessageKind {
     }
 }
 
-/// What the flow wants a person to know.
+/// What the flow wants a person to know. No `Debug`: it carries the code, and nothing may
+/// print it by accident.
 pub struct Notice {
     pub kind: MessageKind,
     /// `None`: a decoy for an unknown login (the same writes happen; the worker drops it).
@@ -41,16 +42,6 @@ pub struct Notice {
     /// Undelivered after this, the notice is dropped; for a code, also when the code dies.
     pub expires_at: DateTime<Utc>,
     pub changed_at: Option<DateTime<Utc>>,
-}
-
-impl std::fmt::Debug for Notice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notice")
-            .field("kind", &self.kind)
-            .field("locale", &self.locale)
-            .field("masked_login", &self.masked_login)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The durable way out. Queueing is durable before `send` returns, so an RPC answers in the
