@@ -4,12 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::error::RecoveryError;
 use super::flow::Flow;
+pub use super::handle::{RateLimit, RateLimits};
+use super::handle::{Recovery, RequestContext};
 use super::ports::{AuditRecord, RateDecision};
-use super::service::{Recovery, RequestContext};
 
 /// What a rate limit counts.
 #[derive(Debug, Clone, Copy)]
@@ -20,52 +19,6 @@ pub(crate) enum LimitScope<'a> {
     VerifyPassword(&'a str),
     ClientIp(IpAddr),
     Global,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct RateLimit {
-    pub limit: u32,
-    pub window_secs: u64,
-}
-
-/// Defaults are chosen so a person never meets them and a script meets them fast; see
-/// SECURITY.md.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RateLimits {
-    pub enabled: bool,
-    /// Recovery starts per login (known or not: the answer must not differ).
-    pub per_login: RateLimit,
-    /// Recovery RPCs per client IP.
-    pub per_ip: RateLimit,
-    /// Recovery RPCs for the whole service (all replicas share it through the store).
-    pub global: RateLimit,
-    /// `VerifyPassword` attempts per login (online guessing).
-    pub verify_password_per_login: RateLimit,
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            per_login: RateLimit {
-                limit: 10,
-                window_secs: 3600,
-            },
-            per_ip: RateLimit {
-                limit: 300,
-                window_secs: 600,
-            },
-            global: RateLimit {
-                limit: 50_000,
-                window_secs: 60,
-            },
-            verify_password_per_login: RateLimit {
-                limit: 20,
-                window_secs: 300,
-            },
-        }
-    }
 }
 
 impl Recovery {

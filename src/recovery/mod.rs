@@ -7,6 +7,7 @@ pub mod captcha_image;
 pub mod commands;
 pub mod error;
 pub mod flow;
+pub mod handle;
 pub mod input;
 pub mod limits;
 
@@ -16,7 +17,7 @@ mod reset;
 pub mod service;
 
 pub use error::{FieldViolation, PolicyViolation, RecoveryError};
-pub use service::{Recovery, RecoverySettings, RequestContext};
+pub use handle::{Recovery, RecoverySettings, RequestContext};
 
 use crate::secrets::HashError;
 use ports::{RepoError, StoreError};

@@ -7,9 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::commands::ResetPassword;
 use super::error::RecoveryError;
 use super::flow::Flow;
+use super::handle::{Recovery, RequestContext, TOKEN_PURPOSE};
 use super::input::ResetToken;
 use super::ports::{Account, MessageKind, Notice, ResetCommit, ResetOutcome, Versioned};
-use super::service::{Recovery, RequestContext, TOKEN_PURPOSE};
 use crate::clock::after;
 use crate::secrets::mask_email;
 

@@ -2,61 +2,28 @@
 //! asks a pure transition in `flow` what to do, and writes the result with one atomic store
 //! operation (compare-and-swap on the flow's version, retried on conflict).
 
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Notify;
 
 use super::captcha::CaptchaRecord;
 use super::commands::{FlowId, SendCode, StartRecovery, ValidatePassword, VerifyCode};
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
-use super::flow::{Channel, Flow, FlowSettings, FlowStage, FlowState, Method};
+use super::flow::{Channel, Flow, FlowStage, FlowState, Method};
+use super::handle::{CODE_PURPOSE, LOGIN_PURPOSE, TOKEN_PURPOSE};
+pub use super::handle::{CaptchaAnswerSource, Recovery, RecoverySettings, RequestContext};
 use super::input::LoginId;
 use super::input::VerificationCode;
-use super::limits::{LimitScope, RateLimits};
+use super::limits::LimitScope;
 use super::policy::PasswordPolicy;
-use super::ports::{AccountRepository, Deliveries, EphemeralStore, MessageKind, Notice, Versioned};
-use crate::clock::{Clock, after};
-use crate::secrets::PasswordHasher;
-use crate::secrets::keys::{self, KeyRing};
+use super::ports::{MessageKind, Notice, Versioned};
+use crate::clock::after;
+use crate::secrets::keys;
 use crate::secrets::mask_email;
 
-const CODE_PURPOSE: &str = "code";
-pub(crate) const TOKEN_PURPOSE: &str = "reset-token";
-const LOGIN_PURPOSE: &str = "login";
 /// Compare-and-swap retries before giving up; 64 covers 50 concurrent writers on one flow.
 const MAX_CAS_ATTEMPTS: usize = 64;
-
-/// Who is calling, as far as the transport can tell.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    pub client_ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RecoverySettings {
-    pub flow: FlowSettings,
-    pub captcha_enabled: bool,
-    pub captcha_ttl: Duration,
-    pub captcha_digits: u32,
-    pub limits: RateLimits,
-}
-
-impl Default for RecoverySettings {
-    fn default() -> Self {
-        Self {
-            flow: FlowSettings::default(),
-            captcha_enabled: true,
-            captcha_ttl: Duration::from_secs(300),
-            captcha_digits: 6,
-            limits: RateLimits::default(),
-        }
-    }
-}
 
 /// What a UI may know about a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,26 +52,6 @@ pub struct PasswordCheck {
     pub violations: Vec<PolicyViolation>,
     pub strength: u8,
 }
-
-pub struct Recovery {
-    pub store: Arc<dyn EphemeralStore>,
-    pub accounts: Arc<dyn AccountRepository>,
-    pub deliveries: Arc<dyn Deliveries>,
-    /// Wakes the outbox relay after a committed change, so the event leaves at once.
-    pub event_wake: Arc<Notify>,
-    pub hasher: PasswordHasher,
-    pub policy: PasswordPolicy,
-    pub keys: KeyRing,
-    pub settings: RecoverySettings,
-    pub clock: Arc<dyn Clock>,
-    pub notice_lifetime: Duration,
-    /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
-    /// (it cannot read the picture).
-    pub captcha_answers: Option<CaptchaAnswerSource>,
-}
-
-/// Supplies captcha answers in place of the CSPRNG (tests only).
-pub type CaptchaAnswerSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Recovery {
     pub(crate) fn view(&self, flow: &Flow) -> FlowView {
