@@ -118,6 +118,16 @@ ensure_fault_binaries() {
   command -v runuser >/dev/null || apt_install util-linux
 }
 
+ensure_web_tools() {
+  # scripts/web-checks.sh: Node with npm (npm ci installs buf, esbuild, playwright-core, grpc-js
+  # from web/package-lock.json) and Debian's Chromium for the browser tests.
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  command -v chromium >/dev/null || apt_install chromium
+  node --version >/dev/null || die "node does not run"
+  chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank >/dev/null 2>&1 \
+    || die "chromium does not run headless"
+}
+
 ensure_redis
 ensure_postgres
 ensure_postgres_access
@@ -126,4 +136,5 @@ ensure_mariadb_access
 ensure_python_peers
 ensure_envoy
 ensure_fault_binaries
+ensure_web_tools
 log "PostgreSQL, Redis, MariaDB, Envoy and the Python peers are ready"

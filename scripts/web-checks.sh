@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The checks the ecosystem's own tools make on this service (issue 12), run by scripts/test.sh
+# after the cargo suites (it needs the debug binary, target/debug/recovery-service):
+#
+#   1. npm ci (pinned by web/package-lock.json);
+#   2. buf lint and buf breaking on proto/ (against the previous commit's proto/);
+#   3. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
+#      bundle rebuilt, and neither may differ from what is committed (the binary embeds
+#      web/dist/, so a stale bundle would ship);
+#   4. node --test: the grpc-js client and the browser (headless Chromium) suites against the
+#      real binary, plus the README walk-through script.
+#
+# Needs node/npm and chromium: scripts/test-services.sh installs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${RECOVERY_BIN:-$PWD/target/debug/recovery-service}
+[ -x "$BIN" ] || { echo "web-checks: $BIN is missing; run cargo build first" >&2; exit 1; }
+export RECOVERY_BIN=$BIN
+
+echo "== npm ci (web/)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== buf lint, buf breaking"
+bash scripts/proto-checks.sh
+
+echo "== web bundle up to date with its sources"
+# Hash what is on disk (what cargo embeds), rebuild, hash again: any difference means the
+# bundle or the generated code was not rebuilt after a change to web/src or proto/.
+snapshot() { (cd web && find dist src/gen -type f -print0 | sort -z | xargs -0 sha256sum); }
+before=$(snapshot)
+(cd web && npm run --silent generate && npm run --silent typecheck && npm run --silent build)
+if [ "$before" != "$(snapshot)" ]; then
+  diff <(echo "$before") <(snapshot) >&2 || true
+  echo "web-checks: web/dist or web/src/gen was stale; it is rebuilt now: rebuild the binary and commit both" >&2
+  exit 1
+fi
+echo "web/dist and web/src/gen match their sources"
+
+echo "== node --test: grpc-js client, browser, README walk-through"
+(cd web && npm test --silent)
