@@ -7,8 +7,9 @@
 #   3. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
 #      bundle rebuilt, and neither may differ from what is committed (the binary embeds
 #      web/dist/, so a stale bundle would ship);
-#   4. node --test: the grpc-js client and the browser (headless Chromium) suites against the
-#      real binary, plus the README walk-through script.
+#   4. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
+#   5. node --test: the grpc-js client and the browser (headless Chromium) suites against the
+#      real binary.
 #
 # Needs node/npm and chromium: scripts/test-services.sh installs them.
 set -euo pipefail
@@ -37,5 +38,14 @@ if [ "$before" != "$(snapshot)" ]; then
 fi
 echo "web/dist and web/src/gen match their sources"
 
-echo "== node --test: grpc-js client, browser, README walk-through"
+echo "== the README's grpcurl walk-through (scripts/walkthrough.sh)"
+walk_log=$(mktemp)
+if ! bash scripts/walkthrough.sh >"$walk_log" 2>&1; then
+  cat "$walk_log" >&2; rm -f "$walk_log"
+  echo "web-checks: the README walk-through failed" >&2
+  exit 1
+fi
+tail -n 1 "$walk_log"; rm -f "$walk_log"
+
+echo "== node --test: grpc-js client, browser"
 (cd web && npm test --silent)
