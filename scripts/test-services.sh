@@ -128,6 +128,19 @@ ensure_web_tools() {
     || die "chromium does not run headless"
 }
 
+ensure_checkers() {
+  # scripts/deploy_checks.py and the OTLP receiver test (scripts/web-checks.sh), pinned.
+  local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0)
+  local have
+  have=$(python3 -m pip freeze 2>/dev/null)
+  for package in "${want[@]}"; do
+    grep -qix "$package" <<<"$have" || { log "installing $package"; python3 -m pip install -q "$package"; }
+  done
+  command -v kubernetes-validate >/dev/null || die "kubernetes-validate is not on PATH"
+  command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH"
+  command -v readelf >/dev/null || apt_install binutils
+}
+
 ensure_redis
 ensure_postgres
 ensure_postgres_access
@@ -137,4 +150,5 @@ ensure_python_peers
 ensure_envoy
 ensure_fault_binaries
 ensure_web_tools
+ensure_checkers
 log "PostgreSQL, Redis, MariaDB, Envoy and the Python peers are ready"

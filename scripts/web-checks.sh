@@ -3,15 +3,17 @@
 # after the cargo suites (it needs the debug binary, target/debug/recovery-service):
 #
 #   1. npm ci (pinned by web/package-lock.json);
-#   2. buf lint and buf breaking on proto/ (against the previous commit's proto/);
-#   3. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
+#   2. deploy/ validated offline (scripts/deploy_checks.py);
+#   3. buf lint and buf breaking on proto/ (against the previous commit's proto/);
+#   4. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
 #      bundle rebuilt, and neither may differ from what is committed (the binary embeds
 #      web/dist/, so a stale bundle would ship);
-#   4. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
-#   5. node --test: the grpc-js client and the browser (headless Chromium) suites against the
-#      real binary.
+#   5. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
+#   6. node --test: the grpc-js client and the browser (headless Chromium) suites against the
+#      real binary;
+#   7. traces exported to a real OTLP receiver.
 #
-# Needs node/npm and chromium: scripts/test-services.sh installs them.
+# Needs node/npm, chromium and the pinned Python checkers: scripts/test-services.sh installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,9 @@ export RECOVERY_BIN=$BIN
 
 echo "== npm ci (web/)"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== deploy/: Kubernetes schemas and policy, compose spec, Dockerfile, binary linkage"
+python3 scripts/deploy_checks.py "$BIN"
 
 echo "== buf lint, buf breaking"
 bash scripts/proto-checks.sh
