@@ -130,7 +130,7 @@ ensure_web_tools() {
 
 ensure_checkers() {
   # scripts/deploy_checks.py and the OTLP receiver test (scripts/web-checks.sh), pinned.
-  local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0)
+  local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0 oteltest==0.49.0)
   local have
   have=$(python3 -m pip freeze 2>/dev/null)
   for package in "${want[@]}"; do

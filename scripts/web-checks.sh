@@ -54,3 +54,6 @@ tail -n 1 "$walk_log"; rm -f "$walk_log"
 
 echo "== node --test: grpc-js client, browser"
 (cd web && npm test --silent)
+
+echo "== traces and metrics to a real OTLP receiver (oteltest's otelsink)"
+python3 scripts/otlp_receiver_check.py "$BIN"
