@@ -128,7 +128,10 @@ function flowIsOver(problem: Problem): boolean {
 function sentence(problem: Problem, secondsLeft = problem.retryAfterSeconds): string {
   let key: Key = isKey(problem.reason) ? problem.reason : "UNKNOWN";
   if (key === "CODE_INVALID" && problem.attemptsLeft === 0) key = "CODE_INVALID_LAST";
-  return t(key, { n: problem.attemptsLeft ?? 0, s: secondsLeft });
+  // Long waits (an hourly limit) read better in minutes, rounded up.
+  const wait =
+    secondsLeft < 120 ? t("seconds", { n: secondsLeft }) : t("minutes", { n: Math.ceil(secondsLeft / 60) });
+  return t(key, { n: problem.attemptsLeft ?? 0, wait });
 }
 
 /** Shows the error on the current screen: the sentence, the fields it names, a countdown that
