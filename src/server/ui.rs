@@ -60,23 +60,20 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// binary must never be paired with a cached page of the old one.
 const CACHE_CONTROL: &str = "no-cache";
 
-fn etag(asset: &Asset) -> &'static HeaderValue {
+/// Strong ETags, one per asset (same order as `ASSETS`): the first 96 bits of the SHA-256 of
+/// the embedded bytes, computed once.
+fn etags() -> &'static [HeaderValue] {
     static TAGS: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    let tags = TAGS.get_or_init(|| {
+    TAGS.get_or_init(|| {
         ASSETS
             .iter()
             .map(|asset| {
                 let digest = Sha256::digest(asset.body);
-                let tag = format!("\"{}\"", hex::encode(&digest[..12]));
-                HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\""))
+                HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
+                    .unwrap_or(HeaderValue::from_static("\"\""))
             })
             .collect()
-    });
-    let index = ASSETS
-        .iter()
-        .position(|candidate| candidate.path == asset.path)
-        .unwrap_or(0);
-    &tags[index.min(tags.len() - 1)]
+    })
 }
 
 /// The answer for `GET`/`HEAD` of a UI path, or `None` for anything else.
@@ -88,8 +85,9 @@ pub fn respond<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
         "/index.html" => "/",
         path => path,
     };
-    let asset = ASSETS.iter().find(|asset| asset.path == path)?;
-    let tag = etag(asset);
+    let index = ASSETS.iter().position(|asset| asset.path == path)?;
+    let asset = &ASSETS[index];
+    let tag = etags().get(index)?;
     let not_modified = request
         .headers()
         .get_all(header::IF_NONE_MATCH)
