@@ -78,6 +78,7 @@ async function typeInto(page, label, text) {
   await input.focus();
   await input.fill("");
   await page.keyboard.type(text);
+  assert.equal(await input.inputValue(), text, `typing into "${label}"`);
 }
 
 async function captchaShown(page) {
@@ -266,8 +267,8 @@ test("past the per-login limit, Request counts down from RetryInfo", async () =>
       await typeInto(page, "Digits in the picture", "123456");
       await request.press("Enter");
       await heading(page, "Verify it is you");
-      await page.goBack().catch(() => undefined);
       await page.goto(service.url);
+      await heading(page, "Forgot your password?");
     }
     await typeInto(page, "Login ID (e-mail address)", login);
     await typeInto(page, "Digits in the picture", "123456");
