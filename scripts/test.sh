@@ -11,7 +11,10 @@
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
 #      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
 #   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB;
-#   5. a 3-minute soak under faults (scripts/soak.sh: two replicas on Redis Sentinel, a private
+#   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
+#      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
+#      the README walk-through script;
+#   6. a 3-minute soak under faults (scripts/soak.sh: two replicas on Redis Sentinel, a private
 #      PostgreSQL and SMTP, while masters die, PostgreSQL restarts, SMTP stops, a replica is
 #      SIGKILLed), which fails if an invariant does.
 #
@@ -41,6 +44,9 @@ echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"
+cargo build --locked --bin recovery-service
+bash scripts/web-checks.sh
 echo "== soak under faults, short run (benches/SOAK.md; the long one: scripts/soak.sh --minutes 20)"
 bash scripts/soak.sh --minutes 3
 echo "== all suites passed"

@@ -29,7 +29,7 @@ use redis::{
     AsyncConnectionConfig, ConnectionAddr, FromRedisValue, RedisError, ScriptInvocation, TlsMode,
 };
 
-use super::StoreError;
+use crate::recovery::ports::StoreError;
 
 /// Longest wait for a replica's acknowledgement of a write (see `invoke`).
 const MAX_REPLICA_ACK_WAIT: Duration = Duration::from_millis(100);
