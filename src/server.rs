@@ -29,6 +29,7 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod auth;
+pub mod check;
 pub mod cors;
 pub mod tls;
 pub mod trace;

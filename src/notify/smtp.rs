@@ -38,6 +38,8 @@ use super::{Email, Notifier, NotifyError};
 use crate::config::Config;
 use crate::recovery::masking::mask_email;
 
+mod check;
+
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 
 /// The `[smtp]` section of the configuration.
