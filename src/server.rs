@@ -14,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::accounts::{AccountRepository, DeliveryQueue, PasswordHasher};
+use crate::api::localized::Localized;
 use crate::api::{AccountApi, ClientResolver, RecoveryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
@@ -220,10 +221,13 @@ impl App {
             tracing::info!("RecoveryService requires a gateway key");
         }
         let recovery_service = InterceptedService::new(
-            RecoveryServiceServer::new(RecoveryApi {
-                recovery: recovery.clone(),
-                clients: clients.clone(),
-            })
+            RecoveryServiceServer::new(Localized::new(
+                RecoveryApi {
+                    recovery: recovery.clone(),
+                    clients: clients.clone(),
+                },
+                recovery.clone(),
+            ))
             .max_decoding_message_size(max_message),
             gateway_auth,
         );
@@ -241,8 +245,14 @@ impl App {
             );
         }
         let account_service = InterceptedService::new(
-            AccountServiceServer::new(AccountApi { recovery, clients })
-                .max_decoding_message_size(max_message),
+            AccountServiceServer::new(Localized::new(
+                AccountApi {
+                    recovery: recovery.clone(),
+                    clients,
+                },
+                recovery.clone(),
+            ))
+            .max_decoding_message_size(max_message),
             account_auth,
         );
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod flow;
 pub mod input;
 pub mod keys;
+pub mod locale;
 pub mod masking;
 pub mod policy;
 pub mod service;

@@ -28,7 +28,7 @@ use crate::notify::templates::MessageKind;
 use crate::store::{EphemeralStore, RateDecision, Versioned};
 
 const CODE_PURPOSE: &str = "code";
-const TOKEN_PURPOSE: &str = "reset-token";
+pub(crate) const TOKEN_PURPOSE: &str = "reset-token";
 const LOGIN_PURPOSE: &str = "login";
 /// Compare-and-swap retries before giving up; 64 covers 50 concurrent writers on one flow.
 const MAX_CAS_ATTEMPTS: usize = 64;
