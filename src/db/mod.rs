@@ -22,6 +22,7 @@ use crate::accounts::{
 
 pub mod entities;
 pub mod migration;
+pub mod stats;
 
 use entities::{account, audit_event, delivery, outbox, password_history};
 
