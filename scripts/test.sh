@@ -3,7 +3,7 @@
 #
 #   1. makes sure PostgreSQL, Redis, MariaDB, Envoy and the Python peers are there (installing and
 #      starting them when needed), and starts a 3-master Redis Cluster on spare ports;
-#   2. cargo fmt --check, cargo clippy -D warnings;
+#   2. cargo fmt --check, cargo clippy -D warnings; promtool on the suggested alert rules;
 #   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
 #      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster),
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
@@ -25,6 +25,10 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+
+echo "== Prometheus alert rules (deploy/prometheus): syntax and unit tests"
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts.test.yaml
 
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked

@@ -292,3 +292,48 @@ async fn sigterm_turns_readiness_off_while_in_flight_calls_finish() {
     assert!(drained, "/readyz still says ready after SIGTERM");
     assert!(call.await.unwrap().is_ok(), "the in-flight call was cut");
 }
+
+/// The alert rules and the runbook name only metrics the service defines: every series name in
+/// deploy/prometheus/alerts.yaml (less the exporter's unit and counter suffixes) is one of the
+/// OpenTelemetry instrument names in src/telemetry.rs with dots as underscores. Renaming a
+/// metric without its alert fails here, not silently in production.
+#[test]
+fn every_metric_an_alert_uses_is_defined() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{root}/src/telemetry.rs")).unwrap();
+    let defined: std::collections::BTreeSet<String> = source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|literal| {
+            (literal.starts_with("recovery.") || literal.starts_with("rpc.server."))
+                && literal
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+        })
+        .map(|name| name.replace('.', "_"))
+        .collect();
+    assert!(defined.contains("rpc_server_call_duration"), "{defined:?}");
+    for file in ["deploy/prometheus/alerts.yaml", "docs/operations.md"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let used: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| {
+                (word.starts_with("recovery_") || word.starts_with("rpc_server_"))
+                    && word.len() > 12
+            })
+            .collect();
+        assert!(!used.is_empty(), "{file} names no metric");
+        for name in used {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+            let base = base.strip_suffix("_total").unwrap_or(base);
+            let base = base.strip_suffix("_seconds").unwrap_or(base);
+            assert!(
+                defined.contains(base),
+                "{file} uses {name}, which src/telemetry.rs does not define"
+            );
+        }
+    }
+}
