@@ -325,11 +325,7 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("RECOVERY_")
                 .ignore(&["CONFIG"])
-                .filter(|key| {
-                    !key.as_str()
-                        .to_ascii_lowercase()
-                        .starts_with(strict::TEST_PREFIX)
-                })
+                .filter(|key| strict::is_configuration(key.as_str()))
                 .split("__"),
         );
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;

@@ -88,7 +88,7 @@ fn a_misspelt_environment_variable_is_named_as_a_variable() {
 }
 
 #[test]
-fn the_test_suites_variables_and_recovery_config_are_not_configuration() {
+fn test_variables_kubernetes_service_links_and_recovery_config_are_not_configuration() {
     let dir = TempDir::new();
     let file = dir.0.join("recovery.toml");
     std::fs::write(&file, "[flow]\nmax_attempts = 3\n").unwrap();
@@ -97,6 +97,11 @@ fn the_test_suites_variables_and_recovery_config_are_not_configuration() {
         .env("RECOVERY_CONFIG", &file)
         .env("RECOVERY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
         .env("RECOVERY_TEST_STORE", "redis")
+        // What Kubernetes injects into every pod for a Service named `recovery`.
+        .env("RECOVERY_SERVICE_HOST", "10.96.0.12")
+        .env("RECOVERY_SERVICE_PORT", "50051")
+        .env("RECOVERY_PORT", "tcp://10.96.0.12:50051")
+        .env("RECOVERY_PORT_50051_TCP_ADDR", "10.96.0.12")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));

@@ -5,16 +5,29 @@
 //! names where it came from and the closest known key.
 //!
 //! Environment variables: every `RECOVERY_*` variable is part of the configuration (nested keys
-//! with `__`), except `RECOVERY_CONFIG` (the file's path) and `RECOVERY_TEST_*`, which belong to
-//! the test suite (README, "Tests") and are never read by the service.
+//! with `__`), except `RECOVERY_CONFIG` (the file's path) and the families [`is_configuration`]
+//! names (the test suite's `RECOVERY_TEST_*`, Kubernetes service links).
 
 use figment::Figment;
 use figment::value::Value;
 
 use super::Config;
 
-/// Environment variables with this prefix (after `RECOVERY_`) are not configuration.
-pub(super) const TEST_PREFIX: &str = "test_";
+/// Whether `RECOVERY_<name>` is configuration. Two families are not, and are left alone:
+/// - `RECOVERY_TEST_*`: the test suite's own variables;
+/// - what Kubernetes injects for a Service named `recovery` (service links):
+///   `RECOVERY_SERVICE_HOST`, `RECOVERY_SERVICE_PORT[_<name>]`, `RECOVERY_PORT[_<n>_TCP[_*]]`.
+///   Every pod in the namespace gets them; refusing them would stop the service from starting in
+///   the very deployment `deploy/k8s` describes.
+pub(super) fn is_configuration(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let service_link = name == "service_host"
+        || name == "service_port"
+        || name.starts_with("service_port_")
+        || name == "port"
+        || name.starts_with("port_");
+    !(name.starts_with("test_") || service_link)
+}
 
 /// One key that nothing reads, as `["rate_limit", "enabled"]`.
 type KeyPath = Vec<String>;
@@ -172,6 +185,27 @@ mod tests {
     fn the_secrets_are_known_keys() {
         let tree = known_tree();
         assert!(tree.get("secret").is_some() && tree.get("smtp_url").is_some());
+    }
+
+    #[test]
+    fn test_variables_and_kubernetes_service_links_are_not_configuration() {
+        for name in [
+            "TEST_REDIS_URL",
+            "SERVICE_HOST",
+            "SERVICE_PORT",
+            "SERVICE_PORT_GRPC",
+            "PORT",
+            "PORT_50051_TCP_ADDR",
+        ] {
+            assert!(!is_configuration(name), "{name}");
+        }
+        for name in [
+            "LISTEN",
+            "FLOW__MAX_ATTEMPTS",
+            "SERVER__SHUTDOWN_GRACE_SECS",
+        ] {
+            assert!(is_configuration(name), "{name}");
+        }
     }
 
     #[test]
