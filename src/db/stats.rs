@@ -1,6 +1,7 @@
 //! Readings for `/metrics`: how much waits in the delivery queue and the outbox, and since when.
-//! Two cheap queries each (a count and the oldest row), both on indexed or small sets: pending
-//! deliveries and unpublished events are few unless something is wrong, which is what they show.
+//! Two queries each (a count and the oldest row), with the same filters the delivery worker
+//! (`idx_deliveries_due`) and the outbox relay poll with every second, so a scrape every few
+//! seconds adds no new kind of load.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -48,7 +49,8 @@ impl Database {
         let oldest: Option<DateTime<Utc>> = pending()
             .select_only()
             .column(outbox::Column::CreatedAt)
-            .order_by_asc(outbox::Column::CreatedAt)
+            // Ids grow with time: the primary key finds the oldest without a sort.
+            .order_by_asc(outbox::Column::Id)
             .into_tuple()
             .one(&self.conn)
             .await
