@@ -103,6 +103,28 @@ async fn metrics(State(admin): State<Admin>) -> Response {
     }
 }
 
+/// Whether a probe of `dependency` answered in time; why not goes to the log.
+fn answered<E: std::fmt::Display>(
+    dependency: &str,
+    probe: Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> bool {
+    match probe {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(dependency, %error, "readiness: dependency failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                dependency,
+                timeout_ms = PROBE_TIMEOUT.as_millis() as u64,
+                "readiness: dependency did not answer in time"
+            );
+            false
+        }
+    }
+}
+
 async fn ready(State(admin): State<Admin>) -> Response {
     if admin.draining.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
@@ -111,8 +133,8 @@ async fn ready(State(admin): State<Admin>) -> Response {
         tokio::time::timeout(PROBE_TIMEOUT, admin.recovery.store.ping()),
         tokio::time::timeout(PROBE_TIMEOUT, admin.database.ping()),
     );
-    let store_ok = matches!(store, Ok(Ok(())));
-    let database_ok = matches!(database, Ok(Ok(())));
+    let store_ok = answered("store", store);
+    let database_ok = answered("database", database);
     if store_ok && database_ok {
         return (StatusCode::OK, "ready\n").into_response();
     }
@@ -120,11 +142,9 @@ async fn ready(State(admin): State<Admin>) -> Response {
     let mut body = String::from("not ready:");
     if !store_ok {
         body.push_str(" store");
-        tracing::warn!(error = ?store, "readiness: store does not answer");
     }
     if !database_ok {
         body.push_str(" database");
-        tracing::warn!(error = ?database, "readiness: database does not answer");
     }
     body.push('\n');
     (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
