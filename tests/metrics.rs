@@ -253,6 +253,25 @@ async fn probes_answer_on_the_admin_port_only() {
 }
 
 #[tokio::test]
+async fn readiness_names_the_dependency_that_stopped_answering() {
+    let mut redis = common::servers::PrivateRedis::start();
+    let server = start_with(&[("RECOVERY_REDIS_URL", &redis.url())]).await;
+    assert_eq!(
+        reqwest::get(server.url("/readyz")).await.unwrap().status(),
+        200
+    );
+    redis.stop();
+    let response = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.text().await.unwrap(), "not ready: store\n");
+    // Liveness is not readiness: the process itself is fine.
+    assert_eq!(
+        reqwest::get(server.url("/healthz")).await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
 async fn sigterm_turns_readiness_off_while_in_flight_calls_finish() {
     // A deliberately slow hash keeps a call in flight when the signal lands.
     let server = start_with(&[
