@@ -17,14 +17,16 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::accounts::HashSettings;
 use crate::db::DatabaseSettings;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
 use crate::recovery::flow::FlowSettings;
+use crate::recovery::limits::RateLimits;
 use crate::recovery::policy::PolicySettings;
-use crate::recovery::service::{RateLimits, RecoverySettings};
+use crate::recovery::service::RecoverySettings;
+use crate::secrets::HashSettings;
+pub use crate::store::redis::RedisConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -85,25 +87,6 @@ impl Default for FlowConfig {
             max_sends: flow.max_sends,
             captcha_ttl_secs: 300,
             captcha_digits: 6,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RedisConfig {
-    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
-    pub key_prefix: String,
-    pub connect_timeout_ms: u64,
-    pub command_timeout_ms: u64,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            key_prefix: "recovery:".to_owned(),
-            connect_timeout_ms: 2_000,
-            command_timeout_ms: 2_000,
         }
     }
 }
@@ -209,6 +192,14 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// The reference web front end at `/` (`web/`, served by `server::ui`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct UiConfig {
+    /// Unset: on, except in production mode, where a public page is an explicit choice.
+    pub enabled: Option<bool>,
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -244,6 +235,7 @@ pub struct Config {
     pub recovery_api: RecoveryApiConfig,
     pub tls: TlsConfig,
     pub admin: AdminConfig,
+    pub ui: UiConfig,
 }
 
 impl Default for Config {
@@ -275,6 +267,7 @@ impl Default for Config {
             recovery_api: RecoveryApiConfig::default(),
             tls: TlsConfig::default(),
             admin: AdminConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -340,6 +333,10 @@ impl Config {
                 many.join("\n  - ")
             ))),
         }
+    }
+
+    pub fn ui_enabled(&self) -> bool {
+        self.ui.enabled.unwrap_or(!self.production)
     }
 
     pub fn recovery_settings(&self) -> RecoverySettings {
@@ -417,6 +414,23 @@ mod tests {
         assert!(config.redis_url.is_none());
         assert_eq!(config.notifier, NotifierKind::Log);
         assert!(config.captcha);
+        assert!(config.ui_enabled());
+    }
+
+    #[test]
+    fn the_web_ui_is_off_in_production_unless_enabled() {
+        let production = Config {
+            production: true,
+            ..Config::default()
+        };
+        assert!(!production.ui_enabled());
+        let enabled = Config {
+            ui: UiConfig {
+                enabled: Some(true),
+            },
+            ..production
+        };
+        assert!(enabled.ui_enabled());
     }
 
     #[test]

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use recovery_service::accounts::commands::CreateAccount;
 use recovery_service::config::Config;
 use recovery_service::db::Database;
+use recovery_service::recovery::RecoveryError;
 use recovery_service::server::{App, Overrides};
 use secrecy::SecretString;
 
@@ -143,18 +145,48 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 .strip_suffix('\n')
                 .map(|p| p.strip_suffix('\r').unwrap_or(p))
                 .unwrap_or(&password);
+            let password = SecretString::from(password.to_owned());
             let app = App::build(config, Overrides::default()).await?;
-            let account = app
-                .recovery
-                .create_account_cli(
-                    &login_id,
-                    email.as_deref(),
-                    phone.as_deref(),
-                    SecretString::from(password.to_owned()),
-                )
-                .await?;
+            let command = CreateAccount::parse(
+                &login_id,
+                email.as_deref().unwrap_or(""),
+                phone.as_deref().unwrap_or(""),
+                &password,
+            );
+            let created = match command {
+                Ok(command) => app.recovery.create_account(command).await,
+                Err(error) => Err(error),
+            };
+            let account = created.map_err(|error| anyhow::anyhow!(describe(&error)))?;
             println!("{}", account.id);
             Ok(())
         }
     }
+}
+
+/// A one-line explanation of an error for a terminal (never contains a secret value).
+fn describe(error: &RecoveryError) -> String {
+    match error {
+        RecoveryError::InvalidArgument(violations) => violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; "),
+        RecoveryError::PasswordPolicy(violations) => violations
+            .iter()
+            .map(|v| format!("password {} ({})", v.message, v.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => format!("{other}: {}", source_chain(other)),
+    }
+}
+
+fn source_chain(error: &RecoveryError) -> String {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        chain.push(error.to_string());
+        source = error.source();
+    }
+    chain.join(": ")
 }

@@ -20,13 +20,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
-use crate::notify::queue::{DeliveryWorker, MessageSealer};
+use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
 use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
 use crate::proto::recovery_service_server::RecoveryServiceServer;
 use crate::recovery::Recovery;
-use crate::recovery::keys::KeyRing;
 use crate::recovery::policy::{self, PasswordPolicy};
+use crate::secrets::keys::KeyRing;
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod admin;
@@ -36,6 +36,7 @@ pub mod cors;
 pub mod metrics;
 pub mod tls;
 pub mod trace;
+pub mod ui;
 
 /// Replacements for what the configuration would build: tests inject a clock, a capturing
 /// notifier or a store.
@@ -98,8 +99,10 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
             );
             Ok(Arc::new(LogNotifier))
         }
-        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_config(
-            config,
+        NotifierKind::Smtp => Ok(Arc::new(crate::notify::smtp::SmtpNotifier::from_settings(
+            config.smtp_url.as_ref(),
+            &config.mail_from,
+            &config.smtp,
         )?)),
     }
 }
@@ -145,9 +148,11 @@ impl App {
         let recovery = Arc::new(Recovery {
             store,
             accounts,
-            queue: queue.clone(),
-            sealer: sealer.clone(),
-            delivery_wake: wake.clone(),
+            deliveries: Arc::new(NoticeQueue {
+                queue: queue.clone(),
+                sealer: sealer.clone(),
+                wake: wake.clone(),
+            }),
             event_wake: event_wake.clone(),
             hasher,
             policy: PasswordPolicy::new(config.password_policy.clone()),
@@ -279,6 +284,9 @@ impl App {
             account_auth,
         );
 
+        if config.ui_enabled() {
+            tracing::info!(url = %format!("http://{local}/"), "web UI enabled ([ui] enabled)");
+        }
         tracing::info!(address = %local, tls = config.tls.enabled(), mutual_tls = config.tls.mutual(), "recovery-service listening");
         let health_on_shutdown = health.clone();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -303,6 +311,8 @@ impl App {
             .layer(tower::util::option_layer(cors::layer(
                 &config.server.cors_allowed_origins,
             )?))
+            // Before tonic-web, which answers any other HTTP/1.1 GET with 400.
+            .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
             .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(metrics::RpcMetricsLayer)

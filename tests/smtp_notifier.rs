@@ -35,7 +35,7 @@ fn config(smtp_url: &str, smtp: SmtpSettings) -> Config {
 }
 
 fn notifier(smtp_url: &str) -> SmtpNotifier {
-    SmtpNotifier::from_config(&config(smtp_url, SmtpSettings::default())).unwrap()
+    from_config(&config(smtp_url, SmtpSettings::default())).unwrap()
 }
 
 fn email(to: &str) -> Email {
@@ -230,9 +230,7 @@ async fn starttls_required_delivers_to_a_relay_whose_certificate_comes_from_the_
         ca_file: Some(pki.ca_file()),
         ..SmtpSettings::default()
     };
-    let notifier =
-        SmtpNotifier::from_config(&config(&sink.url("smtp://", "?tls=required"), settings))
-            .unwrap();
+    let notifier = from_config(&config(&sink.url("smtp://", "?tls=required"), settings)).unwrap();
 
     notifier.send(&email("anna@example.com")).await.unwrap();
 
@@ -268,7 +266,7 @@ async fn smtps_delivers_over_implicit_tls() {
         ca_file: Some(pki.ca_file()),
         ..SmtpSettings::default()
     };
-    let notifier = SmtpNotifier::from_config(&config(&sink.url("smtps://", ""), settings)).unwrap();
+    let notifier = from_config(&config(&sink.url("smtps://", ""), settings)).unwrap();
 
     notifier.send(&email("anna@example.com")).await.unwrap();
 
@@ -314,7 +312,7 @@ async fn a_relay_that_never_answers_is_a_transient_failure_after_the_timeout() {
     let port = silent.local_addr().unwrap().port();
     let mut config = config(&format!("smtp://127.0.0.1:{port}"), SmtpSettings::default());
     config.smtp.send_timeout_ms = 300;
-    let notifier = SmtpNotifier::from_config(&config).unwrap();
+    let notifier = from_config(&config).unwrap();
 
     let started = Instant::now();
     let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
@@ -338,7 +336,7 @@ async fn after_a_send_is_cut_off_the_next_message_goes_over_a_fresh_connection()
     });
     let mut config = config(&sink.url("smtp://", ""), SmtpSettings::default());
     config.smtp.send_timeout_ms = 500;
-    let notifier = SmtpNotifier::from_config(&config).unwrap();
+    let notifier = from_config(&config).unwrap();
 
     expect_transient(notifier.send(&email("anna@example.com")).await);
     // Time for lettre to put the cut connection back in its pool, as it would in production.
@@ -397,7 +395,7 @@ async fn the_smtp_password_never_shows_in_debug_or_in_errors() {
         format!("smtp://{USER}:{PASSWORD}@127.0.0.1:25?tls=sometimes"),
         format!("imap://{USER}:{PASSWORD}@host"),
     ] {
-        let error = SmtpNotifier::from_config(&config_with(&bad)).unwrap_err();
+        let error = from_config(&config_with(&bad)).unwrap_err();
         let shown = format!("{error} {error:?} {error:#}");
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
@@ -414,7 +412,7 @@ async fn the_smtp_notifier_needs_a_url() {
         ..Config::default()
     };
 
-    let error = SmtpNotifier::from_config(&config).unwrap_err();
+    let error = from_config(&config).unwrap_err();
 
     assert!(error.to_string().contains("RECOVERY_SMTP_URL"), "{error}");
 }
@@ -443,4 +441,9 @@ fn smtp_settings_are_read_from_the_smtp_section_and_the_environment() {
         assert!(config.smtp_url.is_some());
         Ok(())
     });
+}
+
+/// The notifier as the server builds it from a whole configuration.
+fn from_config(config: &Config) -> anyhow::Result<SmtpNotifier> {
+    SmtpNotifier::from_settings(config.smtp_url.as_ref(), &config.mail_from, &config.smtp)
 }

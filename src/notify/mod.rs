@@ -12,7 +12,7 @@ pub mod queue;
 pub mod smtp;
 pub mod templates;
 
-pub use queue::{DeliveryWorker, MessageSealer, Outgoing};
+pub use queue::{DeliveryWorker, MessageSealer, NoticeQueue, Outgoing};
 pub use templates::{MessageKind, RenderedMessage, Templates};
 
 /// A rendered e-mail ready to hand to a transport.
@@ -30,7 +30,7 @@ impl std::fmt::Debug for Email {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The body carries the code: never print it through Debug.
         f.debug_struct("Email")
-            .field("to", &crate::recovery::masking::mask_email(&self.to))
+            .field("to", &crate::secrets::masking::mask_email(&self.to))
             .field("kind", &self.kind)
             .field("locale", &self.locale)
             .finish_non_exhaustive()

@@ -3,9 +3,8 @@
 //! `StartRecovery`. Read-only and best-effort: a flow that is gone, or a store that does not
 //! answer, yields `None` and the caller falls back to `accept-language`.
 
-use super::Recovery;
+use super::handle::{Recovery, TOKEN_PURPOSE};
 use super::input::ResetToken;
-use super::service::TOKEN_PURPOSE;
 
 impl Recovery {
     pub async fn flow_locale(&self, flow_id: &str) -> Option<String> {

@@ -1,23 +1,26 @@
 //! The recovery flow: its states and transitions, codes, captchas, tokens and the password
-//! policy. No tonic, no sea-orm, no redis here: storage is reached through the traits in
-//! `store` and `accounts`.
+//! policy. No tonic, no sea-orm, no redis here: the outside world is reached through the traits
+//! in `ports`, which this module owns and the adapters implement.
 
 pub mod captcha;
 pub mod captcha_image;
+pub mod commands;
 pub mod error;
 pub mod flow;
+pub mod handle;
 pub mod input;
-pub mod keys;
+pub mod limits;
 pub mod locale;
-pub mod masking;
 pub mod policy;
+pub mod ports;
+mod reset;
 pub mod service;
 
 pub use error::{FieldViolation, PolicyViolation, RecoveryError};
-pub use service::{Recovery, RecoverySettings, RequestContext};
+pub use handle::{Recovery, RecoverySettings, RequestContext};
 
-use crate::accounts::{HashError, RepoError};
-use crate::store::StoreError;
+use crate::secrets::HashError;
+use ports::{RepoError, StoreError};
 
 impl From<StoreError> for RecoveryError {
     fn from(error: StoreError) -> Self {

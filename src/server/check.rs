@@ -96,9 +96,7 @@ pub async fn connect_all(config: &Config) -> Vec<Check> {
         name: "secret",
         outcome: match (&config.secret, config.production) {
             (Some(secret), _) => {
-                match crate::recovery::keys::KeyRing::parse(secrecy::ExposeSecret::expose_secret(
-                    secret,
-                )) {
+                match crate::secrets::KeyRing::parse(secrecy::ExposeSecret::expose_secret(secret)) {
                     Ok(_) => Outcome::Ok("RECOVERY_SECRET is usable".to_owned()),
                     Err(error) => Outcome::Failed(format!("RECOVERY_SECRET: {error}")),
                 }
@@ -134,7 +132,11 @@ pub async fn connect_all(config: &Config) -> Vec<Check> {
     }
     checks.push(match config.notifier {
         NotifierKind::Smtp => {
-            let notifier = crate::notify::smtp::SmtpNotifier::from_config(config);
+            let notifier = crate::notify::smtp::SmtpNotifier::from_settings(
+                config.smtp_url.as_ref(),
+                &config.mail_from,
+                &config.smtp,
+            );
             let shown = notifier
                 .as_ref()
                 .map(|n| n.endpoint().to_string())

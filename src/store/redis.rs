@@ -33,13 +33,34 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::{EphemeralStore, RateDecision, StoreError, Versioned};
-use crate::config::RedisConfig;
 use crate::recovery::captcha::CaptchaRecord;
 use crate::recovery::flow::Flow;
+use crate::recovery::ports::{
+    EphemeralStore, EventSink, OutboxEvent, RateDecision, StoreError, StreamRetention, Versioned,
+};
+
+/// Connection settings of the Redis store (`[redis]` in the configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "recovery:".to_owned(),
+            connect_timeout_ms: 2_000,
+            command_timeout_ms: 2_000,
+        }
+    }
+}
 
 /// `SET key value PX ttl`. A script rather than a bare SET only so that every write goes through
 /// the same audited path (one script per state change).
@@ -520,12 +541,12 @@ impl EphemeralStore for RedisStore {
 }
 
 #[async_trait]
-impl crate::notify::events::EventSink for RedisStore {
+impl EventSink for RedisStore {
     async fn publish(
         &self,
         stream: &str,
-        event: &crate::accounts::OutboxEvent,
-        settings: &crate::notify::events::EventSettings,
+        event: &OutboxEvent,
+        retention: &StreamRetention,
     ) -> Result<bool, StoreError> {
         // The stream name is used verbatim (consumers know it); the marker borrows the whole
         // stream name as its hash tag, which puts it in the stream's slot.
@@ -535,12 +556,11 @@ impl crate::notify::events::EventSink for RedisStore {
         invocation
             .key(marker)
             .arg(
-                settings
-                    .dedupe_ttl_secs
-                    .saturating_mul(1000)
+                u64::try_from(retention.dedupe_ttl.as_millis())
+                    .unwrap_or(MAX_TTL_MS)
                     .min(MAX_TTL_MS),
             )
-            .arg(settings.max_stream_length.max(1))
+            .arg(retention.max_length.max(1))
             .arg("event_id")
             .arg(&event.event_id)
             .arg("type")

@@ -116,7 +116,7 @@ impl PasswordHasher {
             blocks: params.block_count(),
         });
         let dummy_password =
-            crate::recovery::keys::random_token().map_err(|e| HashError::Failed(e.to_string()))?;
+            super::keys::random_token().map_err(|e| HashError::Failed(e.to_string()))?;
         let mut buffer = memory.take();
         let dummy_hash = hash_with(&mut buffer, &params, dummy_password.as_bytes());
         memory.give_back(buffer);
