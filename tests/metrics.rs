@@ -244,6 +244,23 @@ async fn probes_answer_on_the_admin_port_only() {
     let ready = reqwest::get(server.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await.unwrap(), "ready\n");
+    // Plain HTTP on the gRPC port (the web UI's files, a scanner's paths) is not an RPC and
+    // makes no series.
+    for path in ["/", "/no/such-file.js", "/x/y"] {
+        let _ = reqwest::get(format!("http://127.0.0.1:{}{path}", server.grpc)).await;
+    }
+    let scrape = server.scrape().await;
+    for sample in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric.starts_with("rpc_server_"))
+    {
+        let service = sample.labels.get("rpc_service").unwrap_or_default();
+        assert!(
+            service.starts_with("grpc.") || service.starts_with("identity.") || service == "_OTHER",
+            "{service}"
+        );
+    }
     // The gRPC port does not serve the admin routes.
     let on_grpc = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.grpc)).await;
     if let Ok(response) = on_grpc {

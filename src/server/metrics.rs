@@ -43,12 +43,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Only gRPC calls are recorded: the web UI's files and any other path on this port are
+        // not RPCs, and a label taken from an arbitrary path would let anyone mint series.
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/grpc"));
         let path = request.uri().path().to_owned();
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
-            if let Ok(response) = &result {
+            if grpc && let Ok(response) = &result {
                 let code = response
                     .headers()
                     .get("grpc-status")
