@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${S:-}" ]; then
-  BIN=${RECOVERY_TEST_BIN:-$PWD/target/debug/recovery-service}
+  BIN=${RECOVERY_TEST_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/recovery-service}
   [ -x "$BIN" ] || { echo "walkthrough: $BIN is missing; run cargo build first" >&2; exit 1; }
   WORK=$(mktemp -d)
   LOG=$WORK/service.log
