@@ -141,7 +141,7 @@ async fn run(iterations: usize) -> anyhow::Result<()> {
             "enumeration-bench-secret-0123456789-0123456789",
         )),
         captcha: false,
-        rate_limits: recovery_service::recovery::service::RateLimits {
+        rate_limits: recovery_service::recovery::limits::RateLimits {
             enabled: false,
             ..Default::default()
         },

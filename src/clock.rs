@@ -6,6 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+/// `now + duration`, saturating to `now` for a duration chrono cannot represent (only absurd
+/// configuration values get there). The one place domain code adds a `Duration` to a time.
+pub fn after(now: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::zero())
+}
+
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }

@@ -1,9 +1,13 @@
 //! recovery-service: the password-recovery service of an identity platform.
 //!
-//! Layers (see STYLE.md): `api` translates gRPC to the domain, `recovery` and `accounts` hold the
-//! rules, `store` (short-lived data) and `db` (accounts, audit, outbox, delivery queue) persist,
-//! `notify` delivers, `server` wires it all together. Domain code never imports a transport or a
-//! driver.
+//! Layers, top to bottom (ARCHITECTURE.md draws them): `server` wires everything and `config`
+//! reads the settings; `api` translates gRPC to domain commands and domain errors to `Status`;
+//! `accounts` (account use cases) sits on `recovery` (the flow, its rules, and the ports in
+//! `recovery::ports`); `store` (short-lived data), `db` (accounts, audit, outbox, delivery queue)
+//! and `notify` (sealing, templates, SMTP, the outbox relay) implement those ports; `secrets`,
+//! `clock` and `telemetry` are neutral ground any layer may use. Every import points down or
+//! sideways into neutral ground: the domain never imports an adapter, `config`, `api` or
+//! `server`, and no two modules import each other.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -19,6 +23,7 @@ pub mod db;
 pub mod notify;
 pub mod proto;
 pub mod recovery;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use recovery_service::accounts::commands::CreateAccount;
 use recovery_service::config::Config;
 use recovery_service::db::Database;
+use recovery_service::recovery::RecoveryError;
 use recovery_service::server::{App, Overrides};
 use secrecy::SecretString;
 
@@ -58,7 +60,12 @@ enum AccountCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate and print the effective configuration, secrets redacted.
-    Check,
+    Check {
+        /// Also open the database, Redis and the SMTP relay and read the TLS files; exits
+        /// non-zero if any of them fails.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,8 +86,11 @@ fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     let result = runtime.block_on(async {
-        let telemetry =
-            recovery_service::telemetry::init(&config.log_format, config.otlp_endpoint.as_deref())?;
+        let telemetry = recovery_service::telemetry::init_with_prometheus(
+            &config.log_format,
+            config.otlp_endpoint.as_deref(),
+            config.admin.listen.is_some(),
+        )?;
         let result = execute(command, config).await;
         telemetry.shutdown();
         result
@@ -104,9 +114,19 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config {
-            command: ConfigCommand::Check,
+            command: ConfigCommand::Check { connect },
         } => {
             print!("{}", config.redacted_toml());
+            if !connect {
+                return Ok(());
+            }
+            let checks = recovery_service::server::check::connect_all(&config).await;
+            println!();
+            for check in &checks {
+                println!("# {check}");
+            }
+            let failed = checks.iter().filter(|c| c.failed()).count();
+            anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
             Ok(())
         }
         Command::Account {
@@ -125,18 +145,48 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 .strip_suffix('\n')
                 .map(|p| p.strip_suffix('\r').unwrap_or(p))
                 .unwrap_or(&password);
+            let password = SecretString::from(password.to_owned());
             let app = App::build(config, Overrides::default()).await?;
-            let account = app
-                .recovery
-                .create_account_cli(
-                    &login_id,
-                    email.as_deref(),
-                    phone.as_deref(),
-                    SecretString::from(password.to_owned()),
-                )
-                .await?;
+            let command = CreateAccount::parse(
+                &login_id,
+                email.as_deref().unwrap_or(""),
+                phone.as_deref().unwrap_or(""),
+                &password,
+            );
+            let created = match command {
+                Ok(command) => app.recovery.create_account(command).await,
+                Err(error) => Err(error),
+            };
+            let account = created.map_err(|error| anyhow::anyhow!(describe(&error)))?;
             println!("{}", account.id);
             Ok(())
         }
     }
+}
+
+/// A one-line explanation of an error for a terminal (never contains a secret value).
+fn describe(error: &RecoveryError) -> String {
+    match error {
+        RecoveryError::InvalidArgument(violations) => violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; "),
+        RecoveryError::PasswordPolicy(violations) => violations
+            .iter()
+            .map(|v| format!("password {} ({})", v.message, v.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => format!("{other}: {}", source_chain(other)),
+    }
+}
+
+fn source_chain(error: &RecoveryError) -> String {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        chain.push(error.to_string());
+        source = error.source();
+    }
+    chain.join(": ")
 }

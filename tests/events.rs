@@ -112,8 +112,17 @@ async fn publishing_the_same_event_id_twice_appends_it_once() {
         created_at: chrono::Utc::now(),
     };
     let settings = EventSettings::default();
-    assert!(sink.publish(&stream, &event, &settings).await.unwrap());
-    assert!(!sink.publish(&stream, &event, &settings).await.unwrap());
+    assert!(
+        sink.publish(&stream, &event, &settings.retention())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !sink
+            .publish(&stream, &event, &settings.retention())
+            .await
+            .unwrap()
+    );
     assert_eq!(entries(&shared_redis(), &stream).await.len(), 1);
 }
 

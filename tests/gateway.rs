@@ -420,7 +420,7 @@ async fn a_wrong_code_is_http_400_with_code_invalid_and_attempts_left() {
         .unwrap()
         .to_owned();
     let code = app.send_and_read_code(&flow_id, &login).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
 
     let (status, body) = post(
         &envoy,

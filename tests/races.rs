@@ -182,7 +182,7 @@ async fn fifty_parallel_wrong_codes_count_exactly_five_and_kill_the_flow() {
     app.create_account(&login).await;
     let flow = app.start(&login).await;
     let code = app.send_and_read_code(&flow.flow_id, &login).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let wrong = wrong_code(&code);
 
     let results = in_parallel(PARALLEL, || {
         let mut client = app.recovery.clone();

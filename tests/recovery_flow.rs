@@ -329,28 +329,22 @@ async fn verifying_before_a_code_was_sent_is_a_flow_state_error() {
 #[tokio::test]
 async fn a_wrong_code_is_code_invalid_and_counts_down() {
     let app = spawn_app().await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    let code = app.send_and_read_code(&flow.flow_id, &login).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let flow = app.code_sent_flow().await;
+    let wrong = wrong_code(&flow.code);
     let failure = app.verify(&flow.flow_id, wrong).await.failure();
     failure.assert(Code::InvalidArgument, "CODE_INVALID");
     assert_eq!(failure.metadata("attempts_left").as_deref(), Some("4"));
     assert_eq!(failure.fields(), vec!["code"]);
     // The right code still works afterwards.
-    app.verify(&flow.flow_id, &code).await.unwrap();
+    app.verify(&flow.flow_id, &flow.code).await.unwrap();
     app.stop().await;
 }
 
 #[tokio::test]
 async fn five_concurrent_wrong_codes_kill_the_flow_and_the_sixth_attempt_is_exhausted() {
     let app = spawn_app().await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    let code = app.send_and_read_code(&flow.flow_id, &login).await;
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let flow = app.code_sent_flow().await;
+    let wrong = wrong_code(&flow.code);
     let results = verify_in_parallel(&app, &flow.flow_id, wrong, 5).await;
     let mut left: Vec<String> = results
         .into_iter()
@@ -363,7 +357,7 @@ async fn five_concurrent_wrong_codes_kill_the_flow_and_the_sixth_attempt_is_exha
         "each wrong code counted exactly once"
     );
     // Even the right code is refused now.
-    app.verify(&flow.flow_id, &code)
+    app.verify(&flow.flow_id, &flow.code)
         .await
         .failure()
         .assert(Code::FailedPrecondition, "ATTEMPTS_EXHAUSTED");
@@ -401,16 +395,13 @@ async fn verify_in_parallel(
 #[tokio::test]
 async fn an_expired_code_is_code_expired_and_a_new_one_can_be_sent() {
     let app = spawn_app().await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    let code = app.send_and_read_code(&flow.flow_id, &login).await;
+    let flow = app.code_sent_flow().await;
     app.clock.advance(Duration::from_secs(10 * 60));
-    app.verify(&flow.flow_id, &code)
+    app.verify(&flow.flow_id, &flow.code)
         .await
         .failure()
         .assert(Code::FailedPrecondition, "CODE_EXPIRED");
-    let fresh = app.send_and_read_code(&flow.flow_id, &login).await;
+    let fresh = app.send_and_read_code(&flow.flow_id, &flow.login).await;
     app.verify(&flow.flow_id, &fresh).await.unwrap();
     app.stop().await;
 }
@@ -505,12 +496,9 @@ async fn calls_are_rate_limited_per_client_ip_from_a_trusted_proxy() {
 #[tokio::test]
 async fn a_used_code_cannot_verify_again() {
     let app = spawn_app().await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    let code = app.send_and_read_code(&flow.flow_id, &login).await;
-    app.verify(&flow.flow_id, &code).await.unwrap();
-    let failure = app.verify(&flow.flow_id, &code).await.failure();
+    let flow = app.code_sent_flow().await;
+    app.verify(&flow.flow_id, &flow.code).await.unwrap();
+    let failure = app.verify(&flow.flow_id, &flow.code).await.failure();
     failure.assert(Code::FailedPrecondition, "FLOW_STATE");
     assert_eq!(failure.metadata("state").as_deref(), Some("VERIFIED"));
     app.stop().await;
@@ -519,11 +507,8 @@ async fn a_used_code_cannot_verify_again() {
 #[tokio::test]
 async fn fifty_parallel_right_codes_yield_exactly_one_token() {
     let app = spawn_app().await;
-    let login = unique_login();
-    app.create_account(&login).await;
-    let flow = app.start(&login).await;
-    let code = app.send_and_read_code(&flow.flow_id, &login).await;
-    let results = verify_in_parallel(&app, &flow.flow_id, &code, 50).await;
+    let flow = app.code_sent_flow().await;
+    let results = verify_in_parallel(&app, &flow.flow_id, &flow.code, 50).await;
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1);
     app.stop().await;

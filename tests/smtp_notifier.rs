@@ -35,7 +35,7 @@ fn config(smtp_url: &str, smtp: SmtpSettings) -> Config {
 }
 
 fn notifier(smtp_url: &str) -> SmtpNotifier {
-    SmtpNotifier::from_config(&config(smtp_url, SmtpSettings::default())).unwrap()
+    from_config(&config(smtp_url, SmtpSettings::default())).unwrap()
 }
 
 fn email(to: &str) -> Email {
@@ -46,6 +46,7 @@ fn email(to: &str) -> Email {
         subject: "Din återställningskod".to_owned(),
         text: format!("Din kod är {CODE}. Den gäller i 10 minuter."),
         html: format!("<p>Din kod är <strong>{CODE}</strong>. Den gäller i 10 minuter.</p>"),
+        message_id: None,
     }
 }
 
@@ -174,6 +175,35 @@ async fn a_plain_relay_receives_a_multipart_message_with_the_code_in_both_parts(
     assert_is_the_recovery_message(&messages[1], "bertil@example.com");
 }
 
+/// The queue names each message by its delivery id, so a copy sent again after a lost
+/// acknowledgement is recognisable as the same message; without one, each send gets its own.
+#[tokio::test]
+async fn a_message_sent_twice_under_one_delivery_id_carries_one_message_id() {
+    let sink = Sink::start(SinkOptions::default());
+    let notifier = notifier(&sink.url("smtp://", ""));
+    let queued = Email {
+        message_id: Some("01a233db-d721-764f-b5e0-53b6ed39948c".to_owned()),
+        ..email("anna@example.com")
+    };
+
+    notifier.send(&queued).await.unwrap();
+    notifier.send(&queued).await.unwrap();
+    notifier.send(&email("anna@example.com")).await.unwrap();
+    notifier.send(&email("anna@example.com")).await.unwrap();
+
+    let ids: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|raw| header(&mailparse::parse_mail(raw).unwrap(), "Message-ID"))
+        .collect();
+    assert_eq!(
+        ids[0],
+        "<01a233db-d721-764f-b5e0-53b6ed39948c@recovery.example.com>"
+    );
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[2], ids[3]);
+}
+
 #[tokio::test]
 async fn an_authenticating_relay_accepts_the_credentials_from_the_url() {
     let sink = Sink::start(SinkOptions {
@@ -230,9 +260,7 @@ async fn starttls_required_delivers_to_a_relay_whose_certificate_comes_from_the_
         ca_file: Some(pki.ca_file()),
         ..SmtpSettings::default()
     };
-    let notifier =
-        SmtpNotifier::from_config(&config(&sink.url("smtp://", "?tls=required"), settings))
-            .unwrap();
+    let notifier = from_config(&config(&sink.url("smtp://", "?tls=required"), settings)).unwrap();
 
     notifier.send(&email("anna@example.com")).await.unwrap();
 
@@ -268,7 +296,7 @@ async fn smtps_delivers_over_implicit_tls() {
         ca_file: Some(pki.ca_file()),
         ..SmtpSettings::default()
     };
-    let notifier = SmtpNotifier::from_config(&config(&sink.url("smtps://", ""), settings)).unwrap();
+    let notifier = from_config(&config(&sink.url("smtps://", ""), settings)).unwrap();
 
     notifier.send(&email("anna@example.com")).await.unwrap();
 
@@ -314,7 +342,7 @@ async fn a_relay_that_never_answers_is_a_transient_failure_after_the_timeout() {
     let port = silent.local_addr().unwrap().port();
     let mut config = config(&format!("smtp://127.0.0.1:{port}"), SmtpSettings::default());
     config.smtp.send_timeout_ms = 300;
-    let notifier = SmtpNotifier::from_config(&config).unwrap();
+    let notifier = from_config(&config).unwrap();
 
     let started = Instant::now();
     let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
@@ -338,7 +366,7 @@ async fn after_a_send_is_cut_off_the_next_message_goes_over_a_fresh_connection()
     });
     let mut config = config(&sink.url("smtp://", ""), SmtpSettings::default());
     config.smtp.send_timeout_ms = 500;
-    let notifier = SmtpNotifier::from_config(&config).unwrap();
+    let notifier = from_config(&config).unwrap();
 
     expect_transient(notifier.send(&email("anna@example.com")).await);
     // Time for lettre to put the cut connection back in its pool, as it would in production.
@@ -397,7 +425,7 @@ async fn the_smtp_password_never_shows_in_debug_or_in_errors() {
         format!("smtp://{USER}:{PASSWORD}@127.0.0.1:25?tls=sometimes"),
         format!("imap://{USER}:{PASSWORD}@host"),
     ] {
-        let error = SmtpNotifier::from_config(&config_with(&bad)).unwrap_err();
+        let error = from_config(&config_with(&bad)).unwrap_err();
         let shown = format!("{error} {error:?} {error:#}");
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
@@ -414,7 +442,7 @@ async fn the_smtp_notifier_needs_a_url() {
         ..Config::default()
     };
 
-    let error = SmtpNotifier::from_config(&config).unwrap_err();
+    let error = from_config(&config).unwrap_err();
 
     assert!(error.to_string().contains("RECOVERY_SMTP_URL"), "{error}");
 }
@@ -443,4 +471,9 @@ fn smtp_settings_are_read_from_the_smtp_section_and_the_environment() {
         assert!(config.smtp_url.is_some());
         Ok(())
     });
+}
+
+/// The notifier as the server builds it from a whole configuration.
+fn from_config(config: &Config) -> anyhow::Result<SmtpNotifier> {
+    SmtpNotifier::from_settings(config.smtp_url.as_ref(), &config.mail_from, &config.smtp)
 }

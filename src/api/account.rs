@@ -3,20 +3,36 @@
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
+
 use tonic::{Request, Response, Status};
 
 use super::context::ClientResolver;
 use super::status::to_status;
 use super::timestamp;
+use crate::accounts::commands::{CreateAccount, VerifyPassword};
 use crate::proto;
 use crate::proto::account_service_server::AccountService;
-use crate::recovery::error::Violations;
-use crate::recovery::input::{self, LoginId};
 use crate::recovery::{Recovery, RecoveryError};
 
 pub struct AccountApi {
     pub recovery: Arc<Recovery>,
     pub clients: ClientResolver,
+}
+
+impl TryFrom<proto::CreateAccountRequest> for CreateAccount {
+    type Error = RecoveryError;
+    fn try_from(req: proto::CreateAccountRequest) -> Result<Self, RecoveryError> {
+        let password = SecretString::from(req.password);
+        Self::parse(&req.login_id, &req.email, &req.phone, &password)
+    }
+}
+
+impl TryFrom<proto::VerifyPasswordRequest> for VerifyPassword {
+    type Error = RecoveryError;
+    fn try_from(req: proto::VerifyPasswordRequest) -> Result<Self, RecoveryError> {
+        Self::parse(&req.login_id, &req.password)
+    }
 }
 
 #[tonic::async_trait]
@@ -25,25 +41,9 @@ impl AccountService for AccountApi {
         &self,
         request: Request<proto::CreateAccountRequest>,
     ) -> Result<Response<proto::Account>, Status> {
-        let req = request.into_inner();
-        let mut violations = Violations::new();
-        let login = violations.check(LoginId::parse("login_id", &req.login_id));
-        let email = violations.check(input::parse_optional_email("email", &req.email));
-        let phone = violations.check(input::parse_optional_phone("phone", &req.phone));
-        let password = violations.check(input::parse_password("password", &req.password));
-        violations.into_result().map_err(to_status)?;
-        let (Some(login), Some(email), Some(phone), Some(password)) =
-            (login, email, phone, password)
-        else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
-                "parsed fields missing"
-            ))));
-        };
-        let account = self
-            .recovery
-            .create_account(login, email, phone, password)
-            .await
-            .map_err(to_status)?;
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let account = self.recovery.create_account(command).await;
+        let account = account.map_err(to_status)?;
         Ok(Response::new(proto::Account {
             account_id: account.id,
             login_id: account.login_id,
@@ -56,21 +56,9 @@ impl AccountService for AccountApi {
         request: Request<proto::VerifyPasswordRequest>,
     ) -> Result<Response<proto::VerifyPasswordResponse>, Status> {
         let ctx = self.clients.context(&request);
-        let req = request.into_inner();
-        let mut violations = Violations::new();
-        let login = violations.check(LoginId::parse("login_id", &req.login_id));
-        let password = violations.check(input::parse_password("password", &req.password));
-        violations.into_result().map_err(to_status)?;
-        let (Some(login), Some(password)) = (login, password) else {
-            return Err(to_status(RecoveryError::internal(anyhow::anyhow!(
-                "parsed fields missing"
-            ))));
-        };
-        let account_id = self
-            .recovery
-            .verify_password(&ctx, login, password)
-            .await
-            .map_err(to_status)?;
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let account_id = self.recovery.verify_password(&ctx, command).await;
+        let account_id = account_id.map_err(to_status)?;
         Ok(Response::new(proto::VerifyPasswordResponse {
             valid: account_id.is_some(),
             account_id: account_id.unwrap_or_default(),

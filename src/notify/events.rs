@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{OutboxEvent, OutboxStore};
 use crate::clock::Clock;
-use crate::store::StoreError;
+pub use crate::recovery::ports::EventSink;
+use crate::recovery::ports::{OutboxStore, StoreError, StreamRetention};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -33,6 +32,15 @@ pub struct EventSettings {
     pub dedupe_ttl_secs: u64,
 }
 
+impl EventSettings {
+    pub fn retention(&self) -> StreamRetention {
+        StreamRetention {
+            max_length: self.max_stream_length,
+            dedupe_ttl: Duration::from_secs(self.dedupe_ttl_secs),
+        }
+    }
+}
+
 impl Default for EventSettings {
     fn default() -> Self {
         Self {
@@ -44,18 +52,6 @@ impl Default for EventSettings {
             dedupe_ttl_secs: 7 * 24 * 3600,
         }
     }
-}
-
-/// Where published events go.
-#[async_trait]
-pub trait EventSink: Send + Sync + 'static {
-    /// Appends the event unless its id was appended before; `true` if appended now.
-    async fn publish(
-        &self,
-        stream: &str,
-        event: &OutboxEvent,
-        settings: &EventSettings,
-    ) -> Result<bool, StoreError>;
 }
 
 /// Connects a sink when the relay needs one (so a stream backend that is down at start does not
@@ -115,7 +111,7 @@ impl OutboxRelay {
         let events = self.outbox.unpublished(self.settings.batch_size).await?;
         for event in &events {
             let appended = sink
-                .publish(&self.settings.stream, event, &self.settings)
+                .publish(&self.settings.stream, event, &self.settings.retention())
                 .await?;
             self.outbox
                 .mark_published(&event.event_id, self.clock.now())

@@ -12,7 +12,7 @@ pub mod queue;
 pub mod smtp;
 pub mod templates;
 
-pub use queue::{DeliveryWorker, MessageSealer, Outgoing};
+pub use queue::{DeliveryWorker, MessageSealer, NoticeQueue, Outgoing};
 pub use templates::{MessageKind, RenderedMessage, Templates};
 
 /// A rendered e-mail ready to hand to a transport.
@@ -24,13 +24,18 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// Left-hand part of the Message-ID, the same for every attempt of one queued message: a
+    /// copy sent again because the relay's acknowledgement was lost (or recorded too late, as
+    /// when the database or the replica went down just after the handover) carries the same
+    /// Message-ID, so mail systems and readers can drop it. `None`: a fresh random one.
+    pub message_id: Option<String>,
 }
 
 impl std::fmt::Debug for Email {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The body carries the code: never print it through Debug.
         f.debug_struct("Email")
-            .field("to", &crate::recovery::masking::mask_email(&self.to))
+            .field("to", &crate::secrets::masking::mask_email(&self.to))
             .field("kind", &self.kind)
             .field("locale", &self.locale)
             .finish_non_exhaustive()

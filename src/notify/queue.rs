@@ -17,15 +17,18 @@ use std::time::Duration;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::templates::{MessageKind, Templates};
 use super::{Email, Notifier, NotifyError};
-use crate::accounts::{DeliveryQueue, QueuedDelivery, RepoError, SealedDelivery};
 use crate::clock::Clock;
-use crate::recovery::keys::{KeyRing, random_bytes};
+use crate::recovery::ports::{
+    Deliveries, DeliveryQueue, Notice, QueuedDelivery, RepoError, SealedDelivery,
+};
+use crate::secrets::keys::{KeyRing, random_bytes};
 
 /// What a queued message says, before sealing.
 #[derive(Clone, Serialize, Deserialize)]
@@ -47,6 +50,52 @@ impl std::fmt::Debug for Outgoing {
             .field("locale", &self.locale)
             .field("masked_login", &self.masked_login)
             .finish_non_exhaustive()
+    }
+}
+
+impl From<&Notice> for Outgoing {
+    fn from(notice: &Notice) -> Self {
+        Self {
+            kind: notice.kind.name().to_owned(),
+            to: notice.to.clone(),
+            locale: notice.locale.clone(),
+            masked_login: notice.masked_login.clone(),
+            code: notice.code.as_ref().map(|c| c.expose_secret().to_owned()),
+            code_expires_at: notice.code.as_ref().map(|_| notice.expires_at),
+            changed_at: notice.changed_at,
+        }
+    }
+}
+
+/// The domain's `Deliveries` port over the database queue: seals each notice, writes it, and
+/// wakes the worker.
+pub struct NoticeQueue {
+    pub queue: Arc<dyn DeliveryQueue>,
+    pub sealer: MessageSealer,
+    pub wake: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl Deliveries for NoticeQueue {
+    async fn send(&self, notice: &Notice, now: DateTime<Utc>) -> Result<(), RepoError> {
+        let delivery = self.prepare(notice, now).map_err(RepoError::Internal)?;
+        self.queue.enqueue(delivery).await?;
+        self.wake();
+        Ok(())
+    }
+
+    fn prepare(
+        &self,
+        notice: &Notice,
+        now: DateTime<Utc>,
+    ) -> Result<SealedDelivery, anyhow::Error> {
+        Ok(self
+            .sealer
+            .to_delivery(&Outgoing::from(notice), notice.expires_at, now)?)
+    }
+
+    fn wake(&self) {
+        self.wake.notify_one();
     }
 }
 
@@ -239,7 +288,10 @@ impl DeliveryWorker {
             return self.drop_message(&item.id, "no recipient", now).await;
         };
         let email = match self.render(&message, to, now) {
-            Ok(email) => email,
+            Ok(email) => Email {
+                message_id: Some(item.id.clone()),
+                ..email
+            },
             Err(error) => {
                 tracing::error!(error = %error, "message cannot be rendered; dropped");
                 return self.drop_message(&item.id, "render failed", now).await;
@@ -312,6 +364,7 @@ impl DeliveryWorker {
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
+            message_id: None,
         })
     }
 }

@@ -15,6 +15,9 @@
 //! Messages carry one-time codes: this module never logs a body, and names the recipient only
 //! masked. The password never leaves [`SmtpEndpoint`] except into lettre's `Credentials`, whose
 //! `Debug` is opaque as well.
+//!
+//! Long because of its tests against a real SMTP peer and the URL table above; the code is one
+//! transport and its settings.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -35,8 +38,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{Email, Notifier, NotifyError};
-use crate::config::Config;
-use crate::recovery::masking::mask_email;
+use crate::secrets::masking::mask_email;
+
+mod check;
 
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 
@@ -295,13 +299,14 @@ impl SmtpNotifier {
     /// Builds the notifier from `RECOVERY_SMTP_URL`, `RECOVERY_MAIL_FROM` and `[smtp]`. Nothing
     /// is contacted yet: the first message opens the first connection, so a relay that is down at
     /// start delays mail (the queue retries) instead of keeping the service from starting.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let url = config
-            .smtp_url
-            .as_ref()
-            .context("RECOVERY_SMTP_URL is required with RECOVERY_NOTIFIER=smtp")?;
+    pub fn from_settings(
+        smtp_url: Option<&SecretString>,
+        mail_from: &str,
+        settings: &SmtpSettings,
+    ) -> anyhow::Result<Self> {
+        let url = smtp_url.context("RECOVERY_SMTP_URL is required with RECOVERY_NOTIFIER=smtp")?;
         let endpoint = SmtpEndpoint::parse(url.expose_secret())?;
-        Self::new(endpoint, &config.mail_from, &config.smtp)
+        Self::new(endpoint, mail_from, settings)
     }
 
     pub fn new(
@@ -403,7 +408,10 @@ impl SmtpNotifier {
             .subject(email.subject.clone())
             .message_id(Some(format!(
                 "<{}@{}>",
-                uuid::Uuid::new_v4(),
+                email
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 self.message_id_domain
             )))
             .date_now();

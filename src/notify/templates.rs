@@ -36,6 +36,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Long because half of it is tests of the rendering rules (escaping, header injection,
+//! locale fallback); the code itself is one loader and one renderer.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
@@ -84,28 +87,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     embedded!("ru", "password_changed", "html"),
 ];
 
-/// The kinds of e-mail the service sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    /// A one-time code for password recovery. Context: `code`,
-    /// `expires_in_minutes` (integer), `expires_at`, `masked_login`.
-    VerificationCode,
-    /// Notice that the password was changed. Context: `changed_at`, `masked_login`.
-    PasswordChanged,
-}
-
-impl MessageKind {
-    /// Every kind, e.g. for validating a template directory.
-    pub const ALL: [MessageKind; 2] = [MessageKind::VerificationCode, MessageKind::PasswordChanged];
-
-    /// The file stem used for this kind's templates.
-    pub fn name(self) -> &'static str {
-        match self {
-            MessageKind::VerificationCode => "verification_code",
-            MessageKind::PasswordChanged => "password_changed",
-        }
-    }
-}
+pub use crate::recovery::ports::MessageKind;
 
 /// A fully rendered e-mail, ready to hand to the mail transport.
 #[derive(Debug, Clone, PartialEq, Eq)]

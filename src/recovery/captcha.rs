@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::keys::KeyRing;
+use crate::secrets::KeyRing;
 
 const PURPOSE: &str = "captcha";
 

@@ -99,6 +99,11 @@ impl Violations {
         self.0.push(violation);
     }
 
+    /// Every violation recorded, as the error of the request.
+    pub fn into_error(self) -> RecoveryError {
+        RecoveryError::InvalidArgument(self.0)
+    }
+
     pub fn into_result(self) -> Result<(), RecoveryError> {
         if self.0.is_empty() {
             Ok(())

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{FieldViolation, RecoveryError};
+use crate::clock::after;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,14 +80,39 @@ pub enum FlowState {
     },
 }
 
-impl FlowState {
-    pub fn name(&self) -> &'static str {
+/// The state as a caller may see it: internal states fold into the public one they look like
+/// (a locked flow still says `CodeSent`; a reset in progress still says `Verified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStage {
+    ChooseMethod,
+    CodeSent,
+    Verified,
+    Completed,
+}
+
+impl FlowStage {
+    pub fn name(self) -> &'static str {
         match self {
             Self::ChooseMethod => "CHOOSE_METHOD",
-            Self::CodeSent { .. } | Self::Locked => "CODE_SENT",
-            Self::Verified { .. } | Self::Resetting { .. } => "VERIFIED",
-            Self::Completed { .. } => "COMPLETED",
+            Self::CodeSent => "CODE_SENT",
+            Self::Verified => "VERIFIED",
+            Self::Completed => "COMPLETED",
         }
+    }
+}
+
+impl FlowState {
+    pub fn stage(&self) -> FlowStage {
+        match self {
+            Self::ChooseMethod => FlowStage::ChooseMethod,
+            Self::CodeSent { .. } | Self::Locked => FlowStage::CodeSent,
+            Self::Verified { .. } | Self::Resetting { .. } => FlowStage::Verified,
+            Self::Completed { .. } => FlowStage::Completed,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.stage().name()
     }
 }
 
@@ -117,10 +143,6 @@ pub struct Flow {
 pub struct Verification {
     pub next: Option<Flow>,
     pub outcome: Result<(), RecoveryError>,
-}
-
-fn after(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::zero())
 }
 
 fn until(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {

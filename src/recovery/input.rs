@@ -34,7 +34,7 @@ impl std::fmt::Debug for LoginId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Logins are personal data: only the masked form may reach a log.
         f.debug_tuple("LoginId")
-            .field(&super::masking::mask_email(&self.normalized))
+            .field(&crate::secrets::mask_email(&self.normalized))
             .finish()
     }
 }

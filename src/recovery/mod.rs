@@ -1,38 +1,56 @@
 //! The recovery flow: its states and transitions, codes, captchas, tokens and the password
-//! policy. No tonic, no sea-orm, no redis here: storage is reached through the traits in
-//! `store` and `accounts`.
+//! policy. No tonic, no sea-orm, no redis here: the outside world is reached through the traits
+//! in `ports`, which this module owns and the adapters implement.
 
 pub mod captcha;
 pub mod captcha_image;
+pub mod commands;
 pub mod error;
 pub mod flow;
+pub mod handle;
 pub mod input;
-pub mod keys;
-pub mod masking;
+pub mod limits;
+pub mod locale;
 pub mod policy;
+pub mod ports;
+mod reset;
 pub mod service;
 
 pub use error::{FieldViolation, PolicyViolation, RecoveryError};
-pub use service::{Recovery, RecoverySettings, RequestContext};
+pub use handle::{Recovery, RecoverySettings, RequestContext};
 
-use crate::accounts::{HashError, RepoError};
-use crate::store::StoreError;
+use crate::secrets::HashError;
+use ports::{RepoError, StoreError};
 
 impl From<StoreError> for RecoveryError {
     fn from(error: StoreError) -> Self {
+        let metric = crate::telemetry::metrics::backend_error;
         match error {
-            StoreError::Unavailable(source) => Self::Unavailable(source),
-            StoreError::Internal(source) => Self::Internal(source),
+            StoreError::Unavailable(source) => {
+                metric("store", "unavailable");
+                Self::Unavailable(source)
+            }
+            StoreError::Internal(source) => {
+                metric("store", "internal");
+                Self::Internal(source)
+            }
         }
     }
 }
 
 impl From<RepoError> for RecoveryError {
     fn from(error: RepoError) -> Self {
+        let metric = crate::telemetry::metrics::backend_error;
         match error {
-            RepoError::Unavailable(source) => Self::Unavailable(source),
+            RepoError::Unavailable(source) => {
+                metric("database", "unavailable");
+                Self::Unavailable(source)
+            }
             RepoError::Conflict => Self::AccountExists,
-            RepoError::Internal(source) => Self::Internal(source),
+            RepoError::Internal(source) => {
+                metric("database", "internal");
+                Self::Internal(source)
+            }
         }
     }
 }

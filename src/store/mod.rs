@@ -1,95 +1,11 @@
-//! Short-lived data (captchas, flows, token index, rate-limit counters) behind one trait.
-//!
-//! Every method is one atomic operation in the backend (a Lua script in Redis, one critical
-//! section in memory), so no read-modify-write ever happens from Rust: flows change only by
-//! compare-and-swap on their version, captchas are taken (read and deleted) in one step.
-
-use std::time::Duration;
-
-use async_trait::async_trait;
-
-use crate::recovery::captcha::CaptchaRecord;
-use crate::recovery::flow::Flow;
+//! Adapters of the short-lived store port (`recovery::ports::EphemeralStore`): Redis (one Lua
+//! script per state change, standalone or cluster) and an in-process map for development and
+//! tests. The trait and its value types are owned by the domain and re-exported here.
 
 pub mod memory;
 pub mod redis;
+pub mod sentinel;
 
+pub use crate::recovery::ports::{EphemeralStore, RateDecision, StoreError, Versioned};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The backend cannot be reached (retryable; nothing was changed).
-    #[error("store unavailable: {0}")]
-    Unavailable(#[source] anyhow::Error),
-    #[error("store error: {0}")]
-    Internal(#[source] anyhow::Error),
-}
-
-/// A stored value with the version a compare-and-swap must name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned<T> {
-    pub value: T,
-    pub version: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateDecision {
-    Allowed,
-    Limited { retry_after: Duration },
-}
-
-#[async_trait]
-pub trait EphemeralStore: Send + Sync + 'static {
-    async fn put_captcha(&self, captcha: &CaptchaRecord, ttl: Duration) -> Result<(), StoreError>;
-
-    /// Reads and deletes in one step: the first answer burns the captcha.
-    async fn take_captcha(&self, id: &str) -> Result<Option<CaptchaRecord>, StoreError>;
-
-    /// Writes a new flow (version 1).
-    async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError>;
-
-    /// Adds a flow to its owner's set of open flows (kept at least `ttl`).
-    async fn add_account_flow(
-        &self,
-        owner: &str,
-        flow_id: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
-
-    async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError>;
-
-    /// Replaces the flow if its version is still `expected_version` (then it becomes
-    /// `expected_version + 1`). `false`: someone else changed it first.
-    async fn replace_flow(
-        &self,
-        flow: &Flow,
-        expected_version: u64,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-
-    async fn delete_flow(&self, id: &str) -> Result<(), StoreError>;
-
-    /// Ids of the flows opened for an account (some may have ended since).
-    async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
-
-    /// Points a reset token's keyed hash at its flow.
-    async fn put_token(
-        &self,
-        token_mac: &str,
-        flow_id: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
-
-    async fn token_flow(&self, token_mac: &str) -> Result<Option<String>, StoreError>;
-
-    /// Counts one hit in a fixed window; `Limited` once more than `limit` hits fell in it.
-    async fn hit(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<RateDecision, StoreError>;
-
-    async fn ping(&self) -> Result<(), StoreError>;
-}

@@ -1,5 +1,6 @@
-//! The production store: Redis, single node (`redis://`, `rediss://`) or Cluster (a
-//! comma-separated list of node URLs).
+//! The production store: Redis, single node (`redis://`, `rediss://`), Cluster (a
+//! comma-separated list of node URLs) or a master found through Sentinel
+//! (`redis+sentinel://…`, see `sentinel.rs`).
 //!
 //! Atomicity: every state change is exactly one Lua script, run with EVALSHA (`redis::Script`
 //! sends the SHA and loads the body only after a NOSCRIPT reply). A script runs alone on its
@@ -33,13 +34,35 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::{EphemeralStore, RateDecision, StoreError, Versioned};
-use crate::config::RedisConfig;
+use super::sentinel::{SentinelConnection, SentinelSettings};
 use crate::recovery::captcha::CaptchaRecord;
 use crate::recovery::flow::Flow;
+use crate::recovery::ports::{
+    EphemeralStore, EventSink, OutboxEvent, RateDecision, StoreError, StreamRetention, Versioned,
+};
+
+/// Connection settings of the Redis store (`[redis]` in the configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Prefix of every key, so several deployments (or test runs) can share one Redis.
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "recovery:".to_owned(),
+            connect_timeout_ms: 2_000,
+            command_timeout_ms: 2_000,
+        }
+    }
+}
 
 /// `SET key value PX ttl`. A script rather than a bare SET only so that every write goes through
 /// the same audited path (one script per state change).
@@ -140,6 +163,8 @@ enum Connection {
     Single(ConnectionManager),
     /// Follows MOVED/ASK and refreshes the slot map by itself.
     Cluster(ClusterConnection),
+    /// Looks the master up again after an error that can mean a fail-over.
+    Sentinel(SentinelConnection),
 }
 
 impl Connection {
@@ -147,6 +172,7 @@ impl Connection {
         match self {
             Connection::Single(_) => "single",
             Connection::Cluster(_) => "cluster",
+            Connection::Sentinel(_) => "sentinel",
         }
     }
 
@@ -157,6 +183,7 @@ impl Connection {
         match self.clone() {
             Connection::Single(mut connection) => invocation.invoke_async(&mut connection).await,
             Connection::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+            Connection::Sentinel(connection) => connection.invoke(invocation).await,
         }
     }
 
@@ -164,6 +191,7 @@ impl Connection {
         match self.clone() {
             Connection::Single(mut connection) => command.query_async(&mut connection).await,
             Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
+            Connection::Sentinel(connection) => connection.query(command).await,
         }
     }
 }
@@ -214,12 +242,20 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects and checks the server answers. `url` is one `redis://` / `rediss://` URL (single
     /// node), or several separated by commas (Cluster; a single node followed by a comma also
-    /// means Cluster). URLs may carry a password, so they never appear in an error or a log.
+    /// means Cluster), or a `redis+sentinel://` / `rediss+sentinel://` URL (Sentinel). URLs may
+    /// carry a password, so they never appear in an error or a log.
     pub async fn connect(url: &str, config: &RedisConfig) -> Result<Self, StoreError> {
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
         let command_timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let connecting = async {
-            if url.contains(',') {
+            if SentinelSettings::is_sentinel_url(url) {
+                let settings = SentinelSettings::parse(url)?;
+                let connection =
+                    SentinelConnection::connect(&settings, connect_timeout, command_timeout)
+                        .await
+                        .map_err(|e| connect_error("master through Sentinel", e))?;
+                Ok(Connection::Sentinel(connection))
+            } else if url.contains(',') {
                 let nodes: Vec<&str> = url
                     .split(',')
                     .map(str::trim)
@@ -315,7 +351,7 @@ impl RedisStore {
 }
 
 /// Retryable (the server is unreachable, restarting or failing over) versus everything else.
-fn is_unavailable(error: &RedisError) -> bool {
+pub(super) fn is_unavailable(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_refusal()
@@ -324,6 +360,8 @@ fn is_unavailable(error: &RedisError) -> bool {
         || matches!(
             error.kind(),
             ErrorKind::ClusterConnectionNotFound
+                // The sentinels know the master but flag it down: a fail-over is under way.
+                | ErrorKind::MasterNameNotFoundBySentinel
                 | ErrorKind::Server(
                     ServerErrorKind::BusyLoading
                         | ServerErrorKind::MasterDown
@@ -520,12 +558,12 @@ impl EphemeralStore for RedisStore {
 }
 
 #[async_trait]
-impl crate::notify::events::EventSink for RedisStore {
+impl EventSink for RedisStore {
     async fn publish(
         &self,
         stream: &str,
-        event: &crate::accounts::OutboxEvent,
-        settings: &crate::notify::events::EventSettings,
+        event: &OutboxEvent,
+        retention: &StreamRetention,
     ) -> Result<bool, StoreError> {
         // The stream name is used verbatim (consumers know it); the marker borrows the whole
         // stream name as its hash tag, which puts it in the stream's slot.
@@ -535,12 +573,11 @@ impl crate::notify::events::EventSink for RedisStore {
         invocation
             .key(marker)
             .arg(
-                settings
-                    .dedupe_ttl_secs
-                    .saturating_mul(1000)
+                u64::try_from(retention.dedupe_ttl.as_millis())
+                    .unwrap_or(MAX_TTL_MS)
                     .min(MAX_TTL_MS),
             )
-            .arg(settings.max_stream_length.max(1))
+            .arg(retention.max_length.max(1))
             .arg("event_id")
             .arg(&event.event_id)
             .arg("type")

@@ -462,6 +462,19 @@ impl TestApp {
             .valid
     }
 
+    /// A fresh account whose flow has a code in its mailbox (state CODE_SENT).
+    pub async fn code_sent_flow(&self) -> CodeSentFlow {
+        let login = unique_login();
+        self.create_account(&login).await;
+        let flow = self.start(&login).await;
+        let code = self.send_and_read_code(&flow.flow_id, &login).await;
+        CodeSentFlow {
+            login,
+            flow_id: flow.flow_id,
+            code,
+        }
+    }
+
     /// Account + flow + code verified: returns (flow_id, reset_token).
     pub async fn verified_flow(&self, login: &str) -> (String, String) {
         let flow = self.start(login).await;
@@ -493,6 +506,8 @@ impl TestApp {
         panic!("deliveries still pending after 5 s");
     }
 
+    /// Stops the server and waits for it to finish (a test that must see a clean shutdown).
+    /// Otherwise dropping the app stops it.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -501,6 +516,29 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A flow in CODE_SENT and the code that was delivered for it.
+pub struct CodeSentFlow {
+    pub login: String,
+    pub flow_id: String,
+    pub code: String,
+}
+
+/// A well-formed code that is not `code`.
+pub fn wrong_code(code: &str) -> &'static str {
+    if code == "000000" { "111111" } else { "000000" }
 }
 
 /// A counter other tests can share (e.g. for shared-state stores).

@@ -116,7 +116,7 @@ impl PasswordHasher {
             blocks: params.block_count(),
         });
         let dummy_password =
-            crate::recovery::keys::random_token().map_err(|e| HashError::Failed(e.to_string()))?;
+            super::keys::random_token().map_err(|e| HashError::Failed(e.to_string()))?;
         let mut buffer = memory.take();
         let dummy_hash = hash_with(&mut buffer, &params, dummy_password.as_bytes());
         memory.give_back(buffer);
@@ -127,6 +127,11 @@ impl PasswordHasher {
             queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
             dummy_hash: dummy_hash?.into(),
         })
+    }
+
+    /// Permits free now (for the `recovery.hashing.permits.in_use` gauge).
+    pub fn available_permits(&self) -> usize {
+        self.permits.available_permits()
     }
 
     pub fn params(&self) -> &Params {

@@ -1,0 +1,176 @@
+//! The recovery requests as the use cases take them: parsed once at the edge, each field a
+//! domain type, every violation reported at once. Built from raw strings so that any edge (the
+//! gRPC adapters in `api`, the CLI) parses the same way.
+
+use secrecy::SecretString;
+
+use super::error::{FieldViolation, RecoveryError, Violations};
+use super::flow::Channel;
+use super::input::{self, LoginId, ResetToken, VerificationCode};
+
+/// A flow id we issued (a UUID): anything else cannot exist in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowId(String);
+
+impl FlowId {
+    pub fn parse(raw: &str) -> Result<Self, RecoveryError> {
+        input::parse_id("flow_id", raw)
+            .map(Self)
+            .map_err(|violation| RecoveryError::InvalidArgument(vec![violation]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A captcha as typed: id and answer.
+pub struct CaptchaAnswer {
+    pub id: String,
+    pub answer: SecretString,
+}
+
+pub struct StartRecovery {
+    pub login: LoginId,
+    /// `None` when neither field was given (refused later if captchas are on).
+    pub captcha: Option<CaptchaAnswer>,
+    pub locale: String,
+}
+
+impl StartRecovery {
+    pub fn parse(
+        login_id: &str,
+        locale: &str,
+        captcha_id: &str,
+        captcha_answer: &str,
+    ) -> Result<Self, RecoveryError> {
+        let mut violations = Violations::new();
+        let login = violations.check(LoginId::parse("login_id", login_id));
+        let locale = violations.check(input::parse_locale("locale", locale));
+        let captcha = if captcha_id.is_empty() && captcha_answer.is_empty() {
+            Some(None)
+        } else {
+            let id = violations.check(input::parse_id("captcha_id", captcha_id));
+            let answer = violations.check(input::parse_captcha_answer(
+                "captcha_answer",
+                captcha_answer,
+            ));
+            id.zip(answer)
+                .map(|(id, answer)| Some(CaptchaAnswer { id, answer }))
+        };
+        // Each field is `None` exactly when its violation was recorded.
+        let (Some(login), Some(captcha), Some(locale)) = (login, captcha, locale) else {
+            return Err(violations.into_error());
+        };
+        Ok(Self {
+            login,
+            captcha,
+            locale,
+        })
+    }
+}
+
+pub struct SendCode {
+    pub flow_id: FlowId,
+    /// `None`: the flow's only channel.
+    pub channel: Option<Channel>,
+}
+
+impl SendCode {
+    /// `channel` comes already decoded by the edge (the wire's enum is not the domain's).
+    pub fn parse(
+        flow_id: &str,
+        channel: Result<Option<Channel>, FieldViolation>,
+    ) -> Result<Self, RecoveryError> {
+        let mut violations = Violations::new();
+        let flow_id = violations.check(input::parse_id("flow_id", flow_id));
+        let channel = violations.check(channel);
+        // Each field is `None` exactly when its violation was recorded.
+        let (Some(flow_id), Some(channel)) = (flow_id, channel) else {
+            return Err(violations.into_error());
+        };
+        Ok(Self {
+            flow_id: FlowId(flow_id),
+            channel,
+        })
+    }
+}
+
+pub struct VerifyCode {
+    pub flow_id: FlowId,
+    pub code: VerificationCode,
+}
+
+impl VerifyCode {
+    pub fn parse(flow_id: &str, code: &str) -> Result<Self, RecoveryError> {
+        let mut violations = Violations::new();
+        let flow_id = violations.check(input::parse_id("flow_id", flow_id));
+        let code = violations.check(VerificationCode::parse("code", code));
+        // Each field is `None` exactly when its violation was recorded.
+        let (Some(flow_id), Some(code)) = (flow_id, code) else {
+            return Err(violations.into_error());
+        };
+        Ok(Self {
+            flow_id: FlowId(flow_id),
+            code,
+        })
+    }
+}
+
+pub struct ResetPassword {
+    pub token: ResetToken,
+    pub new_password: SecretString,
+    pub confirmation: SecretString,
+}
+
+impl ResetPassword {
+    pub fn parse(
+        reset_token: &str,
+        new_password: &str,
+        confirmation: &str,
+    ) -> Result<Self, RecoveryError> {
+        let mut violations = Violations::new();
+        let token = violations.check(ResetToken::parse("reset_token", reset_token));
+        let new_password = violations.check(input::parse_password("new_password", new_password));
+        let confirmation = violations.check(input::parse_password(
+            "new_password_confirmation",
+            confirmation,
+        ));
+        // Each field is `None` exactly when its violation was recorded.
+        let (Some(token), Some(new_password), Some(confirmation)) =
+            (token, new_password, confirmation)
+        else {
+            return Err(violations.into_error());
+        };
+        Ok(Self {
+            token,
+            new_password,
+            confirmation,
+        })
+    }
+}
+
+pub struct ValidatePassword {
+    pub password: SecretString,
+    /// Given, the password is also checked against it (a password containing the login).
+    pub login: Option<LoginId>,
+}
+
+impl ValidatePassword {
+    pub fn parse(password: &str, login_id: &str) -> Result<Self, RecoveryError> {
+        let mut violations = Violations::new();
+        let password = violations.check(input::parse_password("password", password));
+        let login = if login_id.trim().is_empty() {
+            Some(None)
+        } else {
+            violations
+                .check(LoginId::parse("login_id", login_id))
+                .map(Some)
+        };
+        // Each field is `None` exactly when its violation was recorded.
+        let (Some(password), Some(login)) = (password, login) else {
+            return Err(violations.into_error());
+        };
+        Ok(Self { password, login })
+    }
+}
