@@ -9,8 +9,8 @@
 # Builds the release binaries (service + src/bin/loadgen), starts a real SMTP sink (aiosmtpd) and
 # the service twice — on the embedded defaults (SQLite + in-process store) and on Redis +
 # PostgreSQL (a private database and key prefix) — with rate limits off, captcha off, the SMTP
-# notifier, and the resend cooldown and attempt limits lifted so one prepared flow can take any
-# number of sends and wrong codes. For each backend it measures:
+# notifier, the resend cooldown off and the per-flow send and attempt limits at the
+# configuration's maxima, so one prepared flow serves many sends and wrong codes. For each backend it measures:
 #   - start to SERVING (Health/Check), from the process's start;
 #   - the raw argon2id rate with the service's parameters and permits (the recovery ceiling);
 #   - every scenario at 1, 16 and 64 in flight, with the no-op Health/Check of the same run;
@@ -92,8 +92,10 @@ export RECOVERY_NOTIFIER=smtp
 export RECOVERY_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT"
 export RECOVERY_SECRET="bench-secret-${RUN_ID}-0123456789-0123456789"
 export RECOVERY_FLOW__RESEND_COOLDOWN_SECS=0
-export RECOVERY_FLOW__MAX_SENDS=100000000
-export RECOVERY_FLOW__MAX_ATTEMPTS=100000000
+# The configuration's maxima (strict config refuses more): a prepared flow then takes 50 sends
+# and 19 wrong codes (the 20th kills it), hence the --reuse values below.
+export RECOVERY_FLOW__MAX_SENDS=50
+export RECOVERY_FLOW__MAX_ATTEMPTS=20
 export RECOVERY_LOG_FORMAT=text
 export RUST_LOG=${RUST_LOG:-warn}
 
@@ -146,10 +148,10 @@ bench_backend() {
     local timed=(--in-flight "$n" --duration "$SECS")
     lg "$backend" --scenario health "${timed[@]}"
     lg "$backend" --scenario get-recovery-flow "${timed[@]}"
-    lg "$backend" --scenario verify-code-wrong --reuse 0 "${timed[@]}"
+    lg "$backend" --scenario verify-code-wrong --reuse 19 --pool 2000 "${timed[@]}"
     lg "$backend" --scenario cancel-recovery --in-flight "$n" --requests "$K_CANCEL"
     lg "$backend" --scenario start-recovery "${timed[@]}"
-    lg "$backend" --scenario send-verification-code --reuse 0 "${timed[@]}"
+    lg "$backend" --scenario send-verification-code --reuse 50 "${timed[@]}"
     lg "$backend" --scenario validate-password "${timed[@]}"
     lg "$backend" --scenario validate-password-worst "${timed[@]}"
     lg "$backend" --scenario create-captcha "${timed[@]}"
