@@ -168,8 +168,13 @@ impl Shared {
         if len == 0 {
             return None;
         }
-        // Reuse 0: any number of requests per item, round robin.
-        let index = seq.checked_div(self.load.reuse).unwrap_or(seq % len);
+        // Round robin, so requests in flight at the same time work on different items (no
+        // cooldown or compare-and-swap races between them); each item serves `reuse` requests
+        // (0: any number).
+        if self.load.reuse > 0 && seq >= len.saturating_mul(self.load.reuse) {
+            return None;
+        }
+        let index = seq % len;
         self.items
             .get(usize::try_from(index).ok()?)
             .map(String::as_str)
