@@ -13,6 +13,7 @@ pub mod limits;
 
 pub mod policy;
 pub mod ports;
+pub mod pow;
 mod reset;
 pub mod service;
 
