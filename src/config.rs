@@ -15,6 +15,7 @@ use crate::db::DatabaseSettings;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
+use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::handle::{CaptchaMode, DEFAULT_POW_MAX_NUMBER};
 use crate::recovery::limits::RateLimits;
@@ -213,6 +214,8 @@ pub struct Config {
     pub flow: FlowConfig,
     pub rate_limits: RateLimits,
     pub password_policy: PolicySettings,
+    /// `[breach_check]`: breached-password range check (off by default).
+    pub breach_check: BreachSettings,
     pub hashing: HashSettings,
     pub database: DatabaseSettings,
     pub redis: RedisConfig,
@@ -243,6 +246,7 @@ impl Default for Config {
             flow: FlowConfig::default(),
             rate_limits: RateLimits::default(),
             password_policy: PolicySettings::default(),
+            breach_check: BreachSettings::default(),
             hashing: HashSettings::default(),
             database: DatabaseSettings::default(),
             redis: RedisConfig::default(),

@@ -19,6 +19,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod hibp;
 pub mod notify;
 pub mod proto;
 pub mod recovery;

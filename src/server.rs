@@ -18,12 +18,14 @@ use crate::api::{AccountApi, ClientResolver, RecoveryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
+use crate::hibp::HibpClient;
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
 use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
 use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
 use crate::proto::recovery_service_server::RecoveryServiceServer;
 use crate::recovery::Recovery;
+use crate::recovery::breach::BreachCheck;
 use crate::recovery::policy::{self, PasswordPolicy};
 use crate::secrets::keys::KeyRing;
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
@@ -140,6 +142,20 @@ impl App {
         let event_wake = Arc::new(Notify::new());
         let accounts: Arc<dyn AccountRepository> = Arc::new(database.clone());
         let queue: Arc<dyn DeliveryQueue> = Arc::new(database.clone());
+        let breach = if config.breach_check.enabled {
+            let settings = config.breach_check.clone();
+            let client = HibpClient::new(
+                &settings.url,
+                Duration::from_millis(settings.timeout_ms.max(1)),
+            )
+            .context("building the breach-check client")?;
+            Some(BreachCheck {
+                ranges: Arc::new(client),
+                settings,
+            })
+        } else {
+            None
+        };
         let recovery = Arc::new(Recovery {
             store,
             accounts,
@@ -156,6 +172,7 @@ impl App {
             clock: clock.clone(),
             notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
             captcha_answers: overrides.captcha_answers,
+            breach,
         });
         let worker = DeliveryWorker {
             queue,

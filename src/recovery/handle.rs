@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::breach::BreachCheck;
 use super::flow::FlowSettings;
 use super::policy::PasswordPolicy;
 use super::ports::{AccountRepository, Deliveries, EphemeralStore};
@@ -141,6 +142,8 @@ pub struct Recovery {
     /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
     /// (it cannot read the picture).
     pub captcha_answers: Option<CaptchaAnswerSource>,
+    /// `[breach_check]`; `None` when it is off.
+    pub breach: Option<BreachCheck>,
 }
 
 /// Supplies captcha answers in place of the CSPRNG (tests only).

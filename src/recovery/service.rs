@@ -463,6 +463,14 @@ impl Recovery {
         let assessment = self.policy.assess(password.expose_secret(), local, &inputs);
         let normalized = SecretString::from(assessment.normalized);
         let mut violations = assessment.violations;
+        // Only for a password the local rules accept: the range request is a network round
+        // trip, and a refused password needs no second reason.
+        if let (true, Some(breach)) = (violations.is_empty(), &self.breach) {
+            let found = breach
+                .check(self.store.as_ref(), normalized.expose_secret())
+                .await?;
+            violations.extend(found);
+        }
         // Only hash-compare a password that could otherwise be accepted: argon2 is expensive,
         // and the length bound has already been enforced.
         if violations.is_empty()

@@ -4,6 +4,7 @@
 //! lives lower, in `crate::clock`, because `notify`'s workers read it too.
 
 pub mod accounts;
+pub mod breach;
 pub mod delivery;
 pub mod ephemeral;
 pub mod events;
@@ -12,6 +13,7 @@ pub use accounts::{
     Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
     QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
 };
+pub use breach::{BreachError, BreachRanges};
 pub use delivery::{Deliveries, MessageKind, Notice};
 pub use ephemeral::{EphemeralStore, RateDecision, StoreError, Versioned};
 pub use events::{EventSink, StreamRetention};
