@@ -14,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::accounts::{AccountRepository, DeliveryQueue, PasswordHasher};
+use crate::api::localized::Localized;
 use crate::api::{AccountApi, ClientResolver, RecoveryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
@@ -30,10 +31,14 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::secrets::keys::KeyRing;
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
+pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod cors;
+pub mod metrics;
 pub mod tls;
 pub mod trace;
+pub mod ui;
 
 /// Replacements for what the configuration would build: tests inject a clock, a capturing
 /// notifier or a store.
@@ -106,6 +111,10 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
 
 impl App {
     pub async fn build(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // ring is the process's one rustls provider: a client built without an explicit one
+        // (reqwest with `rustls-no-provider`) uses it instead of panicking. Already installed
+        // (a second App in one process) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // The refusals of production mode (secret, notifier) come first: a misconfigured
         // production start must fail before it touches the database or Redis.
         let keys = key_ring(&config)?;
@@ -210,6 +219,27 @@ impl App {
         let clients = ClientResolver {
             trusted_proxies: config.server.trusted_proxies.clone(),
         };
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_admin = CancellationToken::new();
+        let admin_task = match config.admin.listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the admin listener {address}"))?;
+                tracing::info!(address = %listener.local_addr()?, "admin listener: /metrics, /healthz, /readyz");
+                let admin = admin::Admin {
+                    recovery: recovery.clone(),
+                    database: database.clone(),
+                    hashing_limit: config.hashing.max_in_flight,
+                    draining: draining.clone(),
+                };
+                let stop = stop_admin.clone();
+                Some(tokio::spawn(
+                    admin.serve(listener, async move { stop.cancelled().await }),
+                ))
+            }
+            None => None,
+        };
         let stop_worker = CancellationToken::new();
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
         let relay_task = relay.map(|relay| tokio::spawn(relay.run(stop_worker.clone())));
@@ -240,10 +270,13 @@ impl App {
             tracing::info!("RecoveryService requires a gateway key");
         }
         let recovery_service = InterceptedService::new(
-            RecoveryServiceServer::new(RecoveryApi {
-                recovery: recovery.clone(),
-                clients: clients.clone(),
-            })
+            RecoveryServiceServer::new(Localized::new(
+                RecoveryApi {
+                    recovery: recovery.clone(),
+                    clients: clients.clone(),
+                },
+                recovery.clone(),
+            ))
             .max_decoding_message_size(max_message),
             gateway_auth,
         );
@@ -261,17 +294,28 @@ impl App {
             );
         }
         let account_service = InterceptedService::new(
-            AccountServiceServer::new(AccountApi { recovery, clients })
-                .max_decoding_message_size(max_message),
+            AccountServiceServer::new(Localized::new(
+                AccountApi {
+                    recovery: recovery.clone(),
+                    clients,
+                },
+                recovery.clone(),
+            ))
+            .max_decoding_message_size(max_message),
             account_auth,
         );
 
+        if config.ui_enabled() {
+            tracing::info!(url = %format!("http://{local}/"), "web UI enabled ([ui] enabled)");
+        }
         tracing::info!(address = %local, tls = config.tls.enabled(), mutual_tls = config.tls.mutual(), "recovery-service listening");
         let health_on_shutdown = health.clone();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let draining_on_shutdown = draining.clone();
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
+            draining_on_shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
             health_on_shutdown
                 .set_not_serving::<RecoveryServiceServer<RecoveryApi>>()
                 .await;
@@ -288,8 +332,11 @@ impl App {
             .layer(tower::util::option_layer(cors::layer(
                 &config.server.cors_allowed_origins,
             )?))
+            // Before tonic-web, which answers any other HTTP/1.1 GET with 400.
+            .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
             .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(metrics::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -300,6 +347,11 @@ impl App {
             .context("gRPC server")?;
 
         stop_worker.cancel();
+        // The admin listener outlives the gRPC one, so probes see "draining" until the end.
+        stop_admin.cancel();
+        if let Some(admin_task) = admin_task {
+            admin_task.await.ok();
+        }
         if tokio::time::timeout(grace, worker_task).await.is_err() {
             tracing::warn!("delivery worker did not stop in time; pending messages stay queued");
         }
