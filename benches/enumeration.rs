@@ -79,6 +79,7 @@ impl Clients {
             captcha_id: String::new(),
             captcha_answer: String::new(),
             locale: "en".to_owned(),
+            pow_solution: String::new(),
         };
         let began = Instant::now();
         let response = self.recovery.start_recovery(request).await?;
@@ -140,7 +141,7 @@ async fn run(iterations: usize) -> anyhow::Result<()> {
         secret: Some(SecretString::from(
             "enumeration-bench-secret-0123456789-0123456789",
         )),
-        captcha: false,
+        captcha: recovery_service::recovery::handle::CaptchaMode::Off,
         rate_limits: recovery_service::recovery::limits::RateLimits {
             enabled: false,
             ..Default::default()

@@ -21,7 +21,9 @@ use crate::db::DatabaseSettings;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
+use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
+use crate::recovery::handle::{CaptchaMode, DEFAULT_POW_MAX_NUMBER};
 use crate::recovery::limits::RateLimits;
 use crate::recovery::policy::PolicySettings;
 use crate::recovery::service::RecoverySettings;
@@ -36,8 +38,10 @@ pub enum NotifierKind {
     Smtp,
 }
 
-/// `on`/`off`, `true`/`false`, `1`/`0`: what people type in environment variables.
-fn on_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+/// `RECOVERY_CAPTCHA`: `on` (= `image`) | `pow` | `both` | `off`, and what people type in
+/// environment variables for on/off (`true`, `1`, `yes`; on means the picture, as before proof
+/// of work existed).
+fn captcha_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CaptchaMode, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -45,21 +49,26 @@ fn on_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> 
         Int(i64),
         Text(String),
     }
+    let on = |on: bool| {
+        if on {
+            CaptchaMode::Image
+        } else {
+            CaptchaMode::Off
+        }
+    };
     match Raw::deserialize(deserializer)? {
-        Raw::Bool(value) => Ok(value),
-        Raw::Int(value) => Ok(value != 0),
+        Raw::Bool(value) => Ok(on(value)),
+        Raw::Int(value) => Ok(on(value != 0)),
         Raw::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "yes" | "1" => Ok(true),
-            "off" | "false" | "no" | "0" => Ok(false),
+            "on" | "image" | "true" | "yes" | "1" => Ok(CaptchaMode::Image),
+            "off" | "false" | "no" | "0" => Ok(CaptchaMode::Off),
+            "pow" => Ok(CaptchaMode::Pow),
+            "both" => Ok(CaptchaMode::Both),
             other => Err(serde::de::Error::custom(format!(
-                "expected on or off, got {other:?}"
+                "expected on, image, pow, both or off, got {other:?}"
             ))),
         },
     }
-}
-
-fn serialize_on_off<S: serde::Serializer>(value: &bool, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(if *value { "on" } else { "off" })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +82,8 @@ pub struct FlowConfig {
     pub max_sends: u32,
     pub captcha_ttl_secs: u64,
     pub captcha_digits: u32,
+    /// Cost of a proof of work (`RECOVERY_CAPTCHA=pow|both`): the largest secret number.
+    pub pow_max_number: u32,
 }
 
 impl Default for FlowConfig {
@@ -87,6 +98,7 @@ impl Default for FlowConfig {
             max_sends: flow.max_sends,
             captcha_ttl_secs: 300,
             captcha_digits: 6,
+            pow_max_number: DEFAULT_POW_MAX_NUMBER,
         }
     }
 }
@@ -212,8 +224,8 @@ pub struct Config {
     pub mail_from: String,
     /// Timeouts, pool and TLS trust of the SMTP notifier (`[smtp]`).
     pub smtp: SmtpSettings,
-    #[serde(deserialize_with = "on_off", serialize_with = "serialize_on_off")]
-    pub captcha: bool,
+    #[serde(deserialize_with = "captcha_mode")]
+    pub captcha: CaptchaMode,
     #[serde(skip_serializing)]
     pub secret: Option<SecretString>,
     pub otlp_endpoint: Option<String>,
@@ -225,6 +237,8 @@ pub struct Config {
     pub flow: FlowConfig,
     pub rate_limits: RateLimits,
     pub password_policy: PolicySettings,
+    /// `[breach_check]`: breached-password range check (off by default).
+    pub breach_check: BreachSettings,
     pub hashing: HashSettings,
     pub database: DatabaseSettings,
     pub redis: RedisConfig,
@@ -248,7 +262,7 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "no-reply@localhost".to_owned(),
             smtp: SmtpSettings::default(),
-            captcha: true,
+            captcha: CaptchaMode::Image,
             secret: None,
             otlp_endpoint: None,
             production: false,
@@ -257,6 +271,7 @@ impl Default for Config {
             flow: FlowConfig::default(),
             rate_limits: RateLimits::default(),
             password_policy: PolicySettings::default(),
+            breach_check: BreachSettings::default(),
             hashing: HashSettings::default(),
             database: DatabaseSettings::default(),
             redis: RedisConfig::default(),
@@ -351,9 +366,11 @@ impl Config {
                 max_sends: f.max_sends,
                 ..FlowSettings::default()
             },
-            captcha_enabled: self.captcha,
+            captcha: self.captcha,
             captcha_ttl: Duration::from_secs(f.captcha_ttl_secs),
             captcha_digits: f.captcha_digits.clamp(5, 8),
+            // Zero would make every challenge solvable with no work at all.
+            pow_max_number: f.pow_max_number.max(1_000),
             limits: self.rate_limits.clone(),
         }
     }
@@ -413,7 +430,7 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://recovery.db?mode=rwc");
         assert!(config.redis_url.is_none());
         assert_eq!(config.notifier, NotifierKind::Log);
-        assert!(config.captcha);
+        assert_eq!(config.captcha, CaptchaMode::Image);
         assert!(config.ui_enabled());
     }
 
@@ -441,12 +458,12 @@ mod tests {
                 "recovery.toml",
                 "captcha = \"on\"\nmail_from = \"file@example.com\"\n[flow]\ncode_ttl_secs = 120\n",
             )?;
-            jail.set_env("RECOVERY_CAPTCHA", "off");
+            jail.set_env("RECOVERY_CAPTCHA", "pow");
             jail.set_env("RECOVERY_LISTEN", "0.0.0.0:6000");
             jail.set_env("RECOVERY_FLOW__MAX_SENDS", "3");
             let config =
                 Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
-            assert!(!config.captcha);
+            assert_eq!(config.captcha, CaptchaMode::Pow);
             assert_eq!(config.listen.to_string(), "0.0.0.0:6000");
             assert_eq!(config.mail_from, "file@example.com");
             assert_eq!(config.flow.code_ttl_secs, 120);

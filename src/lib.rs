@@ -20,6 +20,7 @@ pub mod blocking;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod hibp;
 pub mod notify;
 pub mod proto;
 pub mod recovery;

@@ -20,12 +20,14 @@ use crate::blocking::BlockingPool;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
+use crate::hibp::HibpClient;
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
 use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
 use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
 use crate::proto::recovery_service_server::RecoveryServiceServer;
 use crate::recovery::Recovery;
+use crate::recovery::breach::BreachCheck;
 use crate::recovery::policy::{self, PasswordPolicy};
 use crate::secrets::keys::KeyRing;
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
@@ -110,6 +112,10 @@ fn build_notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
 
 impl App {
     pub async fn build(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // ring is the process's one rustls provider: a client built without an explicit one
+        // (reqwest with `rustls-no-provider`) uses it instead of panicking. Already installed
+        // (a second App in one process) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // The refusals of production mode (secret, notifier) come first: a misconfigured
         // production start must fail before it touches the database or Redis.
         let keys = key_ring(&config)?;
@@ -130,7 +136,7 @@ impl App {
             Some(dir) => Templates::with_override_dir(dir).context("loading templates")?,
             None => Templates::embedded(),
         };
-        if !config.captcha {
+        if config.captcha == crate::recovery::handle::CaptchaMode::Off {
             tracing::warn!("captcha is off: StartRecovery is open to scripted use");
         }
         let loaded = policy::preload();
@@ -146,6 +152,20 @@ impl App {
         let event_wake = Arc::new(Notify::new());
         let accounts: Arc<dyn AccountRepository> = Arc::new(database.clone());
         let queue: Arc<dyn DeliveryQueue> = Arc::new(database.clone());
+        let breach = if config.breach_check.enabled {
+            let settings = config.breach_check.clone();
+            let client = HibpClient::new(
+                &settings.url,
+                Duration::from_millis(settings.timeout_ms.max(1)),
+            )
+            .context("building the breach-check client")?;
+            Some(BreachCheck {
+                ranges: Arc::new(client),
+                settings,
+            })
+        } else {
+            None
+        };
         let recovery = Arc::new(Recovery {
             store,
             accounts,
@@ -164,6 +184,7 @@ impl App {
             captcha_answers: overrides.captcha_answers,
             // A person waits for the picture: past a few seconds of queue, shed the load.
             captcha_renderer: BlockingPool::per_core(Duration::from_secs(5)),
+            breach,
         });
         let worker = DeliveryWorker {
             queue,

@@ -232,6 +232,7 @@ async fn with_redis_stopped_calls_are_unavailable_in_bounded_time_and_recover_wi
             captcha_id: "00000000-0000-0000-0000-000000000000".into(),
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
+            pow_solution: String::new(),
         })
         .await;
     assert_unavailable("StartRecovery", started, result);

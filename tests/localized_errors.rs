@@ -51,6 +51,7 @@ async fn flow_in(app: &TestApp, locale: &str) -> (String, String) {
             captcha_id,
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: locale.into(),
+            pow_solution: String::new(),
         })
         .await
         .unwrap()
@@ -138,6 +139,7 @@ async fn start_recovery_speaks_the_locale_it_was_asked_for() {
                 captcha_id,
                 captcha_answer: "000000".into(),
                 locale: "ru".into(),
+                pow_solution: String::new(),
             },
             "sv",
         ))

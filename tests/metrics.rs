@@ -36,6 +36,8 @@ async fn start() -> Server {
 }
 
 async fn start_with(extra_env: &[(&str, &str)]) -> Server {
+    // reqwest is built without a rustls provider (ring is the crate's one); give it ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = TempDir::new();
     let (grpc, admin) = (spare_port(), spare_port());
     let redis = std::env::var("RECOVERY_TEST_REDIS_URL")
@@ -152,6 +154,7 @@ async fn metrics_parse_and_move_when_a_flow_runs() {
             captcha_id: String::new(),
             captcha_answer: String::new(),
             locale: "en".into(),
+            pow_solution: String::new(),
         })
         .await
         .unwrap()

@@ -36,6 +36,7 @@ async fn the_whole_story_resets_the_password_and_only_the_new_one_logs_in() {
             captcha_id: captcha.captcha_id,
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
+            pow_solution: String::new(),
         })
         .await
         .unwrap()
@@ -206,6 +207,7 @@ async fn a_wrong_captcha_is_captcha_invalid_and_burns_the_captcha() {
             captcha_id: captcha_id.clone(),
             captcha_answer: answer.into(),
             locale: String::new(),
+            pow_solution: String::new(),
         };
         async move { client.start_recovery(request).await }
     };
@@ -230,6 +232,7 @@ async fn a_used_captcha_is_rejected() {
         captcha_id: captcha_id.clone(),
         captcha_answer: CAPTCHA_ANSWER.into(),
         locale: String::new(),
+        pow_solution: String::new(),
     };
     app.recovery
         .clone()
@@ -257,6 +260,7 @@ async fn an_expired_captcha_is_rejected() {
             captcha_id,
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: String::new(),
+            pow_solution: String::new(),
         })
         .await
         .failure()
@@ -281,7 +285,11 @@ async fn without_a_captcha_start_names_the_missing_fields_unless_captcha_is_off(
     assert_eq!(failure.fields(), vec!["captcha_id", "captcha_answer"]);
     app.stop().await;
 
-    let app = spawn_app_with(|c| c.captcha = false, Overrides::default()).await;
+    let app = spawn_app_with(
+        |c| c.captcha = recovery_service::recovery::handle::CaptchaMode::Off,
+        Overrides::default(),
+    )
+    .await;
     let flow = app
         .recovery
         .clone()
@@ -710,6 +718,7 @@ async fn bad_input_names_every_field_and_the_server_keeps_serving() {
             captcha_id: "x\0y".into(),
             captcha_answer: "12a".into(),
             locale: "<script>".into(),
+            pow_solution: String::new(),
         })
         .await
         .failure();
@@ -894,6 +903,7 @@ async fn the_code_message_is_in_the_requested_language() {
             captcha_id,
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "sv-SE".into(),
+            pow_solution: String::new(),
         })
         .await
         .unwrap()

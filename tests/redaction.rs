@@ -156,6 +156,7 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
             captcha_id,
             captcha_answer: WRONG_CAPTCHA.into(),
             locale: "en".into(),
+            pow_solution: String::new(),
         })
         .await
         .failure()
@@ -254,6 +255,7 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
             captcha_id,
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
+            pow_solution: String::new(),
         })
         .await
         .failure()

@@ -101,6 +101,7 @@ impl TryFrom<proto::StartRecoveryRequest> for StartRecovery {
             &req.locale,
             &req.captcha_id,
             &req.captcha_answer,
+            &req.pow_solution,
         )
     }
 }
@@ -150,6 +151,13 @@ impl RecoveryService for RecoveryApi {
             captcha_id: captcha.captcha_id,
             image_png: captcha.image_png,
             expires_at: Some(timestamp(captcha.expires_at)),
+            pow: captcha.pow.map(|pow| proto::ProofOfWork {
+                algorithm: pow.algorithm.to_owned(),
+                challenge: pow.challenge,
+                salt: pow.salt,
+                signature: pow.signature,
+                max_number: pow.max_number,
+            }),
         }))
     }
 

@@ -20,7 +20,7 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug! {
-    StartRecoveryRequest { login_id, captcha_id, captcha_answer, locale }
+    StartRecoveryRequest { login_id, captcha_id, captcha_answer, locale, pow_solution }
     VerifyCodeRequest { flow_id, code }
     VerifyCodeResponse { reset_token, expires_at }
     ResetPasswordRequest { reset_token, new_password, new_password_confirmation }

@@ -61,6 +61,11 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     p.range("flow.captcha_ttl_secs", f.captcha_ttl_secs, 30..=3600);
     // The picture is drawn for 5 to 8 digits; fewer is guessable, more is not typeable.
     p.range("flow.captcha_digits", f.captcha_digits, 5..=8);
+    // Below 1000 the work is free; above 10^8 a phone would need minutes.
+    p.range("flow.pow_max_number", f.pow_max_number, 1_000..=100_000_000);
+    let breach = &config.breach_check;
+    p.range("breach_check.timeout_ms", breach.timeout_ms, 50..=30_000);
+    p.range("breach_check.min_count", breach.min_count, 1..=u64::MAX);
 
     let limits = &config.rate_limits;
     for (name, limit) in [

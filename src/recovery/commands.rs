@@ -7,6 +7,7 @@ use secrecy::SecretString;
 use super::error::{FieldViolation, RecoveryError, Violations};
 use super::flow::Channel;
 use super::input::{self, LoginId, ResetToken, VerificationCode};
+use super::pow::PowSolution;
 
 /// A flow id we issued (a UUID): anything else cannot exist in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct StartRecovery {
     pub login: LoginId,
     /// `None` when neither field was given (refused later if captchas are on).
     pub captcha: Option<CaptchaAnswer>,
+    /// `None` when not given (refused later if proof of work is on).
+    pub pow_solution: Option<PowSolution>,
     pub locale: String,
 }
 
@@ -43,6 +46,7 @@ impl StartRecovery {
         locale: &str,
         captcha_id: &str,
         captcha_answer: &str,
+        pow_solution: &str,
     ) -> Result<Self, RecoveryError> {
         let mut violations = Violations::new();
         let login = violations.check(LoginId::parse("login_id", login_id));
@@ -58,13 +62,23 @@ impl StartRecovery {
             id.zip(answer)
                 .map(|(id, answer)| Some(CaptchaAnswer { id, answer }))
         };
+        let pow_solution = if pow_solution.trim().is_empty() {
+            Some(None)
+        } else {
+            violations
+                .check(PowSolution::parse("pow_solution", pow_solution))
+                .map(Some)
+        };
         // Each field is `None` exactly when its violation was recorded.
-        let (Some(login), Some(captcha), Some(locale)) = (login, captcha, locale) else {
+        let (Some(login), Some(captcha), Some(locale), Some(pow_solution)) =
+            (login, captcha, locale, pow_solution)
+        else {
             return Err(violations.into_error());
         };
         Ok(Self {
             login,
             captcha,
+            pow_solution,
             locale,
         })
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::breach::BreachCheck;
 use super::flow::FlowSettings;
 use super::policy::PasswordPolicy;
 use super::ports::{AccountRepository, Deliveries, EphemeralStore};
@@ -20,6 +21,11 @@ pub(crate) const CODE_PURPOSE: &str = "code";
 pub(crate) const TOKEN_PURPOSE: &str = "reset-token";
 pub(crate) const LOGIN_PURPOSE: &str = "login";
 
+/// Average 25 000 SHA-256 hashes per solve: about a second for the widget on a phone, ~5 ms for
+/// a native bot on one core;
+/// see README "Proof of work".
+pub const DEFAULT_POW_MAX_NUMBER: u32 = 50_000;
+
 /// Who is calling, as far as the transport can tell.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -27,12 +33,38 @@ pub struct RequestContext {
     pub user_agent: Option<String>,
 }
 
+/// Which proof a `StartRecovery` needs (`RECOVERY_CAPTCHA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptchaMode {
+    Off,
+    /// The picture of digits (`on` means this).
+    #[default]
+    Image,
+    /// An ALTCHA proof of work: no person needed, but each try costs the caller CPU.
+    Pow,
+    /// Both: a bot must read the picture and pay for the work.
+    Both,
+}
+
+impl CaptchaMode {
+    pub fn image(self) -> bool {
+        matches!(self, Self::Image | Self::Both)
+    }
+
+    pub fn pow(self) -> bool {
+        matches!(self, Self::Pow | Self::Both)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RecoverySettings {
     pub flow: FlowSettings,
-    pub captcha_enabled: bool,
+    pub captcha: CaptchaMode,
     pub captcha_ttl: Duration,
     pub captcha_digits: u32,
+    /// Largest secret number of a proof of work: a solve takes max_number / 2 hashes on average.
+    pub pow_max_number: u32,
     pub limits: RateLimits,
 }
 
@@ -40,9 +72,10 @@ impl Default for RecoverySettings {
     fn default() -> Self {
         Self {
             flow: FlowSettings::default(),
-            captcha_enabled: true,
+            captcha: CaptchaMode::Image,
             captcha_ttl: Duration::from_secs(300),
             captcha_digits: 6,
+            pow_max_number: DEFAULT_POW_MAX_NUMBER,
             limits: RateLimits::default(),
         }
     }
@@ -111,6 +144,8 @@ pub struct Recovery {
     pub captcha_answers: Option<CaptchaAnswerSource>,
     /// Captcha pictures are drawn here, off the async workers (~1 ms of CPU each).
     pub captcha_renderer: crate::blocking::BlockingPool,
+    /// `[breach_check]`; `None` when it is off.
+    pub breach: Option<BreachCheck>,
 }
 
 /// Supplies captcha answers in place of the CSPRNG (tests only).

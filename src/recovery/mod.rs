@@ -2,6 +2,7 @@
 //! policy. No tonic, no sea-orm, no redis here: the outside world is reached through the traits
 //! in `ports`, which this module owns and the adapters implement.
 
+pub mod breach;
 pub mod captcha;
 pub mod captcha_image;
 pub mod commands;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod locale;
 pub mod policy;
 pub mod ports;
+pub mod pow;
 mod reset;
 pub mod service;
 

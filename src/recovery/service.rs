@@ -19,6 +19,7 @@ use super::limits::LimitScope;
 use super::policy::PasswordPolicy;
 use super::ports::{MessageKind, Notice, Versioned};
 use crate::blocking::BlockingError;
+use super::pow::{PowSolution, ProofOfWork};
 use crate::clock::after;
 use crate::secrets::keys;
 use crate::secrets::mask_email;
@@ -37,11 +38,14 @@ pub struct FlowView {
     pub resend_available_at: Option<DateTime<Utc>>,
 }
 
+/// What `CreateCaptcha` hands out: the picture, the proof of work, or both (`CaptchaMode`).
 #[derive(Debug, Clone)]
 pub struct CaptchaChallenge {
+    /// Empty when no picture is asked for.
     pub captcha_id: String,
     pub image_png: Vec<u8>,
     pub expires_at: DateTime<Utc>,
+    pub pow: Option<ProofOfWork>,
 }
 
 pub struct IssuedToken {
@@ -92,6 +96,24 @@ impl Recovery {
     ) -> Result<CaptchaChallenge, RecoveryError> {
         self.limit_caller(ctx, "CreateCaptcha").await?;
         let now = self.clock.now();
+        let mode = self.settings.captcha;
+        let expires_at = after(now, self.settings.captcha_ttl);
+        let pow = if mode.pow() {
+            let pow = ProofOfWork::issue(&self.keys, expires_at, self.settings.pow_max_number)
+                .map_err(RecoveryError::internal)?;
+            Some(pow)
+        } else {
+            None
+        };
+        // Off and pow-only still answer (with no picture), so a front end can always ask.
+        if !mode.image() {
+            return Ok(CaptchaChallenge {
+                captcha_id: String::new(),
+                image_png: Vec::new(),
+                expires_at: pow.as_ref().map_or(expires_at, |p| p.expires_at),
+                pow,
+            });
+        }
         let answer = match &self.captcha_answers {
             Some(source) => source(),
             None => keys::random_digits(self.settings.captcha_digits)
@@ -99,7 +121,6 @@ impl Recovery {
         };
         let seed = keys::random_bytes::<32>().map_err(RecoveryError::internal)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let expires_at = after(now, self.settings.captcha_ttl);
         let record = CaptchaRecord::new(id.clone(), &answer, &self.keys, expires_at);
         let image_png = self
             .captcha_renderer
@@ -120,7 +141,31 @@ impl Recovery {
             captcha_id: id,
             image_png,
             expires_at,
+            pow,
         })
+    }
+
+    /// A proof of work that we issued, solved, unexpired and never spent before. Spending it is
+    /// one atomic claim in the store, so two concurrent replays cannot both pass.
+    async fn spend_pow(
+        &self,
+        solution: &PowSolution,
+        now: DateTime<Utc>,
+    ) -> Result<(), RecoveryError> {
+        let expires_at = solution.verify(&self.keys, now).map_err(|rejection| {
+            tracing::info!(?rejection, "proof of work refused");
+            RecoveryError::CaptchaInvalid
+        })?;
+        let remember = (expires_at - now).to_std().unwrap_or_default();
+        if !self
+            .store
+            .claim_once(&solution.spent_key(), remember)
+            .await?
+        {
+            tracing::info!("proof of work refused: already spent");
+            return Err(RecoveryError::CaptchaInvalid);
+        }
+        Ok(())
     }
 
     /// `StartRecovery`. Known and unknown logins take the same path with the same store and
@@ -134,17 +179,30 @@ impl Recovery {
         let StartRecovery {
             login,
             captcha,
+            pow_solution,
             locale,
         } = command;
         self.limit_caller(ctx, "StartRecovery").await?;
         let now = self.clock.now();
-        if self.settings.captcha_enabled {
-            let Some(captcha) = captcha else {
-                return Err(RecoveryError::InvalidArgument(vec![
-                    FieldViolation::new("captcha_id", "is required: call CreateCaptcha first"),
-                    FieldViolation::new("captcha_answer", "is required"),
-                ]));
-            };
+        let mode = self.settings.captcha;
+        let mut missing = Vec::new();
+        if mode.image() && captcha.is_none() {
+            missing.push(FieldViolation::new(
+                "captcha_id",
+                "is required: call CreateCaptcha first",
+            ));
+            missing.push(FieldViolation::new("captcha_answer", "is required"));
+        }
+        if mode.pow() && pow_solution.is_none() {
+            missing.push(FieldViolation::new(
+                "pow_solution",
+                "is required: solve the proof of work from CreateCaptcha",
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(RecoveryError::InvalidArgument(missing));
+        }
+        if let (true, Some(captcha)) = (mode.image(), &captcha) {
             // Taken (read and deleted) before it is checked: the first answer burns it.
             let record = self.store.take_captcha(&captcha.id).await?;
             let accepted =
@@ -152,6 +210,9 @@ impl Recovery {
             if !accepted {
                 return Err(RecoveryError::CaptchaInvalid);
             }
+        }
+        if let (true, Some(solution)) = (mode.pow(), &pow_solution) {
+            self.spend_pow(solution, now).await?;
         }
         let login_key = self.login_key(&login);
         // Before the account lookup: a limited answer must not depend on whether it exists.
@@ -421,6 +482,14 @@ impl Recovery {
         let assessment = self.policy.assess(password.expose_secret(), local, &inputs);
         let normalized = SecretString::from(assessment.normalized);
         let mut violations = assessment.violations;
+        // Only for a password the local rules accept: the range request is a network round
+        // trip, and a refused password needs no second reason.
+        if let (true, Some(breach)) = (violations.is_empty(), &self.breach) {
+            let found = breach
+                .check(self.store.as_ref(), normalized.expose_secret())
+                .await?;
+            violations.extend(found);
+        }
         // Only hash-compare a password that could otherwise be accepted: argon2 is expensive,
         // and the length bound has already been enforced.
         if violations.is_empty()

@@ -37,6 +37,8 @@ struct State {
     account_flows: HashMap<String, Entry<HashSet<String>>>,
     tokens: HashMap<String, Entry<String>>,
     counters: HashMap<String, Entry<u32>>,
+    claims: HashMap<String, Entry<()>>,
+    cache: HashMap<String, Entry<String>>,
     operations: u64,
 }
 
@@ -52,6 +54,8 @@ impl State {
         self.account_flows.retain(|_, e| e.live(now));
         self.tokens.retain(|_, e| e.live(now));
         self.counters.retain(|_, e| e.live(now));
+        self.claims.retain(|_, e| e.live(now));
+        self.cache.retain(|_, e| e.live(now));
     }
 }
 
@@ -185,6 +189,32 @@ impl EphemeralStore for MemoryStore {
         self.with(|s, now| {
             s.tokens
                 .get(token_mac)
+                .filter(|e| e.live(now))
+                .map(|e| e.value.clone())
+        })
+    }
+
+    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.with(|s, now| {
+            if s.claims.get(key).is_some_and(|e| e.live(now)) {
+                return false;
+            }
+            s.claims.insert(key.to_owned(), Entry::new((), ttl));
+            true
+        })
+    }
+
+    async fn put_cached(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.cache
+                .insert(key.to_owned(), Entry::new(value.to_owned(), ttl));
+        })
+    }
+
+    async fn cached(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|s, now| {
+            s.cache
+                .get(key)
                 .filter(|e| e.live(now))
                 .map(|e| e.value.clone())
         })

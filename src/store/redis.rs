@@ -17,6 +17,8 @@
 //! | `P acct:{<owner>}`    | set    | ids of the owner's open flows           |
 //! | `P token:{<mac>}`     | string | flow id the reset token belongs to      |
 //! | `P rl:{<key>}`        | string | fixed-window hit counter                |
+//! | `P once:{<key>}`      | string | `1`: a single-use thing was used        |
+//! | `P cache:{<key>}`     | string | shared cache entry (breach ranges)      |
 //!
 //! The braces are Redis Cluster hash tags: only the part inside them picks the slot, so every
 //! key that belongs to one flow (or captcha, account, …) lands in one slot. Each script here
@@ -99,6 +101,14 @@ end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
+";
+
+/// `SET key 1 NX PX ttl`: of two concurrent claims exactly one gets 1.
+const CLAIM_ONCE: &str = r"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 1
+end
+return 0
 ";
 
 const DELETE_KEY: &str = r"
@@ -204,6 +214,7 @@ struct Scripts {
     delete_key: Script,
     add_to_set: Script,
     hit: Script,
+    claim_once: Script,
     append_event: Script,
 }
 
@@ -217,6 +228,7 @@ impl Scripts {
             delete_key: Script::new(DELETE_KEY),
             add_to_set: Script::new(ADD_TO_SET),
             hit: Script::new(HIT),
+            claim_once: Script::new(CLAIM_ONCE),
             append_event: Script::new(APPEND_EVENT),
         }
     }
@@ -531,6 +543,28 @@ impl EphemeralStore for RedisStore {
         let mut command = redis::cmd("GET");
         command.arg(self.key("token", token_mac));
         self.run_command("token_flow", &command).await
+    }
+
+    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.claim_once.prepare_invoke();
+        invocation.key(self.key("once", key)).arg(ttl_ms(ttl));
+        let claimed: i64 = self.run_script("claim_once", &invocation).await?;
+        Ok(claimed == 1)
+    }
+
+    async fn put_cached(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.put_value.prepare_invoke();
+        invocation
+            .key(self.key("cache", key))
+            .arg(value)
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("put_cached", &invocation).await
+    }
+
+    async fn cached(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.key("cache", key));
+        self.run_command("cached", &command).await
     }
 
     async fn hit(

@@ -118,6 +118,18 @@ impl EphemeralStore for FaultyStore {
         self.check()?;
         self.inner.token_flow(token_mac).await
     }
+    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.claim_once(key, ttl).await
+    }
+    async fn put_cached(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_cached(key, value, ttl).await
+    }
+    async fn cached(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.cached(key).await
+    }
     async fn hit(
         &self,
         key: &str,

@@ -365,6 +365,7 @@ impl TestApp {
                 captcha_id,
                 captcha_answer: CAPTCHA_ANSWER.into(),
                 locale: "en".into(),
+                pow_solution: String::new(),
             })
             .await
     }

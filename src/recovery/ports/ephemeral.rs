@@ -85,5 +85,14 @@ pub trait EphemeralStore: Send + Sync + 'static {
         window: Duration,
     ) -> Result<RateDecision, StoreError>;
 
+    /// Marks `key` as used until `ttl` runs out; `true` only for the first caller. What makes
+    /// a proof-of-work solution single use.
+    async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Caches a value shared by every replica (breached-password ranges).
+    async fn put_cached(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    async fn cached(&self, key: &str) -> Result<Option<String>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -5,6 +5,7 @@
 //! it too.
 
 pub mod accounts;
+pub mod breach;
 pub mod delivery;
 pub mod ephemeral;
 pub mod events;
@@ -13,6 +14,7 @@ pub use accounts::{
     Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
     QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
 };
+pub use breach::{BreachError, BreachRanges};
 pub use delivery::{Deliveries, MessageKind, Notice};
 pub use ephemeral::{EphemeralStore, RateDecision, StoreError, Versioned};
 pub use events::{EventSink, StreamRetention};
