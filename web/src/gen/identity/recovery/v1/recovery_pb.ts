@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file identity/recovery/v1/recovery.proto.
  */
 export const file_identity_recovery_v1_recovery: GenFile = /*@__PURE__*/
-  fileDesc("CiNpZGVudGl0eS9yZWNvdmVyeS92MS9yZWNvdmVyeS5wcm90bxIUaWRlbnRpdHkucmVjb3ZlcnkudjEiFgoUQ3JlYXRlQ2FwdGNoYVJlcXVlc3QibgoVQ3JlYXRlQ2FwdGNoYVJlc3BvbnNlEhIKCmNhcHRjaGFfaWQYASABKAkSEQoJaW1hZ2VfcG5nGAIgASgMEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImQKFFN0YXJ0UmVjb3ZlcnlSZXF1ZXN0EhAKCGxvZ2luX2lkGAEgASgJEhIKCmNhcHRjaGFfaWQYAiABKAkSFgoOY2FwdGNoYV9hbnN3ZXIYAyABKAkSDgoGbG9jYWxlGAQgASgJIkkKFVN0YXJ0UmVjb3ZlcnlSZXNwb25zZRIwCgRmbG93GAEgASgLMiIuaWRlbnRpdHkucmVjb3ZlcnkudjEuUmVjb3ZlcnlGbG93IikKFkdldFJlY292ZXJ5Rmxvd1JlcXVlc3QSDwoHZmxvd19pZBgBIAEoCSJeChtTZW5kVmVyaWZpY2F0aW9uQ29kZVJlcXVlc3QSDwoHZmxvd19pZBgBIAEoCRIuCgdjaGFubmVsGAIgASgOMh0uaWRlbnRpdHkucmVjb3ZlcnkudjEuQ2hhbm5lbCJQChxTZW5kVmVyaWZpY2F0aW9uQ29kZVJlc3BvbnNlEjAKBGZsb3cYASABKAsyIi5pZGVudGl0eS5yZWNvdmVyeS52MS5SZWNvdmVyeUZsb3ciMgoRVmVyaWZ5Q29kZVJlcXVlc3QSDwoHZmxvd19pZBgBIAEoCRIMCgRjb2RlGAIgASgJIlkKElZlcmlmeUNvZGVSZXNwb25zZRITCgtyZXNldF90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkChRSZXNldFBhc3N3b3JkUmVxdWVzdBITCgtyZXNldF90b2tlbhgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkSIQoZbmV3X3Bhc3N3b3JkX2NvbmZpcm1hdGlvbhgDIAEoCSJQChVSZXNldFBhc3N3b3JkUmVzcG9uc2USNwoTcGFzc3dvcmRfY2hhbmdlZF9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoXVmFsaWRhdGVQYXNzd29yZFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkSEAoIbG9naW5faWQYAiABKAkiMgoPUG9saWN5VmlvbGF0aW9uEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJImcKGFZhbGlkYXRlUGFzc3dvcmRSZXNwb25zZRI5Cgp2aW9sYXRpb25zGAEgAygLMiUuaWRlbnRpdHkucmVjb3ZlcnkudjEuUG9saWN5VmlvbGF0aW9uEhAKCHN0cmVuZ3RoGAIgASgNIigKFUNhbmNlbFJlY292ZXJ5UmVxdWVzdBIPCgdmbG93X2lkGAEgASgJIhgKFkNhbmNlbFJlY292ZXJ5UmVzcG9uc2UiigIKDFJlY292ZXJ5RmxvdxIPCgdmbG93X2lkGAEgASgJEi4KBXN0YXRlGAIgASgOMh8uaWRlbnRpdHkucmVjb3ZlcnkudjEuRmxvd1N0YXRlEjkKB21ldGhvZHMYAyADKAsyKC5pZGVudGl0eS5yZWNvdmVyeS52MS5WZXJpZmljYXRpb25NZXRob2QSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYXR0ZW1wdHNfbGVmdBgFIAEoDRI3ChNyZXNlbmRfYXZhaWxhYmxlX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChJWZXJpZmljYXRpb25NZXRob2QSLgoHY2hhbm5lbBgBIAEoDjIdLmlkZW50aXR5LnJlY292ZXJ5LnYxLkNoYW5uZWwSGgoSbWFza2VkX2Rlc3RpbmF0aW9uGAIgASgJKmYKCUZsb3dTdGF0ZRIaChZGTE9XX1NUQVRFX1VOU1BFQ0lGSUVEEAASEQoNQ0hPT1NFX01FVEhPRBABEg0KCUNPREVfU0VOVBACEgwKCFZFUklGSUVEEAMSDQoJQ09NUExFVEVEEAQqNgoHQ2hhbm5lbBIXChNDSEFOTkVMX1VOU1BFQ0lGSUVEEAASCQoFRU1BSUwQARIHCgNTTVMQAjLGCQoPUmVjb3ZlcnlTZXJ2aWNlEooBCg1DcmVhdGVDYXB0Y2hhEiouaWRlbnRpdHkucmVjb3ZlcnkudjEuQ3JlYXRlQ2FwdGNoYVJlcXVlc3QaKy5pZGVudGl0eS5yZWNvdmVyeS52MS5DcmVhdGVDYXB0Y2hhUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL3JlY292ZXJ5L2NhcHRjaGFzEocBCg1TdGFydFJlY292ZXJ5EiouaWRlbnRpdHkucmVjb3ZlcnkudjEuU3RhcnRSZWNvdmVyeVJlcXVlc3QaKy5pZGVudGl0eS5yZWNvdmVyeS52MS5TdGFydFJlY292ZXJ5UmVzcG9uc2UiHYLT5JMCFzoBKiISL3YxL3JlY292ZXJ5L2Zsb3dzEokBCg9HZXRSZWNvdmVyeUZsb3cSLC5pZGVudGl0eS5yZWNvdmVyeS52MS5HZXRSZWNvdmVyeUZsb3dSZXF1ZXN0GiIuaWRlbnRpdHkucmVjb3ZlcnkudjEuUmVjb3ZlcnlGbG93IiSC0+STAh4SHC92MS9yZWNvdmVyeS9mbG93cy97Zmxvd19pZH0SrwEKFFNlbmRWZXJpZmljYXRpb25Db2RlEjEuaWRlbnRpdHkucmVjb3ZlcnkudjEuU2VuZFZlcmlmaWNhdGlvbkNvZGVSZXF1ZXN0GjIuaWRlbnRpdHkucmVjb3ZlcnkudjEuU2VuZFZlcmlmaWNhdGlvbkNvZGVSZXNwb25zZSIwgtPkkwIqOgEqIiUvdjEvcmVjb3ZlcnkvZmxvd3Mve2Zsb3dfaWR9OnNlbmRDb2RlEo8BCgpWZXJpZnlDb2RlEicuaWRlbnRpdHkucmVjb3ZlcnkudjEuVmVyaWZ5Q29kZVJlcXVlc3QaKC5pZGVudGl0eS5yZWNvdmVyeS52MS5WZXJpZnlDb2RlUmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL3JlY292ZXJ5L2Zsb3dzL3tmbG93X2lkfTp2ZXJpZnkSjwEKDVJlc2V0UGFzc3dvcmQSKi5pZGVudGl0eS5yZWNvdmVyeS52MS5SZXNldFBhc3N3b3JkUmVxdWVzdBorLmlkZW50aXR5LnJlY292ZXJ5LnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSIlgtPkkwIfOgEqIhovdjEvcmVjb3Zlcnk6cmVzZXRQYXNzd29yZBKbAQoQVmFsaWRhdGVQYXNzd29yZBItLmlkZW50aXR5LnJlY292ZXJ5LnYxLlZhbGlkYXRlUGFzc3dvcmRSZXF1ZXN0Gi4uaWRlbnRpdHkucmVjb3ZlcnkudjEuVmFsaWRhdGVQYXNzd29yZFJlc3BvbnNlIiiC0+STAiI6ASoiHS92MS9yZWNvdmVyeTp2YWxpZGF0ZVBhc3N3b3JkEpsBCg5DYW5jZWxSZWNvdmVyeRIrLmlkZW50aXR5LnJlY292ZXJ5LnYxLkNhbmNlbFJlY292ZXJ5UmVxdWVzdBosLmlkZW50aXR5LnJlY292ZXJ5LnYxLkNhbmNlbFJlY292ZXJ5UmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL3JlY292ZXJ5L2Zsb3dzL3tmbG93X2lkfTpjYW5jZWxiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("CiNpZGVudGl0eS9yZWNvdmVyeS92MS9yZWNvdmVyeS5wcm90bxIUaWRlbnRpdHkucmVjb3ZlcnkudjEiFgoUQ3JlYXRlQ2FwdGNoYVJlcXVlc3QingEKFUNyZWF0ZUNhcHRjaGFSZXNwb25zZRISCgpjYXB0Y2hhX2lkGAEgASgJEhEKCWltYWdlX3BuZxgCIAEoDBIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgNwb3cYBCABKAsyIS5pZGVudGl0eS5yZWNvdmVyeS52MS5Qcm9vZk9mV29yayJoCgtQcm9vZk9mV29yaxIRCglhbGdvcml0aG0YASABKAkSEQoJY2hhbGxlbmdlGAIgASgJEgwKBHNhbHQYAyABKAkSEQoJc2lnbmF0dXJlGAQgASgJEhIKCm1heF9udW1iZXIYBSABKA0iegoUU3RhcnRSZWNvdmVyeVJlcXVlc3QSEAoIbG9naW5faWQYASABKAkSEgoKY2FwdGNoYV9pZBgCIAEoCRIWCg5jYXB0Y2hhX2Fuc3dlchgDIAEoCRIOCgZsb2NhbGUYBCABKAkSFAoMcG93X3NvbHV0aW9uGAUgASgJIkkKFVN0YXJ0UmVjb3ZlcnlSZXNwb25zZRIwCgRmbG93GAEgASgLMiIuaWRlbnRpdHkucmVjb3ZlcnkudjEuUmVjb3ZlcnlGbG93IikKFkdldFJlY292ZXJ5Rmxvd1JlcXVlc3QSDwoHZmxvd19pZBgBIAEoCSJeChtTZW5kVmVyaWZpY2F0aW9uQ29kZVJlcXVlc3QSDwoHZmxvd19pZBgBIAEoCRIuCgdjaGFubmVsGAIgASgOMh0uaWRlbnRpdHkucmVjb3ZlcnkudjEuQ2hhbm5lbCJQChxTZW5kVmVyaWZpY2F0aW9uQ29kZVJlc3BvbnNlEjAKBGZsb3cYASABKAsyIi5pZGVudGl0eS5yZWNvdmVyeS52MS5SZWNvdmVyeUZsb3ciMgoRVmVyaWZ5Q29kZVJlcXVlc3QSDwoHZmxvd19pZBgBIAEoCRIMCgRjb2RlGAIgASgJIlkKElZlcmlmeUNvZGVSZXNwb25zZRITCgtyZXNldF90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkChRSZXNldFBhc3N3b3JkUmVxdWVzdBITCgtyZXNldF90b2tlbhgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkSIQoZbmV3X3Bhc3N3b3JkX2NvbmZpcm1hdGlvbhgDIAEoCSJQChVSZXNldFBhc3N3b3JkUmVzcG9uc2USNwoTcGFzc3dvcmRfY2hhbmdlZF9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoXVmFsaWRhdGVQYXNzd29yZFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkSEAoIbG9naW5faWQYAiABKAkiMgoPUG9saWN5VmlvbGF0aW9uEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJImcKGFZhbGlkYXRlUGFzc3dvcmRSZXNwb25zZRI5Cgp2aW9sYXRpb25zGAEgAygLMiUuaWRlbnRpdHkucmVjb3ZlcnkudjEuUG9saWN5VmlvbGF0aW9uEhAKCHN0cmVuZ3RoGAIgASgNIigKFUNhbmNlbFJlY292ZXJ5UmVxdWVzdBIPCgdmbG93X2lkGAEgASgJIhgKFkNhbmNlbFJlY292ZXJ5UmVzcG9uc2UiigIKDFJlY292ZXJ5RmxvdxIPCgdmbG93X2lkGAEgASgJEi4KBXN0YXRlGAIgASgOMh8uaWRlbnRpdHkucmVjb3ZlcnkudjEuRmxvd1N0YXRlEjkKB21ldGhvZHMYAyADKAsyKC5pZGVudGl0eS5yZWNvdmVyeS52MS5WZXJpZmljYXRpb25NZXRob2QSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYXR0ZW1wdHNfbGVmdBgFIAEoDRI3ChNyZXNlbmRfYXZhaWxhYmxlX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChJWZXJpZmljYXRpb25NZXRob2QSLgoHY2hhbm5lbBgBIAEoDjIdLmlkZW50aXR5LnJlY292ZXJ5LnYxLkNoYW5uZWwSGgoSbWFza2VkX2Rlc3RpbmF0aW9uGAIgASgJKmYKCUZsb3dTdGF0ZRIaChZGTE9XX1NUQVRFX1VOU1BFQ0lGSUVEEAASEQoNQ0hPT1NFX01FVEhPRBABEg0KCUNPREVfU0VOVBACEgwKCFZFUklGSUVEEAMSDQoJQ09NUExFVEVEEAQqNgoHQ2hhbm5lbBIXChNDSEFOTkVMX1VOU1BFQ0lGSUVEEAASCQoFRU1BSUwQARIHCgNTTVMQAjLGCQoPUmVjb3ZlcnlTZXJ2aWNlEooBCg1DcmVhdGVDYXB0Y2hhEiouaWRlbnRpdHkucmVjb3ZlcnkudjEuQ3JlYXRlQ2FwdGNoYVJlcXVlc3QaKy5pZGVudGl0eS5yZWNvdmVyeS52MS5DcmVhdGVDYXB0Y2hhUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL3JlY292ZXJ5L2NhcHRjaGFzEocBCg1TdGFydFJlY292ZXJ5EiouaWRlbnRpdHkucmVjb3ZlcnkudjEuU3RhcnRSZWNvdmVyeVJlcXVlc3QaKy5pZGVudGl0eS5yZWNvdmVyeS52MS5TdGFydFJlY292ZXJ5UmVzcG9uc2UiHYLT5JMCFzoBKiISL3YxL3JlY292ZXJ5L2Zsb3dzEokBCg9HZXRSZWNvdmVyeUZsb3cSLC5pZGVudGl0eS5yZWNvdmVyeS52MS5HZXRSZWNvdmVyeUZsb3dSZXF1ZXN0GiIuaWRlbnRpdHkucmVjb3ZlcnkudjEuUmVjb3ZlcnlGbG93IiSC0+STAh4SHC92MS9yZWNvdmVyeS9mbG93cy97Zmxvd19pZH0SrwEKFFNlbmRWZXJpZmljYXRpb25Db2RlEjEuaWRlbnRpdHkucmVjb3ZlcnkudjEuU2VuZFZlcmlmaWNhdGlvbkNvZGVSZXF1ZXN0GjIuaWRlbnRpdHkucmVjb3ZlcnkudjEuU2VuZFZlcmlmaWNhdGlvbkNvZGVSZXNwb25zZSIwgtPkkwIqOgEqIiUvdjEvcmVjb3ZlcnkvZmxvd3Mve2Zsb3dfaWR9OnNlbmRDb2RlEo8BCgpWZXJpZnlDb2RlEicuaWRlbnRpdHkucmVjb3ZlcnkudjEuVmVyaWZ5Q29kZVJlcXVlc3QaKC5pZGVudGl0eS5yZWNvdmVyeS52MS5WZXJpZnlDb2RlUmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL3JlY292ZXJ5L2Zsb3dzL3tmbG93X2lkfTp2ZXJpZnkSjwEKDVJlc2V0UGFzc3dvcmQSKi5pZGVudGl0eS5yZWNvdmVyeS52MS5SZXNldFBhc3N3b3JkUmVxdWVzdBorLmlkZW50aXR5LnJlY292ZXJ5LnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSIlgtPkkwIfOgEqIhovdjEvcmVjb3Zlcnk6cmVzZXRQYXNzd29yZBKbAQoQVmFsaWRhdGVQYXNzd29yZBItLmlkZW50aXR5LnJlY292ZXJ5LnYxLlZhbGlkYXRlUGFzc3dvcmRSZXF1ZXN0Gi4uaWRlbnRpdHkucmVjb3ZlcnkudjEuVmFsaWRhdGVQYXNzd29yZFJlc3BvbnNlIiiC0+STAiI6ASoiHS92MS9yZWNvdmVyeTp2YWxpZGF0ZVBhc3N3b3JkEpsBCg5DYW5jZWxSZWNvdmVyeRIrLmlkZW50aXR5LnJlY292ZXJ5LnYxLkNhbmNlbFJlY292ZXJ5UmVxdWVzdBosLmlkZW50aXR5LnJlY292ZXJ5LnYxLkNhbmNlbFJlY292ZXJ5UmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL3JlY292ZXJ5L2Zsb3dzL3tmbG93X2lkfTpjYW5jZWxiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message identity.recovery.v1.CreateCaptchaRequest
@@ -50,6 +50,14 @@ export type CreateCaptchaResponse = Message<"identity.recovery.v1.CreateCaptchaR
    * @generated from field: google.protobuf.Timestamp expires_at = 3;
    */
   expiresAt?: Timestamp | undefined;
+
+  /**
+   * Set when RECOVERY_CAPTCHA is pow or both: an ALTCHA challenge (give it to the widget as its
+   * challenge JSON). In pow mode captcha_id and image_png are empty.
+   *
+   * @generated from field: identity.recovery.v1.ProofOfWork pow = 4;
+   */
+  pow?: ProofOfWork | undefined;
 };
 
 /**
@@ -58,6 +66,49 @@ export type CreateCaptchaResponse = Message<"identity.recovery.v1.CreateCaptchaR
  */
 export const CreateCaptchaResponseSchema: GenMessage<CreateCaptchaResponse> = /*@__PURE__*/
   messageDesc(file_identity_recovery_v1_recovery, 1);
+
+/**
+ * An ALTCHA v1 challenge: find number <= max_number with
+ * hex(SHA-256(salt + decimal(number))) == challenge. The salt carries the expiry
+ * ("?expires=<unix seconds>&").
+ *
+ * @generated from message identity.recovery.v1.ProofOfWork
+ */
+export type ProofOfWork = Message<"identity.recovery.v1.ProofOfWork"> & {
+  /**
+   * "SHA-256".
+   *
+   * @generated from field: string algorithm = 1;
+   */
+  algorithm: string;
+
+  /**
+   * @generated from field: string challenge = 2;
+   */
+  challenge: string;
+
+  /**
+   * @generated from field: string salt = 3;
+   */
+  salt: string;
+
+  /**
+   * @generated from field: string signature = 4;
+   */
+  signature: string;
+
+  /**
+   * @generated from field: uint32 max_number = 5;
+   */
+  maxNumber: number;
+};
+
+/**
+ * Describes the message identity.recovery.v1.ProofOfWork.
+ * Use `create(ProofOfWorkSchema)` to create a new message.
+ */
+export const ProofOfWorkSchema: GenMessage<ProofOfWork> = /*@__PURE__*/
+  messageDesc(file_identity_recovery_v1_recovery, 2);
 
 /**
  * @generated from message identity.recovery.v1.StartRecoveryRequest
@@ -86,6 +137,14 @@ export type StartRecoveryRequest = Message<"identity.recovery.v1.StartRecoveryRe
    * @generated from field: string locale = 4;
    */
   locale: string;
+
+  /**
+   * The ALTCHA widget's payload: base64(JSON{algorithm, challenge, number, salt, signature}).
+   * Needed when RECOVERY_CAPTCHA is pow or both; single use.
+   *
+   * @generated from field: string pow_solution = 5;
+   */
+  powSolution: string;
 };
 
 /**
@@ -93,7 +152,7 @@ export type StartRecoveryRequest = Message<"identity.recovery.v1.StartRecoveryRe
  * Use `create(StartRecoveryRequestSchema)` to create a new message.
  */
 export const StartRecoveryRequestSchema: GenMessage<StartRecoveryRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 2);
+  messageDesc(file_identity_recovery_v1_recovery, 3);
 
 /**
  * @generated from message identity.recovery.v1.StartRecoveryResponse
@@ -110,7 +169,7 @@ export type StartRecoveryResponse = Message<"identity.recovery.v1.StartRecoveryR
  * Use `create(StartRecoveryResponseSchema)` to create a new message.
  */
 export const StartRecoveryResponseSchema: GenMessage<StartRecoveryResponse> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 3);
+  messageDesc(file_identity_recovery_v1_recovery, 4);
 
 /**
  * @generated from message identity.recovery.v1.GetRecoveryFlowRequest
@@ -127,7 +186,7 @@ export type GetRecoveryFlowRequest = Message<"identity.recovery.v1.GetRecoveryFl
  * Use `create(GetRecoveryFlowRequestSchema)` to create a new message.
  */
 export const GetRecoveryFlowRequestSchema: GenMessage<GetRecoveryFlowRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 4);
+  messageDesc(file_identity_recovery_v1_recovery, 5);
 
 /**
  * @generated from message identity.recovery.v1.SendVerificationCodeRequest
@@ -151,7 +210,7 @@ export type SendVerificationCodeRequest = Message<"identity.recovery.v1.SendVeri
  * Use `create(SendVerificationCodeRequestSchema)` to create a new message.
  */
 export const SendVerificationCodeRequestSchema: GenMessage<SendVerificationCodeRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 5);
+  messageDesc(file_identity_recovery_v1_recovery, 6);
 
 /**
  * @generated from message identity.recovery.v1.SendVerificationCodeResponse
@@ -168,7 +227,7 @@ export type SendVerificationCodeResponse = Message<"identity.recovery.v1.SendVer
  * Use `create(SendVerificationCodeResponseSchema)` to create a new message.
  */
 export const SendVerificationCodeResponseSchema: GenMessage<SendVerificationCodeResponse> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 6);
+  messageDesc(file_identity_recovery_v1_recovery, 7);
 
 /**
  * @generated from message identity.recovery.v1.VerifyCodeRequest
@@ -190,7 +249,7 @@ export type VerifyCodeRequest = Message<"identity.recovery.v1.VerifyCodeRequest"
  * Use `create(VerifyCodeRequestSchema)` to create a new message.
  */
 export const VerifyCodeRequestSchema: GenMessage<VerifyCodeRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 7);
+  messageDesc(file_identity_recovery_v1_recovery, 8);
 
 /**
  * @generated from message identity.recovery.v1.VerifyCodeResponse
@@ -212,7 +271,7 @@ export type VerifyCodeResponse = Message<"identity.recovery.v1.VerifyCodeRespons
  * Use `create(VerifyCodeResponseSchema)` to create a new message.
  */
 export const VerifyCodeResponseSchema: GenMessage<VerifyCodeResponse> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 8);
+  messageDesc(file_identity_recovery_v1_recovery, 9);
 
 /**
  * @generated from message identity.recovery.v1.ResetPasswordRequest
@@ -239,7 +298,7 @@ export type ResetPasswordRequest = Message<"identity.recovery.v1.ResetPasswordRe
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 9);
+  messageDesc(file_identity_recovery_v1_recovery, 10);
 
 /**
  * @generated from message identity.recovery.v1.ResetPasswordResponse
@@ -256,7 +315,7 @@ export type ResetPasswordResponse = Message<"identity.recovery.v1.ResetPasswordR
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 10);
+  messageDesc(file_identity_recovery_v1_recovery, 11);
 
 /**
  * @generated from message identity.recovery.v1.ValidatePasswordRequest
@@ -280,7 +339,7 @@ export type ValidatePasswordRequest = Message<"identity.recovery.v1.ValidatePass
  * Use `create(ValidatePasswordRequestSchema)` to create a new message.
  */
 export const ValidatePasswordRequestSchema: GenMessage<ValidatePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 11);
+  messageDesc(file_identity_recovery_v1_recovery, 12);
 
 /**
  * @generated from message identity.recovery.v1.PolicyViolation
@@ -306,7 +365,7 @@ export type PolicyViolation = Message<"identity.recovery.v1.PolicyViolation"> & 
  * Use `create(PolicyViolationSchema)` to create a new message.
  */
 export const PolicyViolationSchema: GenMessage<PolicyViolation> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 12);
+  messageDesc(file_identity_recovery_v1_recovery, 13);
 
 /**
  * @generated from message identity.recovery.v1.ValidatePasswordResponse
@@ -330,7 +389,7 @@ export type ValidatePasswordResponse = Message<"identity.recovery.v1.ValidatePas
  * Use `create(ValidatePasswordResponseSchema)` to create a new message.
  */
 export const ValidatePasswordResponseSchema: GenMessage<ValidatePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 13);
+  messageDesc(file_identity_recovery_v1_recovery, 14);
 
 /**
  * @generated from message identity.recovery.v1.CancelRecoveryRequest
@@ -347,7 +406,7 @@ export type CancelRecoveryRequest = Message<"identity.recovery.v1.CancelRecovery
  * Use `create(CancelRecoveryRequestSchema)` to create a new message.
  */
 export const CancelRecoveryRequestSchema: GenMessage<CancelRecoveryRequest> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 14);
+  messageDesc(file_identity_recovery_v1_recovery, 15);
 
 /**
  * @generated from message identity.recovery.v1.CancelRecoveryResponse
@@ -360,7 +419,7 @@ export type CancelRecoveryResponse = Message<"identity.recovery.v1.CancelRecover
  * Use `create(CancelRecoveryResponseSchema)` to create a new message.
  */
 export const CancelRecoveryResponseSchema: GenMessage<CancelRecoveryResponse> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 15);
+  messageDesc(file_identity_recovery_v1_recovery, 16);
 
 /**
  * @generated from message identity.recovery.v1.RecoveryFlow
@@ -406,7 +465,7 @@ export type RecoveryFlow = Message<"identity.recovery.v1.RecoveryFlow"> & {
  * Use `create(RecoveryFlowSchema)` to create a new message.
  */
 export const RecoveryFlowSchema: GenMessage<RecoveryFlow> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 16);
+  messageDesc(file_identity_recovery_v1_recovery, 17);
 
 /**
  * @generated from message identity.recovery.v1.VerificationMethod
@@ -430,7 +489,7 @@ export type VerificationMethod = Message<"identity.recovery.v1.VerificationMetho
  * Use `create(VerificationMethodSchema)` to create a new message.
  */
 export const VerificationMethodSchema: GenMessage<VerificationMethod> = /*@__PURE__*/
-  messageDesc(file_identity_recovery_v1_recovery, 17);
+  messageDesc(file_identity_recovery_v1_recovery, 18);
 
 /**
  * @generated from enum identity.recovery.v1.FlowState
