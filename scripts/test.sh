@@ -29,7 +29,7 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
-E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy)
+E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test attacker)
 echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"

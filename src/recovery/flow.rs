@@ -150,6 +150,16 @@ fn until(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
 }
 
 impl Flow {
+    /// Who a flow's budgets are kept for: its account, or for an unknown login the login key,
+    /// so that unknown logins meet the same numbers and the same answers as known ones.
+    pub fn owner_of(account_id: Option<&str>, login_key: &str) -> String {
+        account_id.map_or_else(|| format!("unknown:{login_key}"), str::to_owned)
+    }
+
+    pub fn owner(&self) -> String {
+        Self::owner_of(self.account_id.as_deref(), &self.login_key)
+    }
+
     pub fn start(
         id: String,
         account_id: Option<String>,

@@ -166,11 +166,9 @@ impl Recovery {
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
         self.store.insert_flow(&flow, ttl).await?;
-        let owner = flow
-            .account_id
-            .clone()
-            .unwrap_or_else(|| format!("unknown:{login_key}"));
-        self.store.add_account_flow(&owner, &flow.id, ttl).await?;
+        self.store
+            .add_account_flow(&flow.owner(), &flow.id, ttl)
+            .await?;
         self.record(self.audit("recovery.started", Some(&flow), ctx, "ok"))
             .await;
         Ok(self.view(&flow))
@@ -213,6 +211,19 @@ impl Recovery {
         Err(RecoveryError::Unavailable(anyhow::anyhow!(
             "flow {flow_id} kept changing under contention"
         )))
+    }
+
+    /// Puts back the flow a send replaced (its version is then one past `previous`'s), when the
+    /// send must not count: nothing may be consumed by a code that was never mailed.
+    async fn restore_flow(&self, previous: &Versioned<Flow>, now: DateTime<Utc>) {
+        let _ = self
+            .store
+            .replace_flow(
+                &previous.value,
+                previous.version + 1,
+                previous.value.remaining(now),
+            )
+            .await;
     }
 
     #[tracing::instrument(skip_all, fields(flow_id = %command.flow_id.as_str()))]
@@ -284,6 +295,19 @@ impl Recovery {
             } => *code_expires_at,
             _ => next.expires_at,
         };
+        // The per-account mail cap, counted only for a send the flow allowed (a cooldown refusal
+        // mails nothing). Past it the flow is put back as it was: no code was issued.
+        if let Err(error) = self
+            .limit(
+                ctx,
+                "SendVerificationCode",
+                LimitScope::SendCode(&next.owner()),
+            )
+            .await
+        {
+            self.restore_flow(&previous, now).await;
+            return Err(error);
+        }
         // Same lookup for unknown logins (by an id that cannot exist), so the database sees the
         // same work.
         let lookup_id = next
@@ -311,14 +335,7 @@ impl Recovery {
         if let Err(error) = self.deliveries.send(&notice, now).await {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
-            let _ = self
-                .store
-                .replace_flow(
-                    &previous.value,
-                    previous.version + 1,
-                    previous.value.remaining(now),
-                )
-                .await;
+            self.restore_flow(&previous, now).await;
             return Err(error.into());
         }
         self.record(self.audit("recovery.code_sent", Some(&next), ctx, "ok"))
@@ -341,8 +358,29 @@ impl Recovery {
         let token_mac = self
             .keys
             .sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
-        // The index entry is written first: it is harmless until the flow says VERIFIED with
-        // this very token, and writing it after could lose it and strand a verified flow.
+        // The flow is read first: a flow that does not exist gets nothing written for it.
+        let flow = self
+            .store
+            .load_flow(flow_id)
+            .await?
+            .ok_or(RecoveryError::FlowNotFound)?
+            .value;
+        // The per-account budget is spent before any code is weighed, and by every code that
+        // would be (the right one too): counting first is what keeps a burst of concurrent
+        // guesses from overshooting it, and past it not even the right code is weighed. The dry
+        // run of the pure transition says whether this call would weigh one at all.
+        let would_weigh = matches!(
+            flow.verify_code(false, String::new(), now, settings)
+                .outcome,
+            Err(RecoveryError::CodeInvalid { .. })
+        );
+        if would_weigh {
+            self.limit(ctx, "VerifyCode", LimitScope::VerifyCode(&flow.owner()))
+                .await?;
+        }
+        // The index entry is written before the flow changes: it is harmless until the flow
+        // says VERIFIED with this very token, and writing it after could lose it and strand a
+        // verified flow.
         self.store
             .put_token(&token_mac, flow_id, settings.token_ttl)
             .await?;

@@ -85,5 +85,8 @@ pub trait EphemeralStore: Send + Sync + 'static {
         window: Duration,
     ) -> Result<RateDecision, StoreError>;
 
+    /// Forgets a rate-limit counter (an operator lifting a block).
+    async fn clear_limit(&self, key: &str) -> Result<(), StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -1,0 +1,279 @@
+//! Issue 9: what an attacker can do to one account is bounded per account, across all its
+//! flows, with the same numbers and the same answers for a login that does not exist.
+//! Runs on the embedded defaults and, in the test command, on Redis Cluster + MariaDB.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use recovery_service::proto::{self, FlowState};
+use recovery_service::recovery::input::LoginId;
+use recovery_service::server::Overrides;
+use tonic::Code;
+
+/// What a caller sees of one answer: the code and the `ErrorInfo` reason ("OK" for success).
+fn answer<T: std::fmt::Debug>(
+    outcome: Result<tonic::Response<T>, tonic::Status>,
+) -> (Code, String) {
+    match outcome {
+        Ok(_) => (Code::Ok, "OK".to_owned()),
+        Err(status) => {
+            let failure = Failure { status };
+            (failure.status.code(), failure.reason())
+        }
+    }
+}
+
+#[track_caller]
+fn assert_account_limited(failure: &Failure) {
+    failure.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(failure.metadata("scope").as_deref(), Some("account"));
+    assert!(failure.retry_after().is_some(), "RetryInfo is missing");
+}
+
+/// Starts a flow and sends its code; returns the flow id and the code when there is a mailbox
+/// (a known login).
+async fn flow_with_code(app: &TestApp, login: &str, known: bool) -> (String, Option<String>) {
+    let flow = app.start(login).await;
+    if known {
+        let code = app.send_and_read_code(&flow.flow_id, login).await;
+        (flow.flow_id, Some(code))
+    } else {
+        app.send_code(&flow.flow_id).await.expect("code sent");
+        (flow.flow_id, None)
+    }
+}
+
+/// With the default numbers: four flows of five wrong codes spend the account's budget of 20,
+/// and a fifth flow's right code is then not weighed. Returns every answer in order.
+async fn spend_default_budget(app: &TestApp, login: &str, known: bool) -> Vec<(Code, String)> {
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let (flow_id, code) = flow_with_code(app, login, known).await;
+        let wrong = wrong_code(code.as_deref().unwrap_or("000000"));
+        for _ in 0..5 {
+            answers.push(answer(app.verify(&flow_id, wrong).await));
+        }
+    }
+    let (flow_id, code) = flow_with_code(app, login, known).await;
+    let last = app
+        .verify(&flow_id, code.as_deref().unwrap_or("000000"))
+        .await
+        .failure();
+    assert_account_limited(&last);
+    answers.push((last.status.code(), last.reason()));
+    answers
+}
+
+#[tokio::test]
+async fn wrong_codes_are_counted_per_account_across_flows_and_past_the_budget_no_code_is_weighed() {
+    let app = spawn_app().await;
+    let defaults = recovery_service::recovery::limits::RateLimits::default();
+    assert!(defaults.verify_code_per_account.limit <= 20);
+    assert!(defaults.verify_code_per_account.window_secs >= 24 * 3600);
+
+    let known = unique_login();
+    app.create_account(&known).await;
+    let known_answers = spend_default_budget(&app, &known, true).await;
+    assert_eq!(known_answers.len(), 21);
+    assert!(
+        known_answers[..20]
+            .iter()
+            .all(|(code, reason)| *code == Code::InvalidArgument && reason == "CODE_INVALID"),
+        "{known_answers:?}"
+    );
+
+    // An unknown login meets the same numbers and the same answers.
+    let unknown = unique_login();
+    let unknown_answers = spend_default_budget(&app, &unknown, false).await;
+    assert_eq!(known_answers, unknown_answers);
+}
+
+/// A burst of concurrent guesses cannot overshoot the budget: 5 flows × 10 parallel wrong
+/// codes could weigh 25 (5 per flow), the account budget lets exactly 20 through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_parallel_guesses_over_many_flows_weighs_at_most_the_budget() {
+    let app = spawn_app().await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let mut flows = Vec::new();
+    for _ in 0..5 {
+        flows.push(flow_with_code(&app, &login, true).await);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (flow_id, code) in &flows {
+        let wrong = wrong_code(code.as_deref().unwrap());
+        for _ in 0..10 {
+            let mut recovery = app.recovery.clone();
+            let flow_id = flow_id.clone();
+            calls.spawn(async move {
+                answer(
+                    recovery
+                        .verify_code(proto::VerifyCodeRequest {
+                            flow_id,
+                            code: wrong.into(),
+                        })
+                        .await,
+                )
+            });
+        }
+    }
+    let mut weighed = 0;
+    while let Some(outcome) = calls.join_next().await {
+        let (_, reason) = outcome.unwrap();
+        assert!(
+            ["CODE_INVALID", "RATE_LIMITED", "ATTEMPTS_EXHAUSTED"].contains(&reason.as_str()),
+            "{reason}"
+        );
+        weighed += usize::from(reason == "CODE_INVALID");
+    }
+    assert!(weighed <= 20, "{weighed} codes weighed");
+}
+
+#[tokio::test]
+async fn codes_mailed_per_account_are_capped_across_flows() {
+    let defaults = recovery_service::recovery::limits::RateLimits::default();
+    assert!(defaults.send_code_per_account.limit <= 10);
+    let app = spawn_app_with(
+        |c| c.rate_limits.send_code_per_account.limit = 2,
+        Overrides::default(),
+    )
+    .await;
+    let mut per_login = Vec::new();
+    for known in [true, false] {
+        let login = unique_login();
+        if known {
+            app.create_account(&login).await;
+        }
+        let first = app.start(&login).await.flow_id;
+        let mut answers = vec![answer(app.send_code(&first).await)];
+        app.clock.advance(Duration::from_secs(61));
+        answers.push(answer(app.send_code(&first).await));
+        // A new flow does not bring a new mail budget.
+        let second = app.start(&login).await.flow_id;
+        let refused = app.send_code(&second).await.failure();
+        assert_account_limited(&refused);
+        answers.push((refused.status.code(), refused.reason()));
+        // The refused send consumed nothing of the flow: it is still waiting for a send.
+        let flow = app
+            .recovery
+            .clone()
+            .get_recovery_flow(proto::GetRecoveryFlowRequest {
+                flow_id: second.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(flow.state(), FlowState::CodeSent);
+        if known {
+            app.drain_deliveries().await;
+            let mails = app
+                .notifier
+                .wait_for(&login, 3, Duration::from_secs(1))
+                .await;
+            assert_eq!(mails.len(), 2, "only two codes are mailed");
+        }
+        per_login.push(answers);
+    }
+    assert_eq!(per_login[0], per_login[1]);
+}
+
+#[tokio::test]
+async fn the_owner_recovers_once_the_window_has_passed() {
+    let app = spawn_app_with(
+        |c| {
+            c.rate_limits.verify_code_per_account.limit = 1;
+            c.rate_limits.verify_code_per_account.window_secs = 2;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (flow_id, code) = flow_with_code(&app, &login, true).await;
+    let code = code.unwrap();
+    app.verify(&flow_id, wrong_code(&code))
+        .await
+        .failure()
+        .assert(Code::InvalidArgument, "CODE_INVALID");
+    assert_account_limited(&app.verify(&flow_id, &code).await.failure());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.verify(&flow_id, &code)
+        .await
+        .expect("the right code verifies once the window has passed");
+}
+
+#[tokio::test]
+async fn an_operator_lifts_the_block_of_a_login() {
+    let app = spawn_app_with(
+        |c| c.rate_limits.verify_code_per_account.limit = 1,
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (flow_id, code) = flow_with_code(&app, &login, true).await;
+    let code = code.unwrap();
+    app.verify(&flow_id, wrong_code(&code)).await.failure();
+    assert_account_limited(&app.verify(&flow_id, &code).await.failure());
+    app.app
+        .unblock(&LoginId::parse("login_id", &login).unwrap())
+        .await
+        .unwrap();
+    app.verify(&flow_id, &code)
+        .await
+        .expect("the right code verifies after the block is lifted");
+}
+
+/// `recovery-service account unblock` against the store and database a running server uses.
+#[tokio::test]
+async fn the_unblock_command_lifts_the_block_for_a_running_server() {
+    let redis = std::env::var("RECOVERY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut shared = None;
+    let app = spawn_app_with(
+        |c| {
+            c.rate_limits.verify_code_per_account.limit = 1;
+            if c.redis_url.is_none() {
+                c.redis_url = Some(redis);
+            }
+            shared = Some((
+                c.database_url.clone(),
+                c.redis_url.clone().unwrap(),
+                c.redis.key_prefix.clone(),
+            ));
+        },
+        Overrides::default(),
+    )
+    .await;
+    let (database_url, redis_url, prefix) = shared.unwrap();
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (flow_id, code) = flow_with_code(&app, &login, true).await;
+    let code = code.unwrap();
+    app.verify(&flow_id, wrong_code(&code)).await.failure();
+    assert_account_limited(&app.verify(&flow_id, &code).await.failure());
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_recovery-service"))
+        .args(["account", "unblock", "--login-id", &login])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RECOVERY_DATABASE_URL", database_url)
+        .env("RECOVERY_REDIS_URL", redis_url)
+        .env("RECOVERY_REDIS__KEY_PREFIX", prefix)
+        .env("RECOVERY_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    app.verify(&flow_id, &code)
+        .await
+        .expect("the right code verifies after `account unblock`");
+}
