@@ -16,6 +16,7 @@ use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
 use crate::recovery::flow::FlowSettings;
+use crate::recovery::input::VerificationCode;
 use crate::recovery::limits::RateLimits;
 use crate::recovery::policy::PolicySettings;
 use crate::recovery::service::RecoverySettings;
@@ -67,6 +68,9 @@ pub struct FlowConfig {
     pub max_sends: u32,
     pub captcha_ttl_secs: u64,
     pub captcha_digits: u32,
+    /// Digits of a verification code, 6-10: each digit divides an attacker's yearly success
+    /// probability at the per-account budget by ten (SECURITY.md).
+    pub code_digits: u32,
 }
 
 impl Default for FlowConfig {
@@ -81,6 +85,7 @@ impl Default for FlowConfig {
             max_sends: flow.max_sends,
             captcha_ttl_secs: 300,
             captcha_digits: 6,
+            code_digits: flow.code_digits,
         }
     }
 }
@@ -302,6 +307,10 @@ impl Config {
                 max_attempts: f.max_attempts,
                 resend_cooldown: Duration::from_secs(f.resend_cooldown_secs),
                 max_sends: f.max_sends,
+                code_digits: f.code_digits.clamp(
+                    VerificationCode::MIN_DIGITS as u32,
+                    VerificationCode::MAX_DIGITS as u32,
+                ),
                 ..FlowSettings::default()
             },
             captcha_enabled: self.captcha,

@@ -277,3 +277,30 @@ async fn the_unblock_command_lifts_the_block_for_a_running_server() {
         .await
         .expect("the right code verifies after `account unblock`");
 }
+
+/// `flow.code_digits`: a deployment that wants a smaller guessing probability mails longer
+/// codes, and a code of another length is refused as malformed, not weighed.
+#[tokio::test]
+async fn a_deployment_can_choose_longer_codes() {
+    let app = spawn_app_with(|c| c.flow.code_digits = 8, Overrides::default()).await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+    app.send_code(&flow.flow_id).await.expect("code sent");
+    let mails = app
+        .notifier
+        .wait_for(&login, 1, Duration::from_secs(10))
+        .await;
+    let text = &mails.last().expect("the code was mailed").text;
+    let code = text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() == 8)
+        .unwrap_or_else(|| panic!("no 8-digit code in {text}"))
+        .to_owned();
+    let failure = app.verify(&flow.flow_id, &code[..6]).await.failure();
+    failure.assert(Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(failure.fields(), vec!["code"]);
+    app.verify(&flow.flow_id, &code)
+        .await
+        .expect("the 8-digit code verifies");
+}

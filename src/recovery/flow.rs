@@ -32,6 +32,8 @@ pub struct FlowSettings {
     pub max_attempts: u32,
     pub resend_cooldown: Duration,
     pub max_sends: u32,
+    /// Digits of a verification code (6-10).
+    pub code_digits: u32,
     /// How long a `ResetPassword` in progress holds the token before another may try.
     pub reset_lease: Duration,
 }
@@ -45,6 +47,7 @@ impl Default for FlowSettings {
             max_attempts: 5,
             resend_cooldown: Duration::from_secs(60),
             max_sends: 5,
+            code_digits: 6,
             reset_lease: Duration::from_secs(30),
         }
     }

@@ -169,11 +169,21 @@ pub fn parse_captcha_answer(
     Ok(SecretString::from(answer))
 }
 
-/// A one-time code as typed: six digits, spaces and dashes forgiven ("123 456").
+/// A one-time code as typed: 6-10 digits (the deployment's `flow.code_digits`; the use case
+/// checks the exact length), spaces and dashes forgiven ("123 456").
 pub struct VerificationCode(SecretString);
 
 impl VerificationCode {
-    pub const DIGITS: usize = 6;
+    pub const MIN_DIGITS: usize = 6;
+    pub const MAX_DIGITS: usize = 10;
+
+    /// The violation for a code of the wrong length or with other characters than digits.
+    pub fn wrong_shape(field: &'static str, digits: usize) -> FieldViolation {
+        FieldViolation::new(
+            field,
+            format!("must be the {digits}-digit code from the message"),
+        )
+    }
 
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
         common_checks(field, raw, 32)?;
@@ -184,11 +194,10 @@ impl VerificationCode {
         if code.is_empty() {
             return Err(FieldViolation::new(field, "must not be empty"));
         }
-        if code.len() != Self::DIGITS || !code.chars().all(|c| c.is_ascii_digit()) {
-            return Err(FieldViolation::new(
-                field,
-                format!("must be the {}-digit code from the message", Self::DIGITS),
-            ));
+        if !(Self::MIN_DIGITS..=Self::MAX_DIGITS).contains(&code.len())
+            || !code.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(Self::wrong_shape(field, Self::MIN_DIGITS));
         }
         Ok(Self(SecretString::from(code)))
     }

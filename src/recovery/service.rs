@@ -243,8 +243,8 @@ impl Recovery {
             .update_flow(flow_id, now, |flow| {
                 flow.ensure_alive(now)?;
                 let channel = flow.pick_channel(channel)?;
-                let code = keys::random_digits(VerificationCode::DIGITS as u32)
-                    .map_err(RecoveryError::internal)?;
+                let code =
+                    keys::random_digits(settings.code_digits).map_err(RecoveryError::internal)?;
                 let mac = self
                     .keys
                     .sign(CODE_PURPOSE, &[flow.id.as_bytes(), code.as_bytes()]);
@@ -354,6 +354,12 @@ impl Recovery {
         self.limit_caller(ctx, "VerifyCode").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
+        let digits = settings.code_digits as usize;
+        if code.expose().len() != digits {
+            return Err(RecoveryError::InvalidArgument(vec![
+                VerificationCode::wrong_shape("code", digits),
+            ]));
+        }
         let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
         let token_mac = self
             .keys
