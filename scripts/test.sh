@@ -8,7 +8,10 @@
 #      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster),
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
 #      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
-#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB.
+#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB;
+#   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
+#      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
+#      the README walk-through script.
 #
 # A backend that cannot be reached fails the run; nothing is skipped.
 set -euo pipefail
@@ -34,4 +37,7 @@ echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"
+cargo build --locked --bin recovery-service
+bash scripts/web-checks.sh
 echo "== all suites passed"
