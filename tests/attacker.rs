@@ -304,3 +304,29 @@ async fn a_deployment_can_choose_longer_codes() {
         .await
         .expect("the 8-digit code verifies");
 }
+
+/// One canonical login end to end: an accented spelling never reaches John's account (no mail
+/// to him: on MariaDB's default collation it did), and spellings that are John's login share
+/// his per-login budget.
+#[tokio::test]
+async fn other_spellings_of_a_login_neither_reach_the_account_nor_get_a_fresh_budget() {
+    let app = spawn_app_with(|c| c.rate_limits.per_login.limit = 1, Overrides::default()).await;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let john = format!("john.{tag}@example.com");
+    app.create_account(&john).await;
+
+    let accented = format!("jöhn.{tag}@example.com");
+    let flow = app.start(&accented).await;
+    app.send_code(&flow.flow_id).await.expect("code sent");
+    app.drain_deliveries().await;
+    assert!(
+        app.notifier.messages().iter().all(|m| m.to != john),
+        "the accented spelling mailed John"
+    );
+
+    app.start(&john).await;
+    let full_width = format!("\u{ff2a}\u{ff2f}\u{ff28}\u{ff2e}.{tag}@example.com");
+    let refused = app.try_start(&full_width).await.failure();
+    refused.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(refused.metadata("scope").as_deref(), Some("login"));
+}

@@ -23,6 +23,21 @@ fn common_checks(field: &'static str, raw: &str, max_chars: usize) -> Result<(),
     Ok(())
 }
 
+/// The one definition of "the same login": trimmed, Unicode NFKC (full-width and other
+/// compatibility forms become their plain letters), full case folding (CaseFolding.txt C+F, so
+/// "ß", "SS" and "ss" are one login), then NFC again, since folding can un-normalize. Rate-limit
+/// keys, the account lookup and uniqueness all use it, and every database compares it byte for
+/// byte (binary collation on MySQL/MariaDB). Accents and combining marks are kept, never
+/// stripped: "jöhn" and "john" are different people's addresses. Mixed scripts and confusables
+/// ("јohn" with a Cyrillic "ј") are not refused: they are different mailboxes, can only reach
+/// the account registered under exactly that spelling, and get budgets of their own keyed to
+/// that account; refusing them would lock out real users of those scripts.
+pub fn canonical_login(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let compatible: String = raw.trim().nfkc().collect();
+    caseless::default_case_fold_str(&compatible).nfc().collect()
+}
+
 /// A login id: an e-mail address. Stored as typed (trimmed), looked up case-folded.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LoginId {
@@ -49,7 +64,7 @@ impl LoginId {
         parse_email(typed).map_err(|why| FieldViolation::new(field, why))?;
         Ok(Self {
             typed: typed.to_owned(),
-            normalized: typed.to_lowercase(),
+            normalized: canonical_login(typed),
         })
     }
 
