@@ -271,20 +271,56 @@ impl std::fmt::Debug for Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
-/// Hides the password of `scheme://user:password@host` URLs.
+/// Query parameters whose value is a credential (matched as a substring of the lower-cased
+/// name): drivers take passwords as `?password=`, cloud endpoints tokens as `?access_token=`,
+/// signed URLs as `?sig=`.
+const SECRET_QUERY_PARAMS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "sig",
+];
+
+/// Hides every secret a URL can carry: the password of `scheme://user:password@host` and the
+/// value of credential-like query parameters (`?password=`, `?token=`, ...).
 fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials
-                .split_once(':')
-                .map_or(credentials, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials
+                    .split_once(':')
+                    .map_or(credentials, |(user, _)| user);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    let Some(query) = query else {
+        return base;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_QUERY_PARAMS
+                    .iter()
+                    .any(|secret| name.to_ascii_lowercase().contains(secret)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 impl Config {
@@ -345,6 +381,7 @@ impl Config {
             .as_ref()
             .map(|url| SecretString::from(redact_url(url.expose_secret())));
         shown.database_url = redact_url(&self.database_url);
+        shown.otlp_endpoint = self.otlp_endpoint.as_deref().map(redact_url);
         shown.events.redis_url = self.events.redis_url.as_deref().map(|urls| {
             urls.split(',')
                 .map(redact_url)
