@@ -330,3 +330,36 @@ async fn other_spellings_of_a_login_neither_reach_the_account_nor_get_a_fresh_bu
     refused.assert(Code::ResourceExhausted, "RATE_LIMITED");
     assert_eq!(refused.metadata("scope").as_deref(), Some("login"));
 }
+
+/// `ValidatePassword` (CPU) and `GetRecoveryFlow` count against the per-IP limit like the other
+/// recovery RPCs.
+#[tokio::test]
+async fn validate_password_and_get_recovery_flow_count_against_the_per_ip_limit() {
+    let app = spawn_app_with(|c| c.rate_limits.per_ip.limit = 3, Overrides::default()).await;
+    let validate = || {
+        let mut recovery = app.recovery.clone();
+        async move {
+            recovery
+                .validate_password(proto::ValidatePasswordRequest {
+                    password: NEW_PASSWORD.into(),
+                    login_id: String::new(),
+                })
+                .await
+        }
+    };
+    for _ in 0..3 {
+        validate().await.expect("within the limit");
+    }
+    let refused = validate().await.failure();
+    refused.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(refused.metadata("scope").as_deref(), Some("client_ip"));
+    let refused = app
+        .recovery
+        .clone()
+        .get_recovery_flow(proto::GetRecoveryFlowRequest {
+            flow_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .failure();
+    refused.assert(Code::ResourceExhausted, "RATE_LIMITED");
+}

@@ -175,7 +175,12 @@ impl Recovery {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn get(&self, flow_id: &FlowId) -> Result<FlowView, RecoveryError> {
+    pub async fn get(
+        &self,
+        ctx: &RequestContext,
+        flow_id: &FlowId,
+    ) -> Result<FlowView, RecoveryError> {
+        self.limit_caller(ctx, "GetRecoveryFlow").await?;
         let now = self.clock.now();
         let flow = self.load_live(flow_id.as_str(), now).await?;
         Ok(self.view(&flow.value))
@@ -441,9 +446,23 @@ impl Recovery {
         email: Option<&str>,
         history: &[String],
     ) -> Result<(SecretString, PasswordCheck), RecoveryError> {
-        let local = login.map(|l| l.split_once('@').map_or(l, |(local, _)| local));
-        let inputs: Vec<&str> = [login, email, local].into_iter().flatten().collect();
-        let assessment = self.policy.assess(password.expose_secret(), local, &inputs);
+        let local = login
+            .map(|l| l.split_once('@').map_or(l, |(local, _)| local))
+            .map(str::to_owned);
+        let inputs: Vec<String> = [login, email]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .chain(local.clone())
+            .collect();
+        let (policy, candidate) = (self.policy.clone(), password.clone());
+        let assessment = crate::blocking::PASSWORD_SCORING
+            .run(move || {
+                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                policy.assess(candidate.expose_secret(), local.as_deref(), &inputs)
+            })
+            .await
+            .map_err(RecoveryError::internal)?;
         let normalized = SecretString::from(assessment.normalized);
         let mut violations = assessment.violations;
         // Only hash-compare a password that could otherwise be accepted: argon2 is expensive,
@@ -466,8 +485,10 @@ impl Recovery {
     #[tracing::instrument(skip_all)]
     pub async fn validate_password(
         &self,
+        ctx: &RequestContext,
         command: &ValidatePassword,
     ) -> Result<PasswordCheck, RecoveryError> {
+        self.limit_caller(ctx, "ValidatePassword").await?;
         let login = command.login.as_ref().map(LoginId::normalized);
         let (_, check) = self
             .check_new_password(&command.password, login, None, &[])
