@@ -363,3 +363,35 @@ async fn validate_password_and_get_recovery_flow_count_against_the_per_ip_limit(
         .failure();
     refused.assert(Code::ResourceExhausted, "RATE_LIMITED");
 }
+
+/// `VerifyCode` on flow ids that do not exist writes nothing to Redis (it used to write a
+/// token-index key per call: 100 calls, 100 keys).
+#[tokio::test]
+async fn verify_code_on_a_missing_flow_writes_nothing_to_redis() {
+    let redis_url = std::env::var("RECOVERY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut prefix = String::new();
+    let app = spawn_app_with(
+        |c| {
+            c.redis_url = Some(redis_url.clone());
+            prefix = c.redis.key_prefix.clone();
+        },
+        Overrides::default(),
+    )
+    .await;
+    for _ in 0..20 {
+        app.verify(&uuid::Uuid::new_v4().to_string(), "123456")
+            .await
+            .failure()
+            .assert(Code::NotFound, "FLOW_NOT_FOUND");
+    }
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let written: Vec<&String> = keys.iter().filter(|k| !k.contains("rl:")).collect();
+    assert!(written.is_empty(), "{written:?}");
+}
