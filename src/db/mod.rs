@@ -26,6 +26,7 @@ use crate::recovery::ports::{
 
 pub mod entities;
 pub mod migration;
+pub mod stats;
 
 use entities::{account, audit_event, delivery, outbox, password_history};
 

@@ -40,6 +40,8 @@ use serde::{Deserialize, Serialize};
 use super::{Email, Notifier, NotifyError};
 use crate::secrets::masking::mask_email;
 
+mod check;
+
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 
 /// The `[smtp]` section of the configuration.
@@ -406,7 +408,10 @@ impl SmtpNotifier {
             .subject(email.subject.clone())
             .message_id(Some(format!(
                 "<{}@{}>",
-                uuid::Uuid::new_v4(),
+                email
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 self.message_id_domain
             )))
             .date_now();

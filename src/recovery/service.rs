@@ -18,6 +18,7 @@ use super::input::VerificationCode;
 use super::limits::LimitScope;
 use super::policy::PasswordPolicy;
 use super::ports::{MessageKind, Notice, Versioned};
+use crate::blocking::BlockingError;
 use crate::clock::after;
 use crate::secrets::keys;
 use crate::secrets::mask_email;
@@ -97,11 +98,21 @@ impl Recovery {
                 .map_err(RecoveryError::internal)?,
         };
         let seed = keys::random_bytes::<32>().map_err(RecoveryError::internal)?;
-        let image_png =
-            super::captcha_image::render_png(&answer, seed).map_err(RecoveryError::internal)?;
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = after(now, self.settings.captcha_ttl);
         let record = CaptchaRecord::new(id.clone(), &answer, &self.keys, expires_at);
+        let image_png = self
+            .captcha_renderer
+            .run(move || super::captcha_image::render_png(&answer, seed))
+            .await
+            .map_err(|error| match error {
+                BlockingError::Busy => RecoveryError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                    scope: "captcha",
+                },
+                BlockingError::Failed(detail) => RecoveryError::Internal(anyhow::anyhow!(detail)),
+            })?
+            .map_err(RecoveryError::internal)?;
         self.store
             .put_captcha(&record, self.settings.captcha_ttl)
             .await?;
@@ -313,31 +324,39 @@ impl Recovery {
             self.restore_flow(&previous, now).await;
             return Err(error);
         }
-        // Same lookup for unknown logins (by an id that cannot exist), so the database sees the
-        // same work.
-        let lookup_id = next
-            .account_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::nil().to_string());
-        let recipient = self
-            .accounts
-            .find_by_id(&lookup_id)
-            .await?
-            .map(|account| account.email);
-        let notice = Notice {
-            kind: MessageKind::VerificationCode,
-            to: recipient,
-            locale: next.locale.clone(),
-            masked_login: next
-                .methods
-                .first()
-                .map(|m| m.masked_destination.clone())
-                .unwrap_or_default(),
-            code: Some(code),
-            expires_at: code_expires_at,
-            changed_at: None,
-        };
-        if let Err(error) = self.deliveries.send(&notice, now).await {
+        // Everything after the flow changed can fail (the database is down, say); then the flow
+        // is put back below, so nothing is consumed. The recipient lookup is inside for that
+        // reason: the soak (benches/SOAK.md) found sends answered UNAVAILABLE during a database
+        // restart that had spent the cooldown, when the lookup ran before this point.
+        let sent = async {
+            // Same lookup for unknown logins (by an id that cannot exist), so the database sees
+            // the same work.
+            let lookup_id = next
+                .account_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::nil().to_string());
+            let recipient = self
+                .accounts
+                .find_by_id(&lookup_id)
+                .await?
+                .map(|account| account.email);
+            let notice = Notice {
+                kind: MessageKind::VerificationCode,
+                to: recipient,
+                locale: next.locale.clone(),
+                masked_login: next
+                    .methods
+                    .first()
+                    .map(|m| m.masked_destination.clone())
+                    .unwrap_or_default(),
+                code: Some(code),
+                expires_at: code_expires_at,
+                changed_at: None,
+            };
+            self.deliveries.send(&notice, now).await
+        }
+        .await;
+        if let Err(error) = sent {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
             self.restore_flow(&previous, now).await;
