@@ -130,3 +130,44 @@ mod tests {
         out
     }
 }
+
+/// Password scoring (zxcvbn, issue 9): a static pool of 2 permits, so the `Recovery` handle
+/// needs no new field. Run inline, 4 callers of a worst-case `ValidatePassword` pushed an
+/// unrelated `GetRecoveryFlow` from 0.2 ms to > 1.5 s; here a flood queues behind the permits
+/// and the runtime keeps serving (the request timeout bounds the wait).
+pub struct StaticPool {
+    permits: tokio::sync::Semaphore,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("blocking work failed: {0}")]
+pub struct StaticPoolError(String);
+
+impl StaticPool {
+    pub const fn new(permits: usize) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::const_new(permits),
+        }
+    }
+
+    /// The permit is held until the work ends, even if the caller gave up waiting (the thread
+    /// cannot be stopped), so the bound on busy threads holds.
+    pub async fn run<T: Send + 'static>(
+        &'static self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StaticPoolError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| StaticPoolError(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| StaticPoolError(e.to_string()))
+    }
+}
+
+pub static PASSWORD_SCORING: StaticPool = StaticPool::new(2);

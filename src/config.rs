@@ -24,6 +24,7 @@ use crate::notify::smtp::SmtpSettings;
 use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::handle::{CaptchaMode, DEFAULT_POW_MAX_NUMBER};
+use crate::recovery::input::VerificationCode;
 use crate::recovery::limits::RateLimits;
 use crate::recovery::policy::PolicySettings;
 use crate::recovery::service::RecoverySettings;
@@ -84,6 +85,9 @@ pub struct FlowConfig {
     pub captcha_digits: u32,
     /// Cost of a proof of work (`RECOVERY_CAPTCHA=pow|both`): the largest secret number.
     pub pow_max_number: u32,
+    /// Digits of a verification code, 6-10: each digit divides an attacker's yearly success
+    /// probability at the per-account budget by ten (SECURITY.md).
+    pub code_digits: u32,
 }
 
 impl Default for FlowConfig {
@@ -99,6 +103,7 @@ impl Default for FlowConfig {
             captcha_ttl_secs: 300,
             captcha_digits: 6,
             pow_max_number: DEFAULT_POW_MAX_NUMBER,
+            code_digits: flow.code_digits,
         }
     }
 }
@@ -298,20 +303,56 @@ impl std::fmt::Debug for Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
-/// Hides the password of `scheme://user:password@host` URLs.
+/// Query parameters whose value is a credential (matched as a substring of the lower-cased
+/// name): drivers take passwords as `?password=`, cloud endpoints tokens as `?access_token=`,
+/// signed URLs as `?sig=`.
+const SECRET_QUERY_PARAMS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "sig",
+];
+
+/// Hides every secret a URL can carry: the password of `scheme://user:password@host` and the
+/// value of credential-like query parameters (`?password=`, `?token=`, ...).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials
-                .split_once(':')
-                .map_or(credentials, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials
+                    .split_once(':')
+                    .map_or(credentials, |(user, _)| user);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    let Some(query) = query else {
+        return base;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_QUERY_PARAMS
+                    .iter()
+                    .any(|secret| name.to_ascii_lowercase().contains(secret)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 impl Config {
@@ -364,6 +405,10 @@ impl Config {
                 max_attempts: f.max_attempts,
                 resend_cooldown: Duration::from_secs(f.resend_cooldown_secs),
                 max_sends: f.max_sends,
+                code_digits: f.code_digits.clamp(
+                    VerificationCode::MIN_DIGITS as u32,
+                    VerificationCode::MAX_DIGITS as u32,
+                ),
                 ..FlowSettings::default()
             },
             captcha: self.captcha,
@@ -386,6 +431,7 @@ impl Config {
             .as_ref()
             .map(|url| SecretString::from(redact_url(url.expose_secret())));
         shown.database_url = redact_url(&self.database_url);
+        shown.otlp_endpoint = self.otlp_endpoint.as_deref().map(redact_url);
         shown.events.redis_url = self.events.redis_url.as_deref().map(|urls| {
             urls.split(',')
                 .map(redact_url)

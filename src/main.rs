@@ -9,6 +9,7 @@ use recovery_service::accounts::commands::CreateAccount;
 use recovery_service::config::Config;
 use recovery_service::db::Database;
 use recovery_service::recovery::RecoveryError;
+use recovery_service::recovery::input::LoginId;
 use recovery_service::server::{App, Overrides};
 use secrecy::SecretString;
 
@@ -54,6 +55,13 @@ enum AccountCommand {
         email: Option<String>,
         #[arg(long)]
         phone: Option<String>,
+    },
+    /// Lift the per-login and per-account rate limits of a login (an owner locked out of
+    /// recovery by someone who spent its budget). Check who is asking first: this also gives an
+    /// attacker a fresh budget.
+    Unblock {
+        #[arg(long)]
+        login_id: String,
     },
 }
 
@@ -159,6 +167,19 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             };
             let account = created.map_err(|error| anyhow::anyhow!(describe(&error)))?;
             println!("{}", account.id);
+            Ok(())
+        }
+        Command::Account {
+            command: AccountCommand::Unblock { login_id },
+        } => {
+            let login = LoginId::parse("login_id", &login_id)
+                .map_err(|violation| anyhow::anyhow!("login_id {}", violation.description))?;
+            let app = App::build(config, Overrides::default()).await?;
+            app.recovery
+                .unblock(&login)
+                .await
+                .map_err(|error| anyhow::anyhow!(describe(&error)))?;
+            println!("limits lifted");
             Ok(())
         }
     }

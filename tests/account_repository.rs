@@ -15,6 +15,7 @@ use recovery_service::accounts::{
 };
 use recovery_service::db::entities::{account, audit_event, delivery, outbox, password_history};
 use recovery_service::db::{Database, DatabaseSettings};
+use recovery_service::recovery::input::canonical_login;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Statement};
 use sea_orm_migration::MigratorTrait;
 
@@ -85,6 +86,8 @@ macro_rules! every_backend {
 
 every_backend!(
     an_account_is_found_by_its_case_folded_login_and_by_id,
+    a_login_matches_only_its_exact_canonical_spelling,
+    the_canonical_logins_migration_refolds_rows_written_by_older_versions,
     a_duplicate_login_is_a_conflict,
     password_history_is_newest_first_and_limited,
     upgrade_hash_is_a_compare_and_set,
@@ -113,7 +116,7 @@ fn new_account(login: &str, hash: &str) -> NewAccount {
     NewAccount {
         id: uuid::Uuid::new_v4().to_string(),
         login_id: login.to_owned(),
-        login_normalized: login.trim().to_lowercase(),
+        login_normalized: canonical_login(login),
         email: login.to_lowercase(),
         phone: Some("+46700000000".to_owned()),
         password_hash: hash.to_owned(),
@@ -249,6 +252,77 @@ mod cases {
             db.password_history(&created.id, 5).await.unwrap(),
             vec!["h0"]
         );
+    }
+
+    /// Issue 9: on MariaDB's default (accent-insensitive) collation `jöhn@` found John's account.
+    /// Case and compatibility forms are one login; accents and combining marks are not.
+    pub async fn a_login_matches_only_its_exact_canonical_spelling(f: &Fixture) {
+        let db = &f.db;
+        let john = db
+            .create_account(new_account("John.Strasse@example.com", "h0"))
+            .await
+            .unwrap();
+        for same in [
+            "john.strasse@example.com",
+            "JOHN.STRASSE@EXAMPLE.COM",
+            "  John.Straße@example.com ",
+            "\u{ff2a}\u{ff4f}\u{ff48}\u{ff4e}.strasse@example.com", // full-width "Ｊｏｈｎ"
+        ] {
+            let found = db.find_by_login(&canonical_login(same)).await.unwrap();
+            assert_eq!(found.map(|a| a.id), Some(john.id.clone()), "{same:?}");
+        }
+        for other in [
+            "jöhn.strasse@example.com",
+            "jóhn.strasse@example.com",
+            "jo\u{308}hn.strasse@example.com", // combining diaeresis
+            "john.strässe@example.com",
+            "\u{458}ohn.strasse@example.com", // Cyrillic "ј"
+        ] {
+            let found = db.find_by_login(&canonical_login(other)).await.unwrap();
+            assert!(found.is_none(), "{other:?} found John's account");
+        }
+        // Uniqueness uses the same exact comparison: an accented login is another account,
+        // a full-width or case variant is John's login again.
+        db.create_account(new_account("jöhn.strasse@example.com", "h1"))
+            .await
+            .expect("an accented login is a different login");
+        let variant = db
+            .create_account(new_account("ＪＯＨＮ.STRASSE@example.com", "h2"))
+            .await;
+        assert!(matches!(variant, Err(RepoError::Conflict)), "{variant:?}");
+        // A precomposed and a combining "ö" are one login (NFKC composes).
+        let combined = db
+            .create_account(new_account("jo\u{308}hn.strasse@example.com", "h3"))
+            .await;
+        assert!(matches!(combined, Err(RepoError::Conflict)), "{combined:?}");
+    }
+
+    /// Older versions stored the login lower-cased only ("straße"); the migration re-folds it.
+    pub async fn the_canonical_logins_migration_refolds_rows_written_by_older_versions(
+        f: &Fixture,
+    ) {
+        let db = &f.db;
+        let mut old = new_account("Old.Straße@example.com", "h0");
+        old.login_normalized = "old.straße@example.com".to_owned();
+        let created = db.create_account(old).await.unwrap();
+        assert!(
+            db.find_by_login(&canonical_login("old.strasse@example.com"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        db.connection()
+            .execute_unprepared(
+                "DELETE FROM seaql_migrations WHERE version = 'm20261202_000001_canonical_logins'",
+            )
+            .await
+            .unwrap();
+        db.migrate().await.expect("the migration runs again");
+        let found = db
+            .find_by_login(&canonical_login("OLD.STRASSE@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(found.map(|a| a.id), Some(created.id));
     }
 
     pub async fn a_duplicate_login_is_a_conflict(f: &Fixture) {

@@ -91,6 +91,19 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
             "smtp://mailer:mail-pass@127.0.0.1:2525",
         )
         .env("RECOVERY_CAPTCHA", "off")
+        // Issue 9: secrets in a URL's query were printed as they were.
+        .env(
+            "RECOVERY_DATABASE_URL",
+            "postgres://db.example:5432/recovery?sslmode=require&password=db-query-pass",
+        )
+        .env(
+            "RECOVERY_REDIS_URL",
+            "redis://127.0.0.1:1?token=redis-query-token,redis://:redis-pass@127.0.0.1:2",
+        )
+        .env(
+            "RECOVERY_OTLP_ENDPOINT",
+            "http://collector:4317/?api_key=otlp-query-key",
+        )
         .output()
         .unwrap();
     assert!(
@@ -99,6 +112,15 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         String::from_utf8_lossy(&output.stderr)
     );
     let shown = String::from_utf8(output.stdout).unwrap();
+    for secret in [
+        "db-query-pass",
+        "redis-query-token",
+        "redis-pass",
+        "otlp-query-key",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    assert!(shown.contains("sslmode=require&password=***"), "{shown}");
     assert!(shown.contains("captcha = \"off\""), "{shown}");
     assert!(shown.contains("listen = \"127.0.0.1:50051\""), "{shown}");
     assert!(!shown.contains("cli-secret"), "{shown}");

@@ -132,3 +132,54 @@ async fn the_concurrency_limit_queues_calls_instead_of_failing_them() {
     }
     app.stop().await;
 }
+
+/// Issue 9: zxcvbn ran on the async runtime, so 4 callers of worst-case `ValidatePassword`
+/// stalled every other RPC for seconds. Loose on purpose: while the flood runs, each
+/// `GetRecoveryFlow` must come back within a bound far above its normal latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_worst_case_validate_password_does_not_stall_other_rpcs() {
+    let app = spawn_app_with(
+        |c| c.rate_limits.per_ip.limit = 1_000_000,
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow_id = app.start(&login).await.flow_id;
+    let worst: String = "p@$$w0rd1!l33t|".chars().cycle().take(128).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (mut recovery, worst, stop) = (app.recovery.clone(), worst.clone(), stop.clone());
+        flood.spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = recovery
+                    .validate_password(proto::ValidatePasswordRequest {
+                        password: worst.clone(),
+                        login_id: String::new(),
+                    })
+                    .await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        app.recovery
+            .clone()
+            .get_recovery_flow(proto::GetRecoveryFlowRequest {
+                flow_id: flow_id.clone(),
+            })
+            .await
+            .expect("GetRecoveryFlow answers during the flood");
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while flood.join_next().await.is_some() {}
+    assert!(
+        slowest < Duration::from_millis(400),
+        "GetRecoveryFlow took {slowest:?} during the flood"
+    );
+}

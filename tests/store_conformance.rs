@@ -441,6 +441,31 @@ mod behaviour {
             .count();
         assert_eq!(allowed, 5);
     }
+
+    /// `account unblock`: a cleared counter starts a fresh window; other counters keep theirs.
+    pub async fn a_cleared_limit_starts_afresh_and_others_are_untouched(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let (key, other) = (id(), id());
+        for key in [&key, &other] {
+            store.hit(key, 1, LONG_TTL).await.unwrap();
+            assert!(matches!(
+                store.hit(key, 1, LONG_TTL).await.unwrap(),
+                RateDecision::Limited { .. }
+            ));
+        }
+        store.clear_limit(&key).await.unwrap();
+        assert_eq!(
+            store.hit(&key, 1, LONG_TTL).await.unwrap(),
+            RateDecision::Allowed
+        );
+        assert!(matches!(
+            store.hit(&other, 1, LONG_TTL).await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
+        // Clearing a counter that does not exist is not an error.
+        store.clear_limit(&id()).await.unwrap();
+    }
 }
 
 /// Awaits every spawned task, failing the test if one panicked (no `futures` dependency needed).
@@ -484,6 +509,7 @@ macro_rules! backend {
                 a_limited_caller_is_told_to_wait_at_least_a_second,
                 a_rate_window_reopens_after_it_expires,
                 fifty_concurrent_hits_with_limit_five_allow_exactly_five,
+                a_cleared_limit_starts_afresh_and_others_are_untouched,
             );
         }
     };

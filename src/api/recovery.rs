@@ -175,8 +175,9 @@ impl RecoveryService for RecoveryApi {
         &self,
         request: Request<proto::GetRecoveryFlowRequest>,
     ) -> Result<Response<proto::RecoveryFlow>, Status> {
+        let ctx = self.clients.context(&request);
         let flow_id = FlowId::parse(&request.get_ref().flow_id).map_err(to_status)?;
-        let flow = self.recovery.get(&flow_id).await.map_err(to_status)?;
+        let flow = self.recovery.get(&ctx, &flow_id).await.map_err(to_status)?;
         Ok(Response::new(flow_to_proto(flow)))
     }
 
@@ -221,8 +222,9 @@ impl RecoveryService for RecoveryApi {
         &self,
         request: Request<proto::ValidatePasswordRequest>,
     ) -> Result<Response<proto::ValidatePasswordResponse>, Status> {
+        let ctx = self.clients.context(&request);
         let command = request.into_inner().try_into().map_err(to_status)?;
-        let check = self.recovery.validate_password(&command).await;
+        let check = self.recovery.validate_password(&ctx, &command).await;
         Ok(Response::new(check_to_proto(check.map_err(to_status)?)))
     }
 

@@ -10,7 +10,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema), Box::new(MySqlPreciseTimestamps)]
+        vec![
+            Box::new(InitialSchema),
+            Box::new(MySqlPreciseTimestamps),
+            Box::new(CanonicalLogins),
+        ]
     }
 }
 
@@ -290,6 +294,55 @@ impl MigrationTrait for MySqlPreciseTimestamps {
 
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         // Going back to whole seconds would lose data for no gain.
+        Ok(())
+    }
+}
+
+/// Logins compared exactly (issue 9): MySQL/MariaDB's default collation is accent- and
+/// case-insensitive, so `jöhn@` found John's account there. The column becomes `utf8mb4_bin` (the
+/// unique index follows it), and every backend's existing rows get the canonical form of their
+/// typed login (`canonical_login`: NFKC + full case fold), which older versions only
+/// lower-cased. Two old rows that now fold to one login make the update fail on the unique
+/// index, and the migration with it: an operator must decide which account keeps the login.
+pub struct CanonicalLogins;
+
+impl MigrationName for CanonicalLogins {
+    fn name(&self) -> &str {
+        "m20261202_000001_canonical_logins"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CanonicalLogins {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
+
+        use crate::db::entities::account;
+        use crate::recovery::input::canonical_login;
+
+        let db = manager.get_connection();
+        if manager.get_database_backend() == sea_orm::DbBackend::MySql {
+            db.execute_unprepared(
+                "ALTER TABLE `accounts` MODIFY `login_normalized` VARCHAR(320) \
+                 CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+            )
+            .await?;
+        }
+        let mut pages = account::Entity::find().paginate(db, 500);
+        while let Some(rows) = pages.fetch_and_next().await? {
+            for row in rows {
+                let canonical = canonical_login(&row.login_id);
+                if canonical != row.login_normalized {
+                    let mut update: account::ActiveModel = row.into();
+                    update.login_normalized = Set(canonical);
+                    update.update(db).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         Ok(())
     }
 }

@@ -32,6 +32,8 @@ pub struct FlowSettings {
     pub max_attempts: u32,
     pub resend_cooldown: Duration,
     pub max_sends: u32,
+    /// Digits of a verification code (6-10).
+    pub code_digits: u32,
     /// How long a `ResetPassword` in progress holds the token before another may try.
     pub reset_lease: Duration,
 }
@@ -45,6 +47,7 @@ impl Default for FlowSettings {
             max_attempts: 5,
             resend_cooldown: Duration::from_secs(60),
             max_sends: 5,
+            code_digits: 6,
             reset_lease: Duration::from_secs(30),
         }
     }
@@ -150,6 +153,16 @@ fn until(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
 }
 
 impl Flow {
+    /// Who a flow's budgets are kept for: its account, or for an unknown login the login key,
+    /// so that unknown logins meet the same numbers and the same answers as known ones.
+    pub fn owner_of(account_id: Option<&str>, login_key: &str) -> String {
+        account_id.map_or_else(|| format!("unknown:{login_key}"), str::to_owned)
+    }
+
+    pub fn owner(&self) -> String {
+        Self::owner_of(self.account_id.as_deref(), &self.login_key)
+    }
+
     pub fn start(
         id: String,
         account_id: Option<String>,

@@ -101,6 +101,13 @@ pub struct RateLimits {
     pub global: RateLimit,
     /// `VerifyPassword` attempts per login (online guessing).
     pub verify_password_per_login: RateLimit,
+    /// Codes weighed by `VerifyCode` per account, across all its flows (unknown logins: per
+    /// login key, same numbers). This, not the per-flow attempts, bounds code guessing: see
+    /// SECURITY.md for the yearly success probability these numbers give.
+    pub verify_code_per_account: RateLimit,
+    /// Codes mailed per account across all its flows (unknown logins: per login key): caps the
+    /// mail an attacker can make a victim receive.
+    pub send_code_per_account: RateLimit,
 }
 
 impl Default for RateLimits {
@@ -122,6 +129,15 @@ impl Default for RateLimits {
             verify_password_per_login: RateLimit {
                 limit: 20,
                 window_secs: 300,
+            },
+            // 20 guesses a day at 10^-6 each: 0.73 % a year (SECURITY.md); the owner needs one.
+            verify_code_per_account: RateLimit {
+                limit: 20,
+                window_secs: 24 * 3600,
+            },
+            send_code_per_account: RateLimit {
+                limit: 10,
+                window_secs: 24 * 3600,
             },
         }
     }

@@ -23,6 +23,21 @@ fn common_checks(field: &'static str, raw: &str, max_chars: usize) -> Result<(),
     Ok(())
 }
 
+/// The one definition of "the same login": trimmed, Unicode NFKC (full-width and other
+/// compatibility forms become their plain letters), full case folding (CaseFolding.txt C+F, so
+/// "ß", "SS" and "ss" are one login), then NFC again, since folding can un-normalize. Rate-limit
+/// keys, the account lookup and uniqueness all use it, and every database compares it byte for
+/// byte (binary collation on MySQL/MariaDB). Accents and combining marks are kept, never
+/// stripped: "jöhn" and "john" are different people's addresses. Mixed scripts and confusables
+/// ("јohn" with a Cyrillic "ј") are not refused: they are different mailboxes, can only reach
+/// the account registered under exactly that spelling, and get budgets of their own keyed to
+/// that account; refusing them would lock out real users of those scripts.
+pub fn canonical_login(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let compatible: String = raw.trim().nfkc().collect();
+    caseless::default_case_fold_str(&compatible).nfc().collect()
+}
+
 /// A login id: an e-mail address. Stored as typed (trimmed), looked up case-folded.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LoginId {
@@ -49,7 +64,7 @@ impl LoginId {
         parse_email(typed).map_err(|why| FieldViolation::new(field, why))?;
         Ok(Self {
             typed: typed.to_owned(),
-            normalized: typed.to_lowercase(),
+            normalized: canonical_login(typed),
         })
     }
 
@@ -169,11 +184,21 @@ pub fn parse_captcha_answer(
     Ok(SecretString::from(answer))
 }
 
-/// A one-time code as typed: six digits, spaces and dashes forgiven ("123 456").
+/// A one-time code as typed: 6-10 digits (the deployment's `flow.code_digits`; the use case
+/// checks the exact length), spaces and dashes forgiven ("123 456").
 pub struct VerificationCode(SecretString);
 
 impl VerificationCode {
-    pub const DIGITS: usize = 6;
+    pub const MIN_DIGITS: usize = 6;
+    pub const MAX_DIGITS: usize = 10;
+
+    /// The violation for a code of the wrong length or with other characters than digits.
+    pub fn wrong_shape(field: &'static str, digits: usize) -> FieldViolation {
+        FieldViolation::new(
+            field,
+            format!("must be the {digits}-digit code from the message"),
+        )
+    }
 
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
         common_checks(field, raw, 32)?;
@@ -184,11 +209,10 @@ impl VerificationCode {
         if code.is_empty() {
             return Err(FieldViolation::new(field, "must not be empty"));
         }
-        if code.len() != Self::DIGITS || !code.chars().all(|c| c.is_ascii_digit()) {
-            return Err(FieldViolation::new(
-                field,
-                format!("must be the {}-digit code from the message", Self::DIGITS),
-            ));
+        if !(Self::MIN_DIGITS..=Self::MAX_DIGITS).contains(&code.len())
+            || !code.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(Self::wrong_shape(field, Self::MIN_DIGITS));
         }
         Ok(Self(SecretString::from(code)))
     }

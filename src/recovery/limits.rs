@@ -8,7 +8,15 @@ use super::error::RecoveryError;
 use super::flow::Flow;
 pub use super::handle::{RateLimit, RateLimits};
 use super::handle::{Recovery, RequestContext};
+use super::input::LoginId;
 use super::ports::{AuditRecord, RateDecision};
+
+const ACCOUNT_CODES: &str = "rl:acct-codes";
+const ACCOUNT_SENDS: &str = "rl:acct-sends";
+
+fn account_key(kind: &str, owner: &str) -> String {
+    format!("{kind}:{owner}")
+}
 
 /// What a rate limit counts.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +25,11 @@ pub(crate) enum LimitScope<'a> {
     Login(&'a str),
     /// `VerifyPassword` attempts per login (online guessing of one account's password).
     VerifyPassword(&'a str),
+    /// Codes weighed by `VerifyCode` per flow owner (account id, or the login key of an
+    /// unknown login: see `Flow::owner`).
+    VerifyCode(&'a str),
+    /// Codes mailed per flow owner.
+    SendCode(&'a str),
     ClientIp(IpAddr),
     Global,
 }
@@ -70,6 +83,16 @@ impl Recovery {
                 limits.verify_password_per_login,
                 "login",
             ),
+            LimitScope::VerifyCode(owner) => (
+                account_key(ACCOUNT_CODES, owner),
+                limits.verify_code_per_account,
+                "account",
+            ),
+            LimitScope::SendCode(owner) => (
+                account_key(ACCOUNT_SENDS, owner),
+                limits.send_code_per_account,
+                "account",
+            ),
             LimitScope::ClientIp(ip) => (format!("rl:ip:{ip}"), limits.per_ip, "client_ip"),
             LimitScope::Global => ("rl:global".to_owned(), limits.global, "global"),
         };
@@ -79,7 +102,10 @@ impl Recovery {
             RateDecision::Limited { retry_after } => {
                 let login_key = match scope {
                     LimitScope::Login(key) | LimitScope::VerifyPassword(key) => Some(key),
-                    LimitScope::ClientIp(_) | LimitScope::Global => None,
+                    LimitScope::VerifyCode(_)
+                    | LimitScope::SendCode(_)
+                    | LimitScope::ClientIp(_)
+                    | LimitScope::Global => None,
                 };
                 self.record_limited(ctx, operation, name, &key, window, None, login_key)
                     .await;
@@ -136,5 +162,24 @@ impl Recovery {
             self.limit(ctx, operation, LimitScope::ClientIp(ip)).await?;
         }
         self.limit(ctx, operation, LimitScope::Global).await
+    }
+
+    /// Lifts every per-login and per-account limit of `login` (the operator's
+    /// `account unblock`): for an owner locked out by an attacker who spent the budget, after
+    /// the operator has checked who is asking. Returns the flow owner the limits were kept under.
+    pub async fn unblock(&self, login: &LoginId) -> Result<String, RecoveryError> {
+        let login_key = self.login_key(login);
+        let account = self.accounts.find_by_login(login.normalized()).await?;
+        let owner = Flow::owner_of(account.as_ref().map(|a| a.id.as_str()), &login_key);
+        for key in [
+            account_key(ACCOUNT_CODES, &owner),
+            account_key(ACCOUNT_SENDS, &owner),
+            format!("rl:login:{login_key}"),
+            format!("rl:verify:{login_key}"),
+        ] {
+            self.store.clear_limit(&key).await?;
+            self.store.clear_limit(&format!("{key}:audited")).await?;
+        }
+        Ok(owner)
     }
 }

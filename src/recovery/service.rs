@@ -238,18 +238,21 @@ impl Recovery {
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
         self.store.insert_flow(&flow, ttl).await?;
-        let owner = flow
-            .account_id
-            .clone()
-            .unwrap_or_else(|| format!("unknown:{login_key}"));
-        self.store.add_account_flow(&owner, &flow.id, ttl).await?;
+        self.store
+            .add_account_flow(&flow.owner(), &flow.id, ttl)
+            .await?;
         self.record(self.audit("recovery.started", Some(&flow), ctx, "ok"))
             .await;
         Ok(self.view(&flow))
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn get(&self, flow_id: &FlowId) -> Result<FlowView, RecoveryError> {
+    pub async fn get(
+        &self,
+        ctx: &RequestContext,
+        flow_id: &FlowId,
+    ) -> Result<FlowView, RecoveryError> {
+        self.limit_caller(ctx, "GetRecoveryFlow").await?;
         let now = self.clock.now();
         let flow = self.load_live(flow_id.as_str(), now).await?;
         Ok(self.view(&flow.value))
@@ -287,6 +290,19 @@ impl Recovery {
         )))
     }
 
+    /// Puts back the flow a send replaced (its version is then one past `previous`'s), when the
+    /// send must not count: nothing may be consumed by a code that was never mailed.
+    async fn restore_flow(&self, previous: &Versioned<Flow>, now: DateTime<Utc>) {
+        let _ = self
+            .store
+            .replace_flow(
+                &previous.value,
+                previous.version + 1,
+                previous.value.remaining(now),
+            )
+            .await;
+    }
+
     #[tracing::instrument(skip_all, fields(flow_id = %command.flow_id.as_str()))]
     pub async fn send_code(
         &self,
@@ -304,8 +320,8 @@ impl Recovery {
             .update_flow(flow_id, now, |flow| {
                 flow.ensure_alive(now)?;
                 let channel = flow.pick_channel(channel)?;
-                let code = keys::random_digits(VerificationCode::DIGITS as u32)
-                    .map_err(RecoveryError::internal)?;
+                let code =
+                    keys::random_digits(settings.code_digits).map_err(RecoveryError::internal)?;
                 let mac = self
                     .keys
                     .sign(CODE_PURPOSE, &[flow.id.as_bytes(), code.as_bytes()]);
@@ -356,6 +372,19 @@ impl Recovery {
             } => *code_expires_at,
             _ => next.expires_at,
         };
+        // The per-account mail cap, counted only for a send the flow allowed (a cooldown refusal
+        // mails nothing). Past it the flow is put back as it was: no code was issued.
+        if let Err(error) = self
+            .limit(
+                ctx,
+                "SendVerificationCode",
+                LimitScope::SendCode(&next.owner()),
+            )
+            .await
+        {
+            self.restore_flow(&previous, now).await;
+            return Err(error);
+        }
         // Everything after the flow changed can fail (the database is down, say); then the flow
         // is put back below, so nothing is consumed. The recipient lookup is inside for that
         // reason: the soak (benches/SOAK.md) found sends answered UNAVAILABLE during a database
@@ -391,14 +420,7 @@ impl Recovery {
         if let Err(error) = sent {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
-            let _ = self
-                .store
-                .replace_flow(
-                    &previous.value,
-                    previous.version + 1,
-                    previous.value.remaining(now),
-                )
-                .await;
+            self.restore_flow(&previous, now).await;
             return Err(error.into());
         }
         self.record(self.audit("recovery.code_sent", Some(&next), ctx, "ok"))
@@ -417,12 +439,39 @@ impl Recovery {
         self.limit_caller(ctx, "VerifyCode").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
+        let digits = settings.code_digits as usize;
+        if code.expose().len() != digits {
+            return Err(RecoveryError::InvalidArgument(vec![
+                VerificationCode::wrong_shape("code", digits),
+            ]));
+        }
         let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
         let token_mac = self
             .keys
             .sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
-        // The index entry is written first: it is harmless until the flow says VERIFIED with
-        // this very token, and writing it after could lose it and strand a verified flow.
+        // The flow is read first: a flow that does not exist gets nothing written for it.
+        let flow = self
+            .store
+            .load_flow(flow_id)
+            .await?
+            .ok_or(RecoveryError::FlowNotFound)?
+            .value;
+        // The per-account budget is spent before any code is weighed, and by every code that
+        // would be (the right one too): counting first is what keeps a burst of concurrent
+        // guesses from overshooting it, and past it not even the right code is weighed. The dry
+        // run of the pure transition says whether this call would weigh one at all.
+        let would_weigh = matches!(
+            flow.verify_code(false, String::new(), now, settings)
+                .outcome,
+            Err(RecoveryError::CodeInvalid { .. })
+        );
+        if would_weigh {
+            self.limit(ctx, "VerifyCode", LimitScope::VerifyCode(&flow.owner()))
+                .await?;
+        }
+        // The index entry is written before the flow changes: it is harmless until the flow
+        // says VERIFIED with this very token, and writing it after could lose it and strand a
+        // verified flow.
         self.store
             .put_token(&token_mac, flow_id, settings.token_ttl)
             .await?;
@@ -477,9 +526,23 @@ impl Recovery {
         email: Option<&str>,
         history: &[String],
     ) -> Result<(SecretString, PasswordCheck), RecoveryError> {
-        let local = login.map(|l| l.split_once('@').map_or(l, |(local, _)| local));
-        let inputs: Vec<&str> = [login, email, local].into_iter().flatten().collect();
-        let assessment = self.policy.assess(password.expose_secret(), local, &inputs);
+        let local = login
+            .map(|l| l.split_once('@').map_or(l, |(local, _)| local))
+            .map(str::to_owned);
+        let inputs: Vec<String> = [login, email]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .chain(local.clone())
+            .collect();
+        let (policy, candidate) = (self.policy.clone(), password.clone());
+        let assessment = crate::blocking::PASSWORD_SCORING
+            .run(move || {
+                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                policy.assess(candidate.expose_secret(), local.as_deref(), &inputs)
+            })
+            .await
+            .map_err(RecoveryError::internal)?;
         let normalized = SecretString::from(assessment.normalized);
         let mut violations = assessment.violations;
         // Only for a password the local rules accept: the range request is a network round
@@ -510,8 +573,10 @@ impl Recovery {
     #[tracing::instrument(skip_all)]
     pub async fn validate_password(
         &self,
+        ctx: &RequestContext,
         command: &ValidatePassword,
     ) -> Result<PasswordCheck, RecoveryError> {
+        self.limit_caller(ctx, "ValidatePassword").await?;
         let login = command.login.as_ref().map(LoginId::normalized);
         let (_, check) = self
             .check_new_password(&command.password, login, None, &[])

@@ -220,6 +220,12 @@ impl EphemeralStore for MemoryStore {
         })
     }
 
+    async fn clear_limit(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.counters.remove(key);
+        })
+    }
+
     async fn hit(
         &self,
         key: &str,

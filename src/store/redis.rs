@@ -586,6 +586,12 @@ impl EphemeralStore for RedisStore {
         })
     }
 
+    async fn clear_limit(&self, key: &str) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.delete_key.prepare_invoke();
+        invocation.key(self.key("rl", key));
+        self.run_script::<()>("clear_limit", &invocation).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run_command::<()>("ping", &redis::cmd("PING")).await
     }

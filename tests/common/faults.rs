@@ -139,6 +139,10 @@ impl EphemeralStore for FaultyStore {
         self.check()?;
         self.inner.hit(key, limit, window).await
     }
+    async fn clear_limit(&self, key: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.clear_limit(key).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()
     }

@@ -93,6 +93,8 @@ pub trait EphemeralStore: Send + Sync + 'static {
     async fn put_cached(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
 
     async fn cached(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Forgets a rate-limit counter (an operator lifting a block).
+    async fn clear_limit(&self, key: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }
