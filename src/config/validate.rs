@@ -63,6 +63,8 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     p.range("flow.captcha_digits", f.captcha_digits, 5..=8);
     // Below 1000 the work is free; above 10^8 a phone would need minutes.
     p.range("flow.pow_max_number", f.pow_max_number, 1_000..=100_000_000);
+    // Six digits is the floor the yearly guessing bound in SECURITY.md is computed for.
+    p.range("flow.code_digits", f.code_digits, 6..=10);
     let breach = &config.breach_check;
     p.range("breach_check.timeout_ms", breach.timeout_ms, 50..=30_000);
     p.range("breach_check.min_count", breach.min_count, 1..=u64::MAX);
@@ -76,6 +78,8 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
             "verify_password_per_login",
             &limits.verify_password_per_login,
         ),
+        ("verify_code_per_account", &limits.verify_code_per_account),
+        ("send_code_per_account", &limits.send_code_per_account),
     ] {
         p.range(
             &format!("rate_limits.{name}.limit"),

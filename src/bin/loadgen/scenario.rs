@@ -353,6 +353,7 @@ async fn start_flow(
             captcha_id,
             captcha_answer,
             locale: "en".into(),
+            ..Default::default()
         })
         .await?
         .into_inner()
