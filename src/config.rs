@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::db::DatabaseSettings;
+use crate::db::{DatabaseSettings, RetentionSettings};
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
@@ -211,6 +211,8 @@ pub struct Config {
     pub account_api: AccountApiConfig,
     pub recovery_api: RecoveryApiConfig,
     pub tls: TlsConfig,
+    /// `[retention]`: how long audit, outbox and delivery rows are kept (issue 15).
+    pub retention: RetentionSettings,
 }
 
 impl Default for Config {
@@ -241,6 +243,7 @@ impl Default for Config {
             account_api: AccountApiConfig::default(),
             recovery_api: RecoveryApiConfig::default(),
             tls: TlsConfig::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::accounts::{AccountRepository, DeliveryQueue, PasswordHasher};
 use crate::api::{AccountApi, ClientResolver, RecoveryApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
-use crate::db::Database;
+use crate::db::{Database, RetentionSweeper};
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
 use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
 use crate::notify::{LogNotifier, Notifier, Templates};
@@ -50,6 +50,7 @@ pub struct App {
     config: Config,
     worker: DeliveryWorker,
     relay: Option<OutboxRelay>,
+    sweeper: RetentionSweeper,
 }
 
 fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
@@ -166,6 +167,11 @@ impl App {
             settings: config.delivery.clone(),
             wake,
         };
+        let sweeper = RetentionSweeper {
+            database: database.clone(),
+            settings: config.retention.clone(),
+            clock: clock.clone(),
+        };
         let relay = outbox_relay(&config, &database, clock, event_wake);
         Ok(Self {
             recovery,
@@ -173,6 +179,7 @@ impl App {
             config,
             worker,
             relay,
+            sweeper,
         })
     }
 
@@ -188,6 +195,7 @@ impl App {
             config,
             worker,
             relay,
+            sweeper,
         } = self;
         let local: SocketAddr = listener.local_addr()?;
         let clients = ClientResolver {
@@ -196,6 +204,7 @@ impl App {
         let stop_worker = CancellationToken::new();
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
         let relay_task = relay.map(|relay| tokio::spawn(relay.run(stop_worker.clone())));
+        let sweeper_task = tokio::spawn(sweeper.run(stop_worker.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -292,6 +301,10 @@ impl App {
             tracing::warn!(
                 "event relay did not stop in time; unpublished events stay in the outbox"
             );
+        }
+        if tokio::time::timeout(grace, sweeper_task).await.is_err() {
+            // Each batch is one statement: an interrupted sweep leaves nothing half-done.
+            tracing::warn!("retention sweep did not stop in time");
         }
         database.close().await.ok();
         tracing::info!("stopped");

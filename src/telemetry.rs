@@ -155,4 +155,17 @@ pub mod metrics {
             .get_or_init(|| counter("recovery.deliveries", "Queued messages by outcome"))
             .add(1, &[KeyValue::new("outcome", outcome)]);
     }
+
+    /// Rows removed by the retention sweep, labelled by table.
+    pub fn retention_removed(table: &'static str, rows: u64) {
+        static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                counter(
+                    "recovery.retention.removed",
+                    "Expired rows removed by the retention sweep",
+                )
+            })
+            .add(rows, &[KeyValue::new("table", table)]);
+    }
 }

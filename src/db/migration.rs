@@ -5,12 +5,18 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod lifecycle;
+
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema), Box::new(MySqlPreciseTimestamps)]
+        vec![
+            Box::new(InitialSchema),
+            Box::new(MySqlPreciseTimestamps),
+            Box::new(lifecycle::DataLifecycle),
+        ]
     }
 }
 

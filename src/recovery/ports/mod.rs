@@ -9,8 +9,9 @@ pub mod ephemeral;
 pub mod events;
 
 pub use accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
-    QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
+    Account, AccountData, AccountErasure, AccountRepository, AuditEntry, AuditRecord,
+    DeliveryQueue, NewAccount, OutboxEvent, OutboxStore, QueuedDelivery, RepoError, ResetCommit,
+    ResetOutcome, SealedDelivery,
 };
 pub use delivery::{Deliveries, MessageKind, Notice};
 pub use ephemeral::{EphemeralStore, RateDecision, StoreError, Versioned};
