@@ -46,6 +46,11 @@ pub(super) async fn erase(
         .map_err(classify)?;
     // The trail stays (what happened, when, with which keyed login hash) but no longer says
     // from where or with what: address and agent are personal data, and `detail` is free text.
+    let mut whose = sea_orm::Condition::any()
+        .add(audit_event::Column::AccountId.eq(erasure.account_id.clone()));
+    if let Some(login_key) = erasure.login_key.clone() {
+        whose = whose.add(audit_event::Column::LoginKey.eq(login_key));
+    }
     audit_event::Entity::update_many()
         .col_expr(
             audit_event::Column::ClientIp,
@@ -59,11 +64,7 @@ pub(super) async fn erase(
             audit_event::Column::Detail,
             Expr::value(Option::<String>::None),
         )
-        .filter(
-            sea_orm::Condition::any()
-                .add(audit_event::Column::AccountId.eq(erasure.account_id.clone()))
-                .add(audit_event::Column::LoginKey.eq(erasure.login_key.clone())),
-        )
+        .filter(whose)
         .exec(&txn)
         .await
         .map_err(classify)?;

@@ -80,7 +80,7 @@ pub struct AccountErasure {
     pub account_id: String,
     /// Keyed hash of the login: audit rows written while the login was unknown carry only
     /// this, and lose their client address and agent too.
-    pub login_key: String,
+    pub login_key: Option<String>,
     pub at: DateTime<Utc>,
     pub event_id: String,
     pub event_payload: String,
