@@ -252,6 +252,27 @@ impl Database {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, RepoError> {
+        let delete = self.sweep_statement(what, cutoff, limit);
+        self.conn
+            .execute(&delete)
+            .await
+            .map(|result| result.rows_affected())
+            .map_err(classify)
+    }
+
+    /// The audit sweep's statement as sent, for `EXPLAIN` (the growth test checks it uses the
+    /// index on `audit_events.at`).
+    pub fn audit_sweep_statement(&self, cutoff: DateTime<Utc>, limit: u32) -> sea_orm::Statement {
+        let delete = self.sweep_statement(Swept::Audit, cutoff, limit);
+        self.conn.get_database_backend().build(&delete)
+    }
+
+    fn sweep_statement(
+        &self,
+        what: Swept,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> sea_orm::sea_query::DeleteStatement {
         let backend = self.conn.get_database_backend();
         let limit = u64::from(Ord::max(limit, 1));
         // The time column each table expires by; its index (migration `data_lifecycle`) makes
@@ -287,11 +308,7 @@ impl Database {
             }
             delete.cond_where(Expr::col(id).in_subquery(ids));
         }
-        self.conn
-            .execute(&delete)
-            .await
-            .map(|result| result.rows_affected())
-            .map_err(classify)
+        delete
     }
 }
 
