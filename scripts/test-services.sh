@@ -118,6 +118,29 @@ ensure_fault_binaries() {
   command -v runuser >/dev/null || apt_install util-linux
 }
 
+ensure_web_tools() {
+  # scripts/web-checks.sh: Node with npm (npm ci installs buf, esbuild, playwright-core, grpc-js
+  # from web/package-lock.json) and Debian's Chromium for the browser tests.
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  command -v chromium >/dev/null || apt_install chromium
+  node --version >/dev/null || die "node does not run"
+  chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank >/dev/null 2>&1 \
+    || die "chromium does not run headless"
+}
+
+ensure_checkers() {
+  # scripts/deploy_checks.py and the OTLP receiver test (scripts/web-checks.sh), pinned.
+  local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0 oteltest==0.49.0)
+  local have
+  have=$(python3 -m pip freeze 2>/dev/null)
+  for package in "${want[@]}"; do
+    grep -qix "$package" <<<"$have" || { log "installing $package"; python3 -m pip install -q "$package"; }
+  done
+  command -v kubernetes-validate >/dev/null || die "kubernetes-validate is not on PATH"
+  command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH"
+  command -v readelf >/dev/null || apt_install binutils
+}
+
 ensure_redis
 ensure_postgres
 ensure_postgres_access
@@ -126,4 +149,6 @@ ensure_mariadb_access
 ensure_python_peers
 ensure_envoy
 ensure_fault_binaries
+ensure_web_tools
+ensure_checkers
 log "PostgreSQL, Redis, MariaDB, Envoy and the Python peers are ready"

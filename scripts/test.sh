@@ -2,13 +2,21 @@
 # The whole test suite, as README.md promises: lint, then every test over every backend.
 #
 #   1. makes sure PostgreSQL, Redis, MariaDB, Envoy and the Python peers are there (installing and
-#      starting them when needed), and starts a 3-master Redis Cluster on spare ports;
+#      starting them when needed), and starts a 3-master Redis Cluster and a Redis Sentinel
+#      set-up (master, replica, 3 sentinels) on spare ports;
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
-#      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster),
+#      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster,
+#      Redis Sentinel, plus fail-overs on a private Sentinel set-up),
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
 #      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
-#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB.
+#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB;
+#   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
+#      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
+#      the README walk-through script;
+#   6. a 3-minute soak under faults (scripts/soak.sh: two replicas on Redis Sentinel, a private
+#      PostgreSQL and SMTP, while masters die, PostgreSQL restarts, SMTP stops, a replica is
+#      SIGKILLed), which fails if an invariant does.
 #
 # A backend that cannot be reached fails the run; nothing is skipped.
 set -euo pipefail
@@ -16,10 +24,12 @@ cd "$(dirname "$0")/.."
 
 bash scripts/test-services.sh
 bash scripts/redis-cluster.sh start
-trap 'bash scripts/redis-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+bash scripts/redis-sentinel.sh start
+trap 'bash scripts/redis-cluster.sh stop >/dev/null 2>&1 || true; bash scripts/redis-sentinel.sh stop >/dev/null 2>&1 || true' EXIT
 
 export RECOVERY_TEST_REDIS_URL=${RECOVERY_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 export RECOVERY_TEST_REDIS_CLUSTER=${RECOVERY_TEST_REDIS_CLUSTER:-redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003}
+export RECOVERY_TEST_REDIS_SENTINEL=${RECOVERY_TEST_REDIS_SENTINEL:-redis+sentinel://127.0.0.1:7211,127.0.0.1:7212,127.0.0.1:7213/recovery}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 echo "== format and lints"
@@ -34,4 +44,9 @@ echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"
+cargo build --locked --bin recovery-service
+bash scripts/web-checks.sh
+echo "== soak under faults, short run (benches/SOAK.md; the long one: scripts/soak.sh --minutes 20)"
+bash scripts/soak.sh --minutes 3
 echo "== all suites passed"

@@ -177,6 +177,14 @@ impl TlsConfig {
     }
 }
 
+/// The reference web front end at `/` (`web/`, served by `server::ui`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct UiConfig {
+    /// Unset: on, except in production mode, where a public page is an explicit choice.
+    pub enabled: Option<bool>,
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -211,6 +219,7 @@ pub struct Config {
     pub account_api: AccountApiConfig,
     pub recovery_api: RecoveryApiConfig,
     pub tls: TlsConfig,
+    pub ui: UiConfig,
     /// `[retention]`: how long audit, outbox and delivery rows are kept (issue 15).
     pub retention: RetentionSettings,
 }
@@ -243,6 +252,7 @@ impl Default for Config {
             account_api: AccountApiConfig::default(),
             recovery_api: RecoveryApiConfig::default(),
             tls: TlsConfig::default(),
+            ui: UiConfig::default(),
             retention: RetentionSettings::default(),
         }
     }
@@ -293,6 +303,10 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("RECOVERY_").ignore(&["CONFIG"]).split("__"));
         figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    pub fn ui_enabled(&self) -> bool {
+        self.ui.enabled.unwrap_or(!self.production)
     }
 
     pub fn recovery_settings(&self) -> RecoverySettings {
@@ -370,6 +384,23 @@ mod tests {
         assert!(config.redis_url.is_none());
         assert_eq!(config.notifier, NotifierKind::Log);
         assert!(config.captcha);
+        assert!(config.ui_enabled());
+    }
+
+    #[test]
+    fn the_web_ui_is_off_in_production_unless_enabled() {
+        let production = Config {
+            production: true,
+            ..Config::default()
+        };
+        assert!(!production.ui_enabled());
+        let enabled = Config {
+            ui: UiConfig {
+                enabled: Some(true),
+            },
+            ..production
+        };
+        assert!(enabled.ui_enabled());
     }
 
     #[test]

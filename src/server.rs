@@ -32,6 +32,7 @@ pub mod auth;
 pub mod cors;
 pub mod tls;
 pub mod trace;
+pub mod ui;
 
 /// Replacements for what the configuration would build: tests inject a clock, a capturing
 /// notifier or a store.
@@ -258,6 +259,9 @@ impl App {
             account_auth,
         );
 
+        if config.ui_enabled() {
+            tracing::info!(url = %format!("http://{local}/"), "web UI enabled ([ui] enabled)");
+        }
         tracing::info!(address = %local, tls = config.tls.enabled(), mutual_tls = config.tls.mutual(), "recovery-service listening");
         let health_on_shutdown = health.clone();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -280,6 +284,8 @@ impl App {
             .layer(tower::util::option_layer(cors::layer(
                 &config.server.cors_allowed_origins,
             )?))
+            // Before tonic-web, which answers any other HTTP/1.1 GET with 400.
+            .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
             .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health_service)

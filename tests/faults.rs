@@ -321,3 +321,48 @@ async fn with_the_database_stopped_a_reset_is_unavailable_keeps_the_token_and_su
         .assert(Code::Unauthenticated, "TOKEN_INVALID");
     app.stop().await;
 }
+
+/// Found by the soak (benches/SOAK.md): the recipient lookup ran after the flow had changed and
+/// outside the put-back, so a send answered UNAVAILABLE during a database outage had spent the
+/// cooldown and the retry got RESEND_TOO_SOON for a code that was never queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_stopped_a_send_is_unavailable_and_spends_nothing() {
+    let mut postgres = PostgresServer::start();
+    let database_url = postgres.url();
+    let redis_url = std::env::var("RECOVERY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let app = spawn_app_with(
+        move |config| {
+            config.database_url = database_url;
+            config.redis_url = Some(redis_url);
+            config.database.connect_timeout_ms = 1_000;
+            config.database.acquire_timeout_ms = 1_000;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let flow = app.start(&login).await;
+
+    postgres.stop();
+    let started = Instant::now();
+    let result = app.send_code(&flow.flow_id).await;
+    assert_unavailable("SendVerificationCode", started, result);
+    let after = app
+        .recovery
+        .clone()
+        .get_recovery_flow(proto::GetRecoveryFlowRequest {
+            flow_id: flow.flow_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.state(), FlowState::ChooseMethod);
+
+    postgres.start_again();
+    // No cooldown was spent: the retry sends at once and the code arrives.
+    let code = app.send_and_read_code(&flow.flow_id, &login).await;
+    assert_eq!(code.len(), 6);
+    app.stop().await;
+}

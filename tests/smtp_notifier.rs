@@ -46,6 +46,7 @@ fn email(to: &str) -> Email {
         subject: "Din återställningskod".to_owned(),
         text: format!("Din kod är {CODE}. Den gäller i 10 minuter."),
         html: format!("<p>Din kod är <strong>{CODE}</strong>. Den gäller i 10 minuter.</p>"),
+        message_id: None,
     }
 }
 
@@ -172,6 +173,35 @@ async fn a_plain_relay_receives_a_multipart_message_with_the_code_in_both_parts(
     assert_eq!(messages.len(), 2);
     assert_is_the_recovery_message(&messages[0], "anna@example.com");
     assert_is_the_recovery_message(&messages[1], "bertil@example.com");
+}
+
+/// The queue names each message by its delivery id, so a copy sent again after a lost
+/// acknowledgement is recognisable as the same message; without one, each send gets its own.
+#[tokio::test]
+async fn a_message_sent_twice_under_one_delivery_id_carries_one_message_id() {
+    let sink = Sink::start(SinkOptions::default());
+    let notifier = notifier(&sink.url("smtp://", ""));
+    let queued = Email {
+        message_id: Some("01a233db-d721-764f-b5e0-53b6ed39948c".to_owned()),
+        ..email("anna@example.com")
+    };
+
+    notifier.send(&queued).await.unwrap();
+    notifier.send(&queued).await.unwrap();
+    notifier.send(&email("anna@example.com")).await.unwrap();
+    notifier.send(&email("anna@example.com")).await.unwrap();
+
+    let ids: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|raw| header(&mailparse::parse_mail(raw).unwrap(), "Message-ID"))
+        .collect();
+    assert_eq!(
+        ids[0],
+        "<01a233db-d721-764f-b5e0-53b6ed39948c@recovery.example.com>"
+    );
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[2], ids[3]);
 }
 
 #[tokio::test]

@@ -12,6 +12,11 @@
 //! - cluster: `RECOVERY_TEST_REDIS_CLUSTER`, comma-separated node URLs (default
 //!   `redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003`), started by
 //!   `bash scripts/redis-cluster.sh start`.
+//! - sentinel: `RECOVERY_TEST_REDIS_SENTINEL` (default
+//!   `redis+sentinel://127.0.0.1:7211,127.0.0.1:7212,127.0.0.1:7213/recovery`), a master, a
+//!   replica and three sentinels started by `bash scripts/redis-sentinel.sh start`. The fail-over
+//!   tests (`sentinel_failover`) start their own private set-up with the same script on free
+//!   ports, since they kill masters.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -29,6 +34,9 @@ const SINGLE_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
 const CLUSTER_URL_ENV: &str = "RECOVERY_TEST_REDIS_CLUSTER";
 const CLUSTER_URL_DEFAULT: &str =
     "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003";
+const SENTINEL_URL_ENV: &str = "RECOVERY_TEST_REDIS_SENTINEL";
+const SENTINEL_URL_DEFAULT: &str =
+    "redis+sentinel://127.0.0.1:7211,127.0.0.1:7212,127.0.0.1:7213/recovery";
 
 /// Short enough to wait out in a test, long enough that a write and the read after it land
 /// well inside it.
@@ -55,6 +63,15 @@ async fn redis_cluster_store() -> Arc<dyn EphemeralStore> {
         CLUSTER_URL_ENV,
         CLUSTER_URL_DEFAULT,
         "start one with `bash scripts/redis-cluster.sh start`",
+    )
+    .await
+}
+
+async fn redis_sentinel_store() -> Arc<dyn EphemeralStore> {
+    redis_store(
+        SENTINEL_URL_ENV,
+        SENTINEL_URL_DEFAULT,
+        "start one with `bash scripts/redis-sentinel.sh start`",
     )
     .await
 }
@@ -483,6 +500,254 @@ macro_rules! backend {
 backend!(memory, super::memory_store);
 backend!(redis_single, super::redis_single_store);
 backend!(redis_cluster, super::redis_cluster_store);
+backend!(redis_sentinel, super::redis_sentinel_store);
+
+/// A master that dies or is demoted: the store finds the new one through the sentinels, keeps
+/// what was replicated, and reports the gap only as retryable `Unavailable`.
+mod sentinel_failover {
+    use std::process::Command;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A private master + replica + 3 sentinels on free ports (`scripts/redis-sentinel.sh`),
+    /// stopped on drop.
+    struct PrivateSentinel {
+        env: Vec<(&'static str, String)>,
+        data_ports: [u16; 2],
+        sentinel_ports: Vec<u16>,
+        service: String,
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    impl PrivateSentinel {
+        fn start() -> Self {
+            let data = [free_port(), free_port()];
+            let sentinel_ports = vec![free_port(), free_port(), free_port()];
+            let join = |ports: &[u16]| {
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let service = "failover-test".to_owned();
+            let env = vec![
+                ("REDIS_SENTINEL_DATA_PORTS", join(&data)),
+                ("REDIS_SENTINEL_PORTS", join(&sentinel_ports)),
+                ("REDIS_SENTINEL_SERVICE", service.clone()),
+                (
+                    "REDIS_SENTINEL_DIR",
+                    std::env::temp_dir()
+                        .join(format!("recovery-sentinel-test-{}", Uuid::new_v4()))
+                        .display()
+                        .to_string(),
+                ),
+            ];
+            let sentinel = Self {
+                env,
+                data_ports: data,
+                sentinel_ports,
+                service,
+            };
+            let output = sentinel.script("start");
+            assert!(
+                output.status.success(),
+                "scripts/redis-sentinel.sh start failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            sentinel
+        }
+
+        fn script(&self, action: &str) -> std::process::Output {
+            Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/redis-sentinel.sh"
+                ))
+                .arg(action)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .unwrap()
+        }
+
+        fn url(&self) -> String {
+            let hosts: Vec<String> = self
+                .sentinel_ports
+                .iter()
+                .map(|port| format!("127.0.0.1:{port}"))
+                .collect();
+            format!("redis+sentinel://{}/{}", hosts.join(","), self.service)
+        }
+
+        fn master(&self) -> u16 {
+            let output = self.script("master");
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .unwrap()
+        }
+
+        fn redis_cli(&self, port: u16, args: &[&str]) -> String {
+            let output = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+
+        /// Waits until the replica has applied everything the master has written so far (its
+        /// replication offset caught up), so a fail-over cannot lose those writes.
+        fn wait_replicated(&self) {
+            let offset = |port: u16| -> Option<u64> {
+                self.redis_cli(port, &["INFO", "replication"])
+                    .lines()
+                    .find_map(|line| line.trim().strip_prefix("master_repl_offset:"))
+                    .and_then(|value| value.parse().ok())
+            };
+            let master = self.master();
+            let replica = self
+                .data_ports
+                .iter()
+                .copied()
+                .find(|p| *p != master)
+                .unwrap();
+            let target = offset(master).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while offset(replica).is_none_or(|at| at < target)
+                || !self
+                    .redis_cli(replica, &["INFO", "replication"])
+                    .contains("master_link_status:up")
+            {
+                assert!(Instant::now() < deadline, "the replica did not catch up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    impl Drop for PrivateSentinel {
+        fn drop(&mut self) {
+            let _ = self.script("stop");
+        }
+    }
+
+    /// Calls `hit` until it succeeds: every failure on the way must be `Unavailable`, and the
+    /// store must be back within `limit`. Returns how long that took.
+    async fn until_it_works(store: &RedisStore, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let mut failures = 0;
+        loop {
+            match store.hit(&id(), 100, LONG_TTL).await {
+                Ok(_) => return started.elapsed(),
+                Err(StoreError::Unavailable(_)) => failures += 1,
+                Err(other) => panic!("a fail-over must look Unavailable, got {other:?}"),
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still failing after {:?} ({failures} Unavailable answers)",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_follows_a_demoted_then_a_killed_master_and_keeps_replicated_data() {
+        let sentinel = PrivateSentinel::start();
+        let config = RedisConfig {
+            key_prefix: format!("test:{}:", Uuid::new_v4()),
+            connect_timeout_ms: 500,
+            command_timeout_ms: 500,
+        };
+        let store = RedisStore::connect(&sentinel.url(), &config).await.unwrap();
+        let before = flow(&id());
+        store.insert_flow(&before, LONG_TTL).await.unwrap();
+        sentinel.wait_replicated();
+
+        // 1. A graceful fail-over: the old master is demoted (and drops its clients).
+        let first = sentinel.master();
+        let answer = sentinel.redis_cli(
+            sentinel.sentinel_ports[0],
+            &["SENTINEL", "FAILOVER", &sentinel.service],
+        );
+        assert_eq!(answer, "OK");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sentinel.master() == first {
+            assert!(
+                Instant::now() < deadline,
+                "SENTINEL FAILOVER did not happen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        until_it_works(&store, Duration::from_secs(20)).await;
+        let second = sentinel.master();
+        assert_ne!(first, second);
+        // Sentinel names the new master a moment before it has demoted the old one; writes in
+        // that moment can land on the old master and be lost (Redis's documented limit, see
+        // the README). Once the old master is a replica, a write lands on the new one.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sentinel
+            .redis_cli(first, &["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the old master never became a replica"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        until_it_works(&store, Duration::from_secs(20)).await;
+        assert!(
+            store
+                .replace_flow(&changed(&before, 1), 1, LONG_TTL)
+                .await
+                .unwrap()
+        );
+        sentinel.wait_replicated();
+
+        // 2. The master dies outright.
+        let output = sentinel.script("kill-master");
+        assert!(output.status.success());
+        let took = until_it_works(&store, Duration::from_secs(30)).await;
+        assert_ne!(sentinel.master(), second);
+        eprintln!("store usable again {took:?} after the master was killed");
+
+        let loaded = store.load_flow(&before.id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 2, "a replicated write was lost");
+        assert_eq!(loaded.value, changed(&before, 1));
+        assert!(
+            store
+                .replace_flow(&changed(&before, 2), 2, LONG_TTL)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_service_name_fails_start_up_without_quoting_the_url() {
+        let sentinel = PrivateSentinel::start();
+        let url = sentinel
+            .url()
+            .replace("redis+sentinel://", "redis+sentinel://:hunter2@")
+            .replace("/failover-test", "/no-such-service");
+        let error = RedisStore::connect(&url, &RedisConfig::default())
+            .await
+            .unwrap_err();
+        assert!(!format!("{error:#}").contains("hunter2"), "{error:#}");
+        assert!(
+            format!("{error:#}").to_lowercase().contains("sentinel"),
+            "{error:#}"
+        );
+    }
+}
 
 /// How the Redis store reports a server it cannot use: retryable `Unavailable`, within the
 /// configured timeouts, never a hang or a generic failure.

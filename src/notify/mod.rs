@@ -24,6 +24,11 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// Left-hand part of the Message-ID, the same for every attempt of one queued message: a
+    /// copy sent again because the relay's acknowledgement was lost (or recorded too late, as
+    /// when the database or the replica went down just after the handover) carries the same
+    /// Message-ID, so mail systems and readers can drop it. `None`: a fresh random one.
+    pub message_id: Option<String>,
 }
 
 impl std::fmt::Debug for Email {

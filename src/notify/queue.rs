@@ -291,7 +291,10 @@ impl DeliveryWorker {
             return self.drop_message(&item.id, "no recipient", now).await;
         };
         let email = match self.render(&message, to, now) {
-            Ok(email) => email,
+            Ok(email) => Email {
+                message_id: Some(item.id.clone()),
+                ..email
+            },
             Err(error) => {
                 tracing::error!(error = %error, "message cannot be rendered; dropped");
                 return self.drop_message(&item.id, "render failed", now).await;
@@ -364,6 +367,7 @@ impl DeliveryWorker {
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
+            message_id: None,
         })
     }
 }

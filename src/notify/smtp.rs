@@ -406,7 +406,10 @@ impl SmtpNotifier {
             .subject(email.subject.clone())
             .message_id(Some(format!(
                 "<{}@{}>",
-                uuid::Uuid::new_v4(),
+                email
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 self.message_id_domain
             )))
             .date_now();

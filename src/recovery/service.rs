@@ -284,32 +284,40 @@ impl Recovery {
             } => *code_expires_at,
             _ => next.expires_at,
         };
-        // Same lookup for unknown logins (by an id that cannot exist), so the database sees the
-        // same work.
-        let lookup_id = next
-            .account_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::nil().to_string());
-        let recipient = self
-            .accounts
-            .find_by_id(&lookup_id)
-            .await?
-            .map(|account| account.email);
-        let notice = Notice {
-            kind: MessageKind::VerificationCode,
-            account_id: recipient.as_ref().map(|_| lookup_id.clone()),
-            to: recipient,
-            locale: next.locale.clone(),
-            masked_login: next
-                .methods
-                .first()
-                .map(|m| m.masked_destination.clone())
-                .unwrap_or_default(),
-            code: Some(code),
-            expires_at: code_expires_at,
-            changed_at: None,
-        };
-        if let Err(error) = self.deliveries.send(&notice, now).await {
+        // Everything after the flow changed can fail (the database is down, say); then the flow
+        // is put back below, so nothing is consumed. The recipient lookup is inside for that
+        // reason: the soak (benches/SOAK.md) found sends answered UNAVAILABLE during a database
+        // restart that had spent the cooldown, when the lookup ran before this point.
+        let sent = async {
+            // Same lookup for unknown logins (by an id that cannot exist), so the database sees
+            // the same work.
+            let lookup_id = next
+                .account_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::nil().to_string());
+            let recipient = self
+                .accounts
+                .find_by_id(&lookup_id)
+                .await?
+                .map(|account| account.email);
+            let notice = Notice {
+                kind: MessageKind::VerificationCode,
+                account_id: recipient.as_ref().map(|_| lookup_id.clone()),
+                to: recipient,
+                locale: next.locale.clone(),
+                masked_login: next
+                    .methods
+                    .first()
+                    .map(|m| m.masked_destination.clone())
+                    .unwrap_or_default(),
+                code: Some(code),
+                expires_at: code_expires_at,
+                changed_at: None,
+            };
+            self.deliveries.send(&notice, now).await
+        }
+        .await;
+        if let Err(error) = sent {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
             let _ = self

@@ -4,6 +4,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod sentinel;
 
 pub use crate::recovery::ports::{EphemeralStore, RateDecision, StoreError, Versioned};
 pub use memory::MemoryStore;

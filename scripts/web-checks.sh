@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The checks the ecosystem's own tools make on this service (issue 12), run by scripts/test.sh
+# after the cargo suites (it needs the debug binary, target/debug/recovery-service):
+#
+#   1. npm ci (pinned by web/package-lock.json);
+#   2. deploy/ validated offline (scripts/deploy_checks.py);
+#   3. buf lint and buf breaking on proto/ (against the previous commit's proto/);
+#   4. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
+#      bundle rebuilt, and neither may differ from what is committed (the binary embeds
+#      web/dist/, so a stale bundle would ship);
+#   5. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
+#   6. node --test: the grpc-js client and the browser (headless Chromium) suites against the
+#      real binary;
+#   7. traces exported to a real OTLP receiver.
+#
+# Needs node/npm, chromium and the pinned Python checkers: scripts/test-services.sh installs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${RECOVERY_BIN:-$PWD/target/debug/recovery-service}
+[ -x "$BIN" ] || { echo "web-checks: $BIN is missing; run cargo build first" >&2; exit 1; }
+export RECOVERY_BIN=$BIN
+
+echo "== npm ci (web/)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== deploy/: Kubernetes schemas and policy, compose spec, Dockerfile, binary linkage"
+python3 scripts/deploy_checks.py "$BIN"
+
+echo "== buf lint, buf breaking"
+bash scripts/proto-checks.sh
+
+echo "== web bundle up to date with its sources"
+# Hash what is on disk (what cargo embeds), rebuild, hash again: any difference means the
+# bundle or the generated code was not rebuilt after a change to web/src or proto/.
+snapshot() { (cd web && find dist src/gen -type f -print0 | sort -z | xargs -0 sha256sum); }
+before=$(snapshot)
+(cd web && npm run --silent generate && npm run --silent typecheck && npm run --silent build)
+if [ "$before" != "$(snapshot)" ]; then
+  diff <(echo "$before") <(snapshot) >&2 || true
+  echo "web-checks: web/dist or web/src/gen was stale; it is rebuilt now: rebuild the binary and commit both" >&2
+  exit 1
+fi
+echo "web/dist and web/src/gen match their sources"
+
+echo "== the README's grpcurl walk-through (scripts/walkthrough.sh)"
+walk_log=$(mktemp)
+if ! bash scripts/walkthrough.sh >"$walk_log" 2>&1; then
+  cat "$walk_log" >&2; rm -f "$walk_log"
+  echo "web-checks: the README walk-through failed" >&2
+  exit 1
+fi
+tail -n 1 "$walk_log"; rm -f "$walk_log"
+
+echo "== node --test: grpc-js client, browser"
+(cd web && npm test --silent)
+
+echo "== traces and metrics to a real OTLP receiver (oteltest's otelsink)"
+python3 scripts/otlp_receiver_check.py "$BIN"
