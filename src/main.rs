@@ -197,7 +197,10 @@ fn describe(error: &RecoveryError) -> String {
             .map(|v| format!("password {} ({})", v.message, v.reason))
             .collect::<Vec<_>>()
             .join("; "),
-        other => format!("{other}: {}", source_chain(other)),
+        other => match source_chain(other) {
+            chain if chain.is_empty() => other.to_string(),
+            chain => format!("{other}: {chain}"),
+        },
     }
 }
 
