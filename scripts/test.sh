@@ -4,12 +4,14 @@
 #   1. makes sure PostgreSQL, Redis, MariaDB, Envoy and the Python peers are there (installing and
 #      starting them when needed), and starts a 3-master Redis Cluster and a Redis Sentinel
 #      set-up (master, replica, 3 sentinels) on spare ports;
-#   2. cargo fmt --check, cargo clippy -D warnings;
+#   2. cargo fmt --check, cargo clippy -D warnings; promtool on the suggested alert rules;
 #   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
 #      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster,
 #      Redis Sentinel, plus fail-overs on a private Sentinel set-up),
 #      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
-#      PostgreSQL) and faults (private redis-server and PostgreSQL on spare ports);
+#      PostgreSQL), faults (private redis-server and PostgreSQL on spare ports) and the load
+#      generator's smoke run (tests/loadgen.rs: every scenario, a few requests, answers only —
+#      the timed benchmark is scripts/bench.sh);
 #   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB;
 #   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
 #      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
@@ -36,10 +38,14 @@ echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "== Prometheus alert rules (deploy/prometheus): syntax and unit tests"
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts.test.yaml
+
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
-E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy)
+E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test localized_errors)
 echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"

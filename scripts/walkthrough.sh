@@ -3,7 +3,7 @@
 # drift from the binary). Each step is one grpcurl call, exactly as a person types it.
 #
 #   bash scripts/walkthrough.sh
-#       starts its own service (RECOVERY_BIN, else target/debug/recovery-service) on a spare
+#       starts its own service (RECOVERY_TEST_BIN, else target/debug/recovery-service) on a spare
 #       port with a throwaway SQLite file and RECOVERY_CAPTCHA=off, reads the code from the
 #       service's console (the log notifier), and stops it afterwards. This is what
 #       scripts/web-checks.sh runs.
@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${S:-}" ]; then
-  BIN=${RECOVERY_BIN:-$PWD/target/debug/recovery-service}
+  BIN=${RECOVERY_TEST_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/recovery-service}
   [ -x "$BIN" ] || { echo "walkthrough: $BIN is missing; run cargo build first" >&2; exit 1; }
   WORK=$(mktemp -d)
   LOG=$WORK/service.log

@@ -17,9 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${RECOVERY_BIN:-$PWD/target/debug/recovery-service}
+BIN=${RECOVERY_TEST_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/recovery-service}
 [ -x "$BIN" ] || { echo "web-checks: $BIN is missing; run cargo build first" >&2; exit 1; }
-export RECOVERY_BIN=$BIN
+export RECOVERY_TEST_BIN=$BIN
 
 echo "== npm ci (web/)"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)

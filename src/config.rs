@@ -1,6 +1,12 @@
 //! Configuration: embedded defaults, then a TOML file (`--config` / `RECOVERY_CONFIG`), then
 //! `RECOVERY_*` environment variables (env over file over defaults). Nested keys in the
 //! environment use a double underscore: `RECOVERY_FLOW__CODE_TTL_SECS=300`.
+//!
+//! Strict: an unknown key or `RECOVERY_*` variable ([`strict`]) and a value out of range
+//! ([`validate`]) fail the load, every problem listed at once.
+
+mod strict;
+mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -177,6 +183,15 @@ impl TlsConfig {
     }
 }
 
+/// The admin listener (`[admin]`): `/metrics` (Prometheus), `/healthz`, `/readyz`. Off unless
+/// `listen` is set, and never on the gRPC port: it is meant for the cluster's scraper and probes,
+/// not for the callers the gateway lets in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
 /// The reference web front end at `/` (`web/`, served by `server::ui`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -219,6 +234,7 @@ pub struct Config {
     pub account_api: AccountApiConfig,
     pub recovery_api: RecoveryApiConfig,
     pub tls: TlsConfig,
+    pub admin: AdminConfig,
     pub ui: UiConfig,
     /// `[retention]`: how long audit, outbox and delivery rows are kept (issue 15).
     pub retention: RetentionSettings,
@@ -252,6 +268,7 @@ impl Default for Config {
             account_api: AccountApiConfig::default(),
             recovery_api: RecoveryApiConfig::default(),
             tls: TlsConfig::default(),
+            admin: AdminConfig::default(),
             ui: UiConfig::default(),
             retention: RetentionSettings::default(),
         }
@@ -270,7 +287,7 @@ impl std::fmt::Debug for Config {
 pub struct ConfigError(String);
 
 /// Hides the password of `scheme://user:password@host` URLs.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -301,8 +318,24 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("RECOVERY_").ignore(&["CONFIG"]).split("__"));
-        figment.extract().map_err(|e| ConfigError(e.to_string()))
+        figment = figment.merge(
+            Env::prefixed("RECOVERY_")
+                .ignore(&["CONFIG"])
+                .filter(|key| strict::is_configuration(key.as_str()))
+                .split("__"),
+        );
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let mut problems = strict::unknown_keys(&figment);
+        problems.extend(validate::out_of_range(&config));
+        match problems.as_slice() {
+            [] => Ok(config),
+            [one] => Err(ConfigError(one.clone())),
+            many => Err(ConfigError(format!(
+                "{} problems:\n  - {}",
+                many.len(),
+                many.join("\n  - ")
+            ))),
+        }
     }
 
     pub fn ui_enabled(&self) -> bool {

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod blocking;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -71,7 +71,12 @@ enum AccountCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate and print the effective configuration, secrets redacted.
-    Check,
+    Check {
+        /// Also open the database, Redis and the SMTP relay and read the TLS files; exits
+        /// non-zero if any of them fails.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,8 +97,11 @@ fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     let result = runtime.block_on(async {
-        let telemetry =
-            recovery_service::telemetry::init(&config.log_format, config.otlp_endpoint.as_deref())?;
+        let telemetry = recovery_service::telemetry::init_with_prometheus(
+            &config.log_format,
+            config.otlp_endpoint.as_deref(),
+            config.admin.listen.is_some(),
+        )?;
         let result = execute(command, config).await;
         telemetry.shutdown();
         result
@@ -117,9 +125,19 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config {
-            command: ConfigCommand::Check,
+            command: ConfigCommand::Check { connect },
         } => {
             print!("{}", config.redacted_toml());
+            if !connect {
+                return Ok(());
+            }
+            let checks = recovery_service::server::check::connect_all(&config).await;
+            println!();
+            for check in &checks {
+                println!("# {check}");
+            }
+            let failed = checks.iter().filter(|c| c.failed()).count();
+            anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
             Ok(())
         }
         Command::Account {

@@ -14,7 +14,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::accounts::{AccountRepository, DeliveryQueue, PasswordHasher};
+use crate::api::localized::Localized;
 use crate::api::{AccountApi, ClientResolver, RecoveryApi};
+use crate::blocking::BlockingPool;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
 use crate::db::{Database, RetentionSweeper};
@@ -28,8 +30,11 @@ use crate::recovery::policy::{self, PasswordPolicy};
 use crate::secrets::keys::KeyRing;
 use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
+pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod cors;
+pub mod metrics;
 pub mod tls;
 pub mod trace;
 pub mod ui;
@@ -158,6 +163,8 @@ impl App {
             clock: clock.clone(),
             notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
             captcha_answers: overrides.captcha_answers,
+            // A person waits for the picture: past a few seconds of queue, shed the load.
+            captcha_renderer: BlockingPool::per_core(Duration::from_secs(5)),
         });
         let worker = DeliveryWorker {
             queue,
@@ -202,6 +209,27 @@ impl App {
         let clients = ClientResolver {
             trusted_proxies: config.server.trusted_proxies.clone(),
         };
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_admin = CancellationToken::new();
+        let admin_task = match config.admin.listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the admin listener {address}"))?;
+                tracing::info!(address = %listener.local_addr()?, "admin listener: /metrics, /healthz, /readyz");
+                let admin = admin::Admin {
+                    recovery: recovery.clone(),
+                    database: database.clone(),
+                    hashing_limit: config.hashing.max_in_flight,
+                    draining: draining.clone(),
+                };
+                let stop = stop_admin.clone();
+                Some(tokio::spawn(
+                    admin.serve(listener, async move { stop.cancelled().await }),
+                ))
+            }
+            None => None,
+        };
         let stop_worker = CancellationToken::new();
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
         let relay_task = relay.map(|relay| tokio::spawn(relay.run(stop_worker.clone())));
@@ -233,10 +261,13 @@ impl App {
             tracing::info!("RecoveryService requires a gateway key");
         }
         let recovery_service = InterceptedService::new(
-            RecoveryServiceServer::new(RecoveryApi {
-                recovery: recovery.clone(),
-                clients: clients.clone(),
-            })
+            RecoveryServiceServer::new(Localized::new(
+                RecoveryApi {
+                    recovery: recovery.clone(),
+                    clients: clients.clone(),
+                },
+                recovery.clone(),
+            ))
             .max_decoding_message_size(max_message),
             gateway_auth,
         );
@@ -254,8 +285,14 @@ impl App {
             );
         }
         let account_service = InterceptedService::new(
-            AccountServiceServer::new(AccountApi { recovery, clients })
-                .max_decoding_message_size(max_message),
+            AccountServiceServer::new(Localized::new(
+                AccountApi {
+                    recovery: recovery.clone(),
+                    clients,
+                },
+                recovery.clone(),
+            ))
+            .max_decoding_message_size(max_message),
             account_auth,
         );
 
@@ -265,9 +302,11 @@ impl App {
         tracing::info!(address = %local, tls = config.tls.enabled(), mutual_tls = config.tls.mutual(), "recovery-service listening");
         let health_on_shutdown = health.clone();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let draining_on_shutdown = draining.clone();
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
+            draining_on_shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
             health_on_shutdown
                 .set_not_serving::<RecoveryServiceServer<RecoveryApi>>()
                 .await;
@@ -288,6 +327,7 @@ impl App {
             .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
             .layer(trace::GrpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(metrics::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -298,6 +338,11 @@ impl App {
             .context("gRPC server")?;
 
         stop_worker.cancel();
+        // The admin listener outlives the gRPC one, so probes see "draining" until the end.
+        stop_admin.cancel();
+        if let Some(admin_task) = admin_task {
+            admin_task.await.ok();
+        }
         if tokio::time::timeout(grace, worker_task).await.is_err() {
             tracing::warn!("delivery worker did not stop in time; pending messages stay queued");
         }

@@ -63,42 +63,67 @@ fn resource() -> Resource {
         .build()
 }
 
-fn exporters(endpoint: &str) -> anyhow::Result<(SdkTracerProvider, SdkMeterProvider)> {
+fn span_exporter(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
     let spans = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()?;
-    let tracer_provider = SdkTracerProvider::builder()
+    Ok(SdkTracerProvider::builder()
         .with_batch_exporter(spans)
         .with_resource(resource())
-        .build();
-    let metrics = opentelemetry_otlp::MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()?;
-    let meter_provider = SdkMeterProvider::builder()
-        .with_periodic_exporter(metrics)
-        .with_resource(resource())
-        .build();
-    Ok((tracer_provider, meter_provider))
+        .build())
+}
+
+/// One meter provider feeding every metric destination configured: OTLP push and the
+/// Prometheus registry behind `/metrics` read the same instruments.
+fn meter_provider(
+    otlp_endpoint: Option<&str>,
+    prometheus: bool,
+) -> anyhow::Result<Option<SdkMeterProvider>> {
+    if otlp_endpoint.is_none() && !prometheus {
+        return Ok(None);
+    }
+    let mut builder = SdkMeterProvider::builder().with_resource(resource());
+    if let Some(endpoint) = otlp_endpoint {
+        let metrics = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()?;
+        builder = builder.with_periodic_exporter(metrics);
+    }
+    if prometheus {
+        builder = builder.with_reader(prom::reader()?);
+    }
+    Ok(Some(builder.build()))
 }
 
 /// Installs the global subscriber: `RUST_LOG` filters (default `info`), `format` is `text` or
 /// `json`. Must run inside the tokio runtime when an OTLP endpoint is given.
 pub fn init(format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+    init_with_prometheus(format, otlp_endpoint, false)
+}
+
+/// [`init`], plus a Prometheus registry for the admin listener's `/metrics` when `prometheus`.
+pub fn init_with_prometheus(
+    format: &str,
+    otlp_endpoint: Option<&str>,
+    prometheus: bool,
+) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
     // Callers' W3C trace context (`traceparent`) is honoured whether or not we export.
     global::set_text_map_propagator(TraceContextPropagator::new());
     let mut telemetry = Telemetry::default();
+    if let Some(meter_provider) = meter_provider(otlp_endpoint, prometheus)? {
+        global::set_meter_provider(meter_provider.clone());
+        telemetry.meter_provider = Some(meter_provider);
+    }
     let otel_layer = match otlp_endpoint {
         Some(endpoint) => {
-            let (tracer_provider, meter_provider) = exporters(endpoint)?;
+            let tracer_provider = span_exporter(endpoint)?;
             let tracer = tracer_provider.tracer("recovery-service");
             global::set_tracer_provider(tracer_provider.clone());
-            global::set_meter_provider(meter_provider.clone());
             telemetry.tracer_provider = Some(tracer_provider);
-            telemetry.meter_provider = Some(meter_provider);
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
         None => None,
@@ -126,12 +151,16 @@ pub fn init(format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemet
     Ok(telemetry)
 }
 
-/// Counters of outcomes, by stable reason; exported when OTLP is on, free otherwise.
+pub mod prom;
+
+/// Counters of outcomes, by stable reason; exported when OTLP or `/metrics` is on, free
+/// otherwise. Names follow the OpenTelemetry conventions (dots; Prometheus sees underscores and a
+/// `_total` suffix on counters); docs/operations.md lists each with what it means.
 pub mod metrics {
     use std::sync::OnceLock;
 
     use opentelemetry::KeyValue;
-    use opentelemetry::metrics::Counter;
+    use opentelemetry::metrics::{Counter, Gauge, Histogram};
 
     fn counter(name: &'static str, description: &'static str) -> Counter<u64> {
         opentelemetry::global::meter("recovery-service")
@@ -167,5 +196,195 @@ pub mod metrics {
                 )
             })
             .add(rows, &[KeyValue::new("table", table)]);
+    }
+
+    fn meter() -> opentelemetry::metrics::Meter {
+        opentelemetry::global::meter("recovery-service")
+    }
+
+    /// The fully-qualified gRPC method names whose success is a step of the flow.
+    const START: &str = "/identity.recovery.v1.RecoveryService/StartRecovery";
+    const SEND: &str = "/identity.recovery.v1.RecoveryService/SendVerificationCode";
+    const VERIFY: &str = "/identity.recovery.v1.RecoveryService/VerifyCode";
+    const RESET: &str = "/identity.recovery.v1.RecoveryService/ResetPassword";
+
+    /// Seconds; from 5 ms (a cached read) to 10 s (past the argon2 queue timeout).
+    const DURATION_BUCKETS: [f64; 12] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ];
+
+    /// One finished call: `rpc.server.call.duration` (OpenTelemetry RPC semantic conventions:
+    /// seconds, by `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), whose
+    /// count is the call count; plus the flow counters a success stands for. `path` is caller
+    /// input: a method this server does not have (UNIMPLEMENTED) is recorded as `_OTHER`, as
+    /// the conventions say, so a scanner cannot blow up the number of series.
+    pub fn rpc_finished(path: &str, grpc_status: i64, elapsed: std::time::Duration) {
+        static HISTOGRAM: OnceLock<Histogram<f64>> = OnceLock::new();
+        let (service, method) = match path.trim_start_matches('/').split_once('/') {
+            Some((service, method)) if grpc_status != 12 => (service, method),
+            _ => ("_OTHER", "_OTHER"),
+        };
+        HISTOGRAM
+            .get_or_init(|| {
+                meter()
+                    .f64_histogram("rpc.server.call.duration")
+                    .with_unit("s")
+                    .with_description("gRPC calls served: duration by method and status code")
+                    .with_boundaries(DURATION_BUCKETS.to_vec())
+                    .build()
+            })
+            .record(
+                elapsed.as_secs_f64(),
+                &[
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", service.to_owned()),
+                    KeyValue::new("rpc.method", method.to_owned()),
+                    KeyValue::new("rpc.grpc.status_code", grpc_status),
+                ],
+            );
+        if grpc_status != 0 {
+            return;
+        }
+        match path {
+            START => flow_step(FlowStep::Started),
+            SEND => flow_step(FlowStep::CodeSent),
+            VERIFY => flow_step(FlowStep::CodeVerified),
+            RESET => flow_step(FlowStep::PasswordReset),
+            _ => {}
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub enum FlowStep {
+        Started,
+        CodeSent,
+        CodeVerified,
+        CodeWrong,
+        PasswordReset,
+    }
+
+    /// The flow's funnel. `codes.sent` counts codes issued, decoys for unknown logins included
+    /// (the API answers both alike by design); what reached a mailbox is `recovery.deliveries`.
+    pub fn flow_step(step: FlowStep) {
+        static COUNTERS: OnceLock<[Counter<u64>; 5]> = OnceLock::new();
+        let counters = COUNTERS.get_or_init(|| {
+            [
+                counter(
+                    "recovery.flows.started",
+                    "Recovery flows started (StartRecovery OK)",
+                ),
+                counter(
+                    "recovery.codes.sent",
+                    "Verification codes issued (SendVerificationCode OK)",
+                ),
+                counter(
+                    "recovery.codes.verified",
+                    "Verification codes accepted (VerifyCode OK)",
+                ),
+                counter(
+                    "recovery.codes.wrong",
+                    "Wrong verification codes (CODE_INVALID)",
+                ),
+                counter(
+                    "recovery.passwords.reset",
+                    "Passwords changed through a flow (ResetPassword OK)",
+                ),
+            ]
+        });
+        counters[step as usize].add(1, &[]);
+    }
+
+    /// A rate limit refused a call; `scope` is the `ErrorInfo` metadata of the same name
+    /// (login, ip, global, account, hashing, ...).
+    pub fn limit_hit(scope: &'static str) {
+        static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                counter(
+                    "recovery.limits.hit",
+                    "Calls refused by a rate limit, by scope",
+                )
+            })
+            .add(1, &[KeyValue::new("scope", scope)]);
+    }
+
+    /// A call failed because of the store (Redis) or the database; `kind` is `unavailable`
+    /// (unreachable, timed out) or `internal` (answered with an error).
+    pub fn backend_error(backend: &'static str, kind: &'static str) {
+        static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                counter(
+                    "recovery.backend.errors",
+                    "Store and database errors seen by calls",
+                )
+            })
+            .add(
+                1,
+                &[
+                    KeyValue::new("backend", backend),
+                    KeyValue::new("kind", kind),
+                ],
+            );
+    }
+
+    /// Sampled when `/metrics` is scraped (each reading costs a database query, so it is taken
+    /// when someone looks, not on a timer).
+    pub struct Sample {
+        pub queue_depth: u64,
+        pub queue_oldest_age_secs: f64,
+        pub outbox_pending: u64,
+        pub outbox_lag_secs: f64,
+        pub hashing_in_use: u64,
+        pub hashing_limit: u64,
+    }
+
+    pub fn record_sample(sample: &Sample) {
+        struct Gauges {
+            queue_depth: Gauge<u64>,
+            queue_oldest_age: Gauge<f64>,
+            outbox_pending: Gauge<u64>,
+            outbox_lag: Gauge<f64>,
+            hashing_in_use: Gauge<u64>,
+            hashing_limit: Gauge<u64>,
+        }
+        static GAUGES: OnceLock<Gauges> = OnceLock::new();
+        let g = GAUGES.get_or_init(|| {
+            let m = meter();
+            Gauges {
+                queue_depth: m
+                    .u64_gauge("recovery.delivery.queue.depth")
+                    .with_description("Messages waiting in the delivery queue")
+                    .build(),
+                queue_oldest_age: m
+                    .f64_gauge("recovery.delivery.queue.oldest_age")
+                    .with_unit("s")
+                    .with_description("Age of the oldest message waiting in the delivery queue")
+                    .build(),
+                outbox_pending: m
+                    .u64_gauge("recovery.outbox.pending")
+                    .with_description("Events in the outbox not yet published")
+                    .build(),
+                outbox_lag: m
+                    .f64_gauge("recovery.outbox.lag")
+                    .with_unit("s")
+                    .with_description("Age of the oldest unpublished event in the outbox")
+                    .build(),
+                hashing_in_use: m
+                    .u64_gauge("recovery.hashing.permits.in_use")
+                    .with_description("argon2 hashes running now")
+                    .build(),
+                hashing_limit: m
+                    .u64_gauge("recovery.hashing.permits.limit")
+                    .with_description("argon2 hashes allowed at once (hashing.max_in_flight)")
+                    .build(),
+            }
+        });
+        g.queue_depth.record(sample.queue_depth, &[]);
+        g.queue_oldest_age.record(sample.queue_oldest_age_secs, &[]);
+        g.outbox_pending.record(sample.outbox_pending, &[]);
+        g.outbox_lag.record(sample.outbox_lag_secs, &[]);
+        g.hashing_in_use.record(sample.hashing_in_use, &[]);
+        g.hashing_limit.record(sample.hashing_limit, &[]);
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod context;
+pub mod i18n;
+pub mod localized;
 pub mod recovery;
 pub mod redact;
 pub mod status;

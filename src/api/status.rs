@@ -68,15 +68,18 @@ pub fn to_status(error: RecoveryError) -> Status {
             HashMap::from([("state".to_owned(), state.to_owned())]),
             |_| {},
         ),
-        RecoveryError::CodeInvalid { attempts_left } => with_details(
-            Code::InvalidArgument,
-            "CODE_INVALID",
-            message,
-            HashMap::from([("attempts_left".to_owned(), attempts_left.to_string())]),
-            |d| {
-                d.add_bad_request_violation("code", "the code is wrong");
-            },
-        ),
+        RecoveryError::CodeInvalid { attempts_left } => {
+            crate::telemetry::metrics::flow_step(crate::telemetry::metrics::FlowStep::CodeWrong);
+            with_details(
+                Code::InvalidArgument,
+                "CODE_INVALID",
+                message,
+                HashMap::from([("attempts_left".to_owned(), attempts_left.to_string())]),
+                |d| {
+                    d.add_bad_request_violation("code", "the code is wrong");
+                },
+            )
+        }
         RecoveryError::CodeExpired => with_details(
             Code::FailedPrecondition,
             "CODE_EXPIRED",
@@ -103,21 +106,24 @@ pub fn to_status(error: RecoveryError) -> Status {
                 d.set_retry_info(Some(retry_after));
             },
         ),
-        RecoveryError::RateLimited { retry_after, scope } => with_details(
-            Code::ResourceExhausted,
-            "RATE_LIMITED",
-            message,
-            HashMap::from([
-                ("scope".to_owned(), scope.to_owned()),
-                (
-                    "retry_after_seconds".to_owned(),
-                    retry_after.as_secs().max(1).to_string(),
-                ),
-            ]),
-            |d| {
-                d.set_retry_info(Some(retry_after));
-            },
-        ),
+        RecoveryError::RateLimited { retry_after, scope } => {
+            crate::telemetry::metrics::limit_hit(scope);
+            with_details(
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+                message,
+                HashMap::from([
+                    ("scope".to_owned(), scope.to_owned()),
+                    (
+                        "retry_after_seconds".to_owned(),
+                        retry_after.as_secs().max(1).to_string(),
+                    ),
+                ]),
+                |d| {
+                    d.set_retry_info(Some(retry_after));
+                },
+            )
+        }
         RecoveryError::TokenInvalid => with_details(
             Code::Unauthenticated,
             "TOKEN_INVALID",

@@ -28,6 +28,7 @@ use crate::recovery::ports::{
 pub mod entities;
 pub mod lifecycle;
 pub mod migration;
+pub mod stats;
 
 pub use lifecycle::{RetentionSettings, RetentionSweeper, SweepReport};
 

@@ -40,6 +40,8 @@ use serde::{Deserialize, Serialize};
 use super::{Email, Notifier, NotifyError};
 use crate::secrets::masking::mask_email;
 
+mod check;
+
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 
 /// The `[smtp]` section of the configuration.

@@ -109,6 +109,8 @@ pub struct Recovery {
     /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
     /// (it cannot read the picture).
     pub captcha_answers: Option<CaptchaAnswerSource>,
+    /// Captcha pictures are drawn here, off the async workers (~1 ms of CPU each).
+    pub captcha_renderer: crate::blocking::BlockingPool,
 }
 
 /// Supplies captcha answers in place of the CSPRNG (tests only).

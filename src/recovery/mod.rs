@@ -10,7 +10,7 @@ pub mod flow;
 pub mod handle;
 pub mod input;
 pub mod limits;
-
+pub mod locale;
 pub mod policy;
 pub mod ports;
 mod reset;
@@ -24,19 +24,33 @@ use ports::{RepoError, StoreError};
 
 impl From<StoreError> for RecoveryError {
     fn from(error: StoreError) -> Self {
+        let metric = crate::telemetry::metrics::backend_error;
         match error {
-            StoreError::Unavailable(source) => Self::Unavailable(source),
-            StoreError::Internal(source) => Self::Internal(source),
+            StoreError::Unavailable(source) => {
+                metric("store", "unavailable");
+                Self::Unavailable(source)
+            }
+            StoreError::Internal(source) => {
+                metric("store", "internal");
+                Self::Internal(source)
+            }
         }
     }
 }
 
 impl From<RepoError> for RecoveryError {
     fn from(error: RepoError) -> Self {
+        let metric = crate::telemetry::metrics::backend_error;
         match error {
-            RepoError::Unavailable(source) => Self::Unavailable(source),
+            RepoError::Unavailable(source) => {
+                metric("database", "unavailable");
+                Self::Unavailable(source)
+            }
             RepoError::Conflict => Self::AccountExists,
-            RepoError::Internal(source) => Self::Internal(source),
+            RepoError::Internal(source) => {
+                metric("database", "internal");
+                Self::Internal(source)
+            }
         }
     }
 }

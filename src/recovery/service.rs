@@ -18,6 +18,7 @@ use super::input::VerificationCode;
 use super::limits::LimitScope;
 use super::policy::PasswordPolicy;
 use super::ports::{MessageKind, Notice, Versioned};
+use crate::blocking::BlockingError;
 use crate::clock::after;
 use crate::secrets::keys;
 use crate::secrets::mask_email;
@@ -97,11 +98,21 @@ impl Recovery {
                 .map_err(RecoveryError::internal)?,
         };
         let seed = keys::random_bytes::<32>().map_err(RecoveryError::internal)?;
-        let image_png =
-            super::captcha_image::render_png(&answer, seed).map_err(RecoveryError::internal)?;
         let id = uuid::Uuid::new_v4().to_string();
         let expires_at = after(now, self.settings.captcha_ttl);
         let record = CaptchaRecord::new(id.clone(), &answer, &self.keys, expires_at);
+        let image_png = self
+            .captcha_renderer
+            .run(move || super::captcha_image::render_png(&answer, seed))
+            .await
+            .map_err(|error| match error {
+                BlockingError::Busy => RecoveryError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                    scope: "captcha",
+                },
+                BlockingError::Failed(detail) => RecoveryError::Internal(anyhow::anyhow!(detail)),
+            })?
+            .map_err(RecoveryError::internal)?;
         self.store
             .put_captcha(&record, self.settings.captcha_ttl)
             .await?;

@@ -129,6 +129,11 @@ impl PasswordHasher {
         })
     }
 
+    /// Permits free now (for the `recovery.hashing.permits.in_use` gauge).
+    pub fn available_permits(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     pub fn params(&self) -> &Params {
         &self.params
     }

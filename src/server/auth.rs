@@ -59,8 +59,8 @@ fn bearer<T>(request: &Request<T>) -> Option<&str> {
         .and_then(|value| value.strip_prefix("Bearer "))
 }
 
-fn denied() -> Status {
-    to_status(RecoveryError::PermissionDenied)
+fn denied<T>(request: &Request<T>) -> Status {
+    crate::api::localized::by_accept_language(to_status(RecoveryError::PermissionDenied), request)
 }
 
 #[derive(Clone, Debug)]
@@ -90,7 +90,11 @@ impl Interceptor for AccountAuth {
             let loopback = request
                 .remote_addr()
                 .is_some_and(|addr| addr.ip().is_loopback());
-            return if loopback { Ok(request) } else { Err(denied()) };
+            return if loopback {
+                Ok(request)
+            } else {
+                Err(denied(&request))
+            };
         }
         // rustls only completes a handshake with a certificate that chains to the configured
         // client CA, so a certificate seen here is a verified one.
@@ -101,7 +105,7 @@ impl Interceptor for AccountAuth {
         if verified_certificate || self.keys.accepts(bearer(&request)) {
             Ok(request)
         } else {
-            Err(denied())
+            Err(denied(&request))
         }
     }
 }
@@ -139,7 +143,7 @@ impl Interceptor for GatewayAuth {
         if self.keys.accepts(presented) {
             Ok(request)
         } else {
-            Err(denied())
+            Err(denied(&request))
         }
     }
 }

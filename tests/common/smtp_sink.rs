@@ -168,6 +168,11 @@ impl Sink {
             .collect()
     }
 
+    /// Where the sink stores messages (`<n>.eml`).
+    pub fn maildrop(&self) -> &Path {
+        self.maildrop.path()
+    }
+
     pub fn url(&self, scheme_and_credentials: &str, query: &str) -> String {
         format!("{scheme_and_credentials}127.0.0.1:{}{query}", self.port)
     }

@@ -12,11 +12,11 @@ import { fileURLToPath } from "node:url";
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const PROTO = path.join(REPO, "proto");
 
-/** The binary under test: RECOVERY_BIN, else the debug build of this checkout. */
+/** The binary under test: RECOVERY_TEST_BIN, else the debug build of this checkout. */
 export function binary() {
-  const bin = process.env.RECOVERY_BIN ?? path.join(REPO, "target/debug/recovery-service");
+  const bin = process.env.RECOVERY_TEST_BIN ?? path.join(REPO, "target/debug/recovery-service");
   if (!existsSync(bin)) {
-    throw new Error(`${bin} does not exist: run cargo build first (or set RECOVERY_BIN)`);
+    throw new Error(`${bin} does not exist: run cargo build first (or set RECOVERY_TEST_BIN)`);
   }
   return bin;
 }
