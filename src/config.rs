@@ -17,7 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::db::DatabaseSettings;
+use crate::db::{DatabaseSettings, RetentionSettings};
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
@@ -255,6 +255,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub admin: AdminConfig,
     pub ui: UiConfig,
+    /// `[retention]`: how long audit, outbox and delivery rows are kept (issue 15).
+    pub retention: RetentionSettings,
 }
 
 impl Default for Config {
@@ -288,6 +290,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             admin: AdminConfig::default(),
             ui: UiConfig::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! The command line: `serve` (default), `migrate`, `account create`, `config check`.
+//! The command line: `serve` (default), `migrate`, `account create|delete|export`,
+//! `config check`.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use recovery_service::accounts::commands::CreateAccount;
+use recovery_service::accounts::commands::{CreateAccount, DeleteAccount, ExportAccountData};
 use recovery_service::config::Config;
 use recovery_service::db::Database;
 use recovery_service::recovery::RecoveryError;
@@ -62,6 +63,16 @@ enum AccountCommand {
     Unblock {
         #[arg(long)]
         login_id: String,
+    },
+    /// Erase an account (same as `AccountService.DeleteAccount`).
+    Delete {
+        #[arg(long)]
+        account_id: String,
+    },
+    /// Print everything stored about an account as JSON (`AccountService.ExportAccountData`).
+    Export {
+        #[arg(long)]
+        account_id: String,
     },
 }
 
@@ -182,6 +193,33 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("limits lifted");
             Ok(())
         }
+        Command::Account {
+            command: AccountCommand::Delete { account_id },
+        } => {
+            let command = DeleteAccount::parse(&account_id)
+                .map_err(|error| anyhow::anyhow!(describe(&error)))?;
+            let app = App::build(config, Overrides::default()).await?;
+            app.recovery
+                .delete_account(command)
+                .await
+                .map_err(|error| anyhow::anyhow!(describe(&error)))?;
+            println!("account {account_id} deleted");
+            Ok(())
+        }
+        Command::Account {
+            command: AccountCommand::Export { account_id },
+        } => {
+            let command = ExportAccountData::parse(&account_id)
+                .map_err(|error| anyhow::anyhow!(describe(&error)))?;
+            let app = App::build(config, Overrides::default()).await?;
+            let json = app
+                .recovery
+                .export_account_data(command)
+                .await
+                .map_err(|error| anyhow::anyhow!(describe(&error)))?;
+            println!("{json}");
+            Ok(())
+        }
     }
 }
 
@@ -198,7 +236,10 @@ fn describe(error: &RecoveryError) -> String {
             .map(|v| format!("password {} ({})", v.message, v.reason))
             .collect::<Vec<_>>()
             .join("; "),
-        other => format!("{other}: {}", source_chain(other)),
+        other => match source_chain(other) {
+            chain if chain.is_empty() => other.to_string(),
+            chain => format!("{other}: {chain}"),
+        },
     }
 }
 

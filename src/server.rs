@@ -19,7 +19,7 @@ use crate::api::{AccountApi, ClientResolver, RecoveryApi};
 use crate::blocking::BlockingPool;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, NotifierKind};
-use crate::db::Database;
+use crate::db::{Database, RetentionSweeper};
 use crate::hibp::HibpClient;
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
 use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
@@ -58,6 +58,7 @@ pub struct App {
     config: Config,
     worker: DeliveryWorker,
     relay: Option<OutboxRelay>,
+    sweeper: RetentionSweeper,
 }
 
 fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
@@ -195,6 +196,11 @@ impl App {
             settings: config.delivery.clone(),
             wake,
         };
+        let sweeper = RetentionSweeper {
+            database: database.clone(),
+            settings: config.retention.clone(),
+            clock: clock.clone(),
+        };
         let relay = outbox_relay(&config, &database, clock, event_wake);
         Ok(Self {
             recovery,
@@ -202,6 +208,7 @@ impl App {
             config,
             worker,
             relay,
+            sweeper,
         })
     }
 
@@ -217,6 +224,7 @@ impl App {
             config,
             worker,
             relay,
+            sweeper,
         } = self;
         let local: SocketAddr = listener.local_addr()?;
         let clients = ClientResolver {
@@ -246,6 +254,7 @@ impl App {
         let stop_worker = CancellationToken::new();
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
         let relay_task = relay.map(|relay| tokio::spawn(relay.run(stop_worker.clone())));
+        let sweeper_task = tokio::spawn(sweeper.run(stop_worker.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -364,6 +373,10 @@ impl App {
             tracing::warn!(
                 "event relay did not stop in time; unpublished events stay in the outbox"
             );
+        }
+        if tokio::time::timeout(grace, sweeper_task).await.is_err() {
+            // Each batch is one statement: an interrupted sweep leaves nothing half-done.
+            tracing::warn!("retention sweep did not stop in time");
         }
         database.close().await.ok();
         tracing::info!("stopped");

@@ -185,6 +185,19 @@ pub mod metrics {
             .add(1, &[KeyValue::new("outcome", outcome)]);
     }
 
+    /// Rows removed by the retention sweep, labelled by table.
+    pub fn retention_removed(table: &'static str, rows: u64) {
+        static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                counter(
+                    "recovery.retention.removed",
+                    "Expired rows removed by the retention sweep",
+                )
+            })
+            .add(rows, &[KeyValue::new("table", table)]);
+    }
+
     fn meter() -> opentelemetry::metrics::Meter {
         opentelemetry::global::meter("recovery-service")
     }

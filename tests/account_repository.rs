@@ -145,6 +145,7 @@ fn sealed(id: &str, created_at: DateTime<Utc>) -> SealedDelivery {
         ciphertext: vec![0xA5; 48],
         not_after: created_at + chrono::Duration::minutes(10),
         created_at,
+        account_id: None,
     }
 }
 

@@ -30,6 +30,7 @@ async fn backlog_is_counted_on(backend: &str) {
             ciphertext: vec![1, 2, 3],
             not_after: now + Duration::minutes(10),
             created_at: now - Duration::seconds(age_secs),
+            account_id: None,
         })
         .await
         .unwrap();

@@ -60,3 +60,29 @@ impl VerifyPassword {
         Ok(Self { login, password })
     }
 }
+
+/// `AccountService.DeleteAccount`: the account to erase.
+pub struct DeleteAccount {
+    pub account_id: String,
+}
+
+impl DeleteAccount {
+    pub fn parse(account_id: &str) -> Result<Self, RecoveryError> {
+        let account_id = input::parse_id("account_id", account_id)
+            .map_err(|v| RecoveryError::InvalidArgument(vec![v]))?;
+        Ok(Self { account_id })
+    }
+}
+
+/// `AccountService.ExportAccountData`: the account whose data is asked for.
+pub struct ExportAccountData {
+    pub account_id: String,
+}
+
+impl ExportAccountData {
+    pub fn parse(account_id: &str) -> Result<Self, RecoveryError> {
+        let account_id = input::parse_id("account_id", account_id)
+            .map_err(|v| RecoveryError::InvalidArgument(vec![v]))?;
+        Ok(Self { account_id })
+    }
+}

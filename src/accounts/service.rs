@@ -3,9 +3,10 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::commands::{CreateAccount, VerifyPassword};
+use super::commands::{CreateAccount, DeleteAccount, ExportAccountData, VerifyPassword};
+use crate::recovery::input::LoginId;
 use crate::recovery::limits::LimitScope;
-use crate::recovery::ports::{Account, NewAccount};
+use crate::recovery::ports::{Account, AccountErasure, AuditRecord, NewAccount};
 use crate::recovery::{Recovery, RecoveryError, RequestContext};
 
 impl Recovery {
@@ -87,5 +88,104 @@ impl Recovery {
             }
         }
         Ok(Some(account.id))
+    }
+
+    /// `AccountService.DeleteAccount` (erasure): the database forgets the account in one
+    /// transaction (see `AccountRepository::erase_account`), then its open flows end, so its
+    /// codes and reset tokens die. A flow the store cleanup misses is harmless: its code mail
+    /// finds no recipient and its reset finds no account (the password-version guard).
+    #[tracing::instrument(skip_all)]
+    pub async fn delete_account(&self, command: DeleteAccount) -> Result<(), RecoveryError> {
+        let account = self
+            .accounts
+            .find_by_id(&command.account_id)
+            .await?
+            .ok_or(RecoveryError::AccountNotFound)?;
+        // Rows written while the login was unknown carry only its keyed hash. A stored login
+        // that no longer parses (rules tightened since) has none to match.
+        let login_key = LoginId::parse("login_id", &account.login_id)
+            .ok()
+            .map(|login| self.login_key(&login));
+        let now = self.clock.now();
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let event_payload = serde_json::json!({
+            "event_id": event_id,
+            "type": "account.deleted",
+            "account_id": account.id,
+            "occurred_at": now.to_rfc3339(),
+        })
+        .to_string();
+        let erased = self
+            .accounts
+            .erase_account(AccountErasure {
+                account_id: account.id.clone(),
+                login_key: login_key.clone(),
+                at: now,
+                event_id,
+                event_payload,
+                audit: AuditRecord {
+                    at: now,
+                    event: "account.deleted",
+                    account_id: Some(account.id.clone()),
+                    flow_id: None,
+                    login_key: login_key.clone(),
+                    client_ip: None,
+                    user_agent: None,
+                    result: "ok",
+                    detail: None,
+                },
+            })
+            .await?;
+        if !erased {
+            // Deleted by a concurrent call between the lookup and the transaction.
+            return Err(RecoveryError::AccountNotFound);
+        }
+        self.event_wake.notify_one();
+        let mut owners = vec![account.id];
+        owners.extend(login_key.map(|key| format!("unknown:{key}")));
+        for owner in owners {
+            match self.store.account_flows(&owner).await {
+                Ok(flows) => {
+                    for flow in flows {
+                        if let Err(error) = self.store.delete_flow(&flow).await {
+                            tracing::warn!(error = %error, "an open flow of an erased account could not be ended; the database refuses it anyway");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "open flows of an erased account could not be listed; the database refuses them anyway");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `AccountService.ExportAccountData`: everything stored about the account as one JSON
+    /// document (profile, when passwords were set, audit trail), never a hash.
+    #[tracing::instrument(skip_all)]
+    pub async fn export_account_data(
+        &self,
+        command: ExportAccountData,
+    ) -> Result<String, RecoveryError> {
+        let data = self
+            .accounts
+            .export_account(&command.account_id)
+            .await?
+            .ok_or(RecoveryError::AccountNotFound)?;
+        let json = serde_json::to_string_pretty(&data).map_err(RecoveryError::internal)?;
+        // Handing out personal data is itself worth a line in the trail.
+        self.record(AuditRecord {
+            at: self.clock.now(),
+            event: "account.exported",
+            account_id: Some(command.account_id),
+            flow_id: None,
+            login_key: None,
+            client_ip: None,
+            user_agent: None,
+            result: "ok",
+            detail: None,
+        })
+        .await;
+        Ok(json)
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::context::ClientResolver;
 use super::status::to_status;
 use super::timestamp;
-use crate::accounts::commands::{CreateAccount, VerifyPassword};
+use crate::accounts::commands::{CreateAccount, DeleteAccount, ExportAccountData, VerifyPassword};
 use crate::proto;
 use crate::proto::account_service_server::AccountService;
 use crate::recovery::{Recovery, RecoveryError};
@@ -32,6 +32,20 @@ impl TryFrom<proto::VerifyPasswordRequest> for VerifyPassword {
     type Error = RecoveryError;
     fn try_from(req: proto::VerifyPasswordRequest) -> Result<Self, RecoveryError> {
         Self::parse(&req.login_id, &req.password)
+    }
+}
+
+impl TryFrom<proto::DeleteAccountRequest> for DeleteAccount {
+    type Error = RecoveryError;
+    fn try_from(req: proto::DeleteAccountRequest) -> Result<Self, RecoveryError> {
+        Self::parse(&req.account_id)
+    }
+}
+
+impl TryFrom<proto::ExportAccountDataRequest> for ExportAccountData {
+    type Error = RecoveryError;
+    fn try_from(req: proto::ExportAccountDataRequest) -> Result<Self, RecoveryError> {
+        Self::parse(&req.account_id)
     }
 }
 
@@ -62,6 +76,29 @@ impl AccountService for AccountApi {
         Ok(Response::new(proto::VerifyPasswordResponse {
             valid: account_id.is_some(),
             account_id: account_id.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<proto::DeleteAccountRequest>,
+    ) -> Result<Response<proto::DeleteAccountResponse>, Status> {
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        self.recovery
+            .delete_account(command)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::DeleteAccountResponse {}))
+    }
+
+    async fn export_account_data(
+        &self,
+        request: Request<proto::ExportAccountDataRequest>,
+    ) -> Result<Response<proto::ExportAccountDataResponse>, Status> {
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let json = self.recovery.export_account_data(command).await;
+        Ok(Response::new(proto::ExportAccountDataResponse {
+            json: json.map_err(to_status)?,
         }))
     }
 }

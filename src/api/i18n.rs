@@ -197,6 +197,7 @@ mod tests {
             RecoveryError::PasswordMismatch,
             RecoveryError::PasswordPolicy(Vec::new()),
             RecoveryError::AccountExists,
+            RecoveryError::AccountNotFound,
             RecoveryError::PermissionDenied,
             RecoveryError::Unavailable(anyhow::anyhow!("down")),
             RecoveryError::Internal(anyhow::anyhow!("bug")),
@@ -216,6 +217,7 @@ mod tests {
                 | RecoveryError::PasswordMismatch
                 | RecoveryError::PasswordPolicy(_)
                 | RecoveryError::AccountExists
+                | RecoveryError::AccountNotFound
                 | RecoveryError::PermissionDenied
                 | RecoveryError::Unavailable(_)
                 | RecoveryError::Internal(_) => {}

@@ -212,4 +212,22 @@ impl<S: AccountService> AccountService for Localized<S> {
         let result = self.inner.verify_password(request).await;
         self.answer(result, accepted, Hint::None).await
     }
+
+    async fn delete_account(
+        &self,
+        request: Request<proto::DeleteAccountRequest>,
+    ) -> Result<Response<proto::DeleteAccountResponse>, Status> {
+        let accepted = accepted(&request);
+        let result = self.inner.delete_account(request).await;
+        self.answer(result, accepted, Hint::None).await
+    }
+
+    async fn export_account_data(
+        &self,
+        request: Request<proto::ExportAccountDataRequest>,
+    ) -> Result<Response<proto::ExportAccountDataResponse>, Status> {
+        let accepted = accepted(&request);
+        let result = self.inner.export_account_data(request).await;
+        self.answer(result, accepted, Hint::None).await
+    }
 }

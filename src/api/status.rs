@@ -173,6 +173,9 @@ pub fn to_status(error: RecoveryError) -> Status {
             none(),
             |_| {},
         ),
+        RecoveryError::AccountNotFound => {
+            with_details(Code::NotFound, "ACCOUNT_NOT_FOUND", message, none(), |_| {})
+        }
         RecoveryError::PermissionDenied => with_details(
             Code::PermissionDenied,
             "PERMISSION_DENIED",

@@ -117,6 +117,8 @@ pub mod delivery {
         pub status: String,
         pub finished_at: Option<DateTimeUtc>,
         pub last_error: Option<String>,
+        /// Whose message it is (the payload is sealed): an erasure drops the account's mail.
+        pub account_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod lifecycle;
+
 pub struct Migrator;
 
 #[async_trait::async_trait]
@@ -14,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(InitialSchema),
             Box::new(MySqlPreciseTimestamps),
             Box::new(CanonicalLogins),
+            Box::new(lifecycle::DataLifecycle),
         ]
     }
 }

@@ -20,13 +20,17 @@ use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::recovery::ports::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
-    QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
+    Account, AccountData, AccountErasure, AccountRepository, AuditRecord, DeliveryQueue,
+    NewAccount, OutboxEvent, OutboxStore, QueuedDelivery, RepoError, ResetCommit, ResetOutcome,
+    SealedDelivery,
 };
 
 pub mod entities;
+pub mod lifecycle;
 pub mod migration;
 pub mod stats;
+
+pub use lifecycle::{RetentionSettings, RetentionSweeper, SweepReport};
 
 use entities::{account, audit_event, delivery, outbox, password_history};
 
@@ -305,6 +309,7 @@ fn delivery_row(d: SealedDelivery) -> delivery::ActiveModel {
         status: Set("pending".to_owned()),
         finished_at: Set(None),
         last_error: Set(None),
+        account_id: Set(d.account_id),
     }
 }
 
@@ -508,6 +513,14 @@ impl AccountRepository for Database {
             .await
             .map(|_| ())
             .map_err(classify)
+    }
+
+    async fn erase_account(&self, erasure: AccountErasure) -> Result<bool, RepoError> {
+        lifecycle::erase(&self.conn, erasure).await
+    }
+
+    async fn export_account(&self, account_id: &str) -> Result<Option<AccountData>, RepoError> {
+        lifecycle::export(&self.conn, account_id).await
     }
 }
 

@@ -89,9 +89,11 @@ impl Deliveries for NoticeQueue {
         notice: &Notice,
         now: DateTime<Utc>,
     ) -> Result<SealedDelivery, anyhow::Error> {
-        Ok(self
-            .sealer
-            .to_delivery(&Outgoing::from(notice), notice.expires_at, now)?)
+        let mut delivery =
+            self.sealer
+                .to_delivery(&Outgoing::from(notice), notice.expires_at, now)?;
+        delivery.account_id = notice.account_id.clone();
+        Ok(delivery)
     }
 
     fn wake(&self) {
@@ -181,6 +183,7 @@ impl MessageSealer {
             ciphertext: self.seal(message)?,
             not_after,
             created_at: now,
+            account_id: None,
         })
     }
 }

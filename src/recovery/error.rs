@@ -57,6 +57,8 @@ pub enum RecoveryError {
     PasswordPolicy(Vec<PolicyViolation>),
     #[error("an account with this login already exists")]
     AccountExists,
+    #[error("no account with this id")]
+    AccountNotFound,
     #[error("the caller is not allowed to use this service")]
     PermissionDenied,
     #[error("a backend is unavailable")]

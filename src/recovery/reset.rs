@@ -196,6 +196,7 @@ impl Recovery {
         .to_string();
         let notice = Notice {
             kind: MessageKind::PasswordChanged,
+            account_id: Some(account.id.clone()),
             to: Some(account.email.clone()),
             locale: flow.locale.clone(),
             masked_login: mask_email(&account.login_id),

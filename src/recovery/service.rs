@@ -403,6 +403,7 @@ impl Recovery {
                 .map(|account| account.email);
             let notice = Notice {
                 kind: MessageKind::VerificationCode,
+                account_id: recipient.as_ref().map(|_| lookup_id.clone()),
                 to: recipient,
                 locale: next.locale.clone(),
                 masked_login: next

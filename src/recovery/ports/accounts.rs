@@ -13,6 +13,8 @@ pub struct SealedDelivery {
     /// Undelivered after this, the message is dropped (a code past its lifetime is useless).
     pub not_after: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The account it is for (an erasure drops its queued mail); `None` for a decoy.
+    pub account_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +74,48 @@ pub struct ResetCommit {
     pub notice: Option<SealedDelivery>,
 }
 
+/// Everything an erasure writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct AccountErasure {
+    pub account_id: String,
+    /// Keyed hash of the login: audit rows written while the login was unknown carry only
+    /// this, and lose their client address and agent too.
+    pub login_key: Option<String>,
+    pub at: DateTime<Utc>,
+    pub event_id: String,
+    pub event_payload: String,
+    /// The record of the erasure itself (no client address or agent).
+    pub audit: AuditRecord,
+}
+
+/// What the service stores about one account, for a data-access request. Never a hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountData {
+    pub account_id: String,
+    pub login_id: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub password_changed_at: Option<DateTime<Utc>>,
+    /// When each remembered password was set (newest first); the hashes stay behind.
+    pub password_set_at: Vec<DateTime<Utc>>,
+    /// The audit trail of the account, oldest first.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// One audit row as exported.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub flow_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub result: String,
+    pub detail: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetOutcome {
     Applied,
@@ -110,6 +154,12 @@ pub trait AccountRepository: Send + Sync + 'static {
     ) -> Result<bool, RepoError>;
     async fn commit_reset(&self, commit: ResetCommit) -> Result<ResetOutcome, RepoError>;
     async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError>;
+    /// Deletes the account and its password history, drops its queued mail, strips its audit
+    /// rows of client address and agent, and writes the `account.deleted` event, all at once.
+    /// `false`: no such account (nothing written).
+    async fn erase_account(&self, erasure: AccountErasure) -> Result<bool, RepoError>;
+    /// `None`: no such account.
+    async fn export_account(&self, account_id: &str) -> Result<Option<AccountData>, RepoError>;
 }
 
 /// A queued message as stored.

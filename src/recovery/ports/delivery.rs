@@ -34,6 +34,8 @@ impl MessageKind {
 /// print it by accident.
 pub struct Notice {
     pub kind: MessageKind,
+    /// Whose mail this is, so an erasure can drop it (`None` for a decoy).
+    pub account_id: Option<String>,
     /// `None`: a decoy for an unknown login (the same writes happen; the worker drops it).
     pub to: Option<String>,
     pub locale: String,

@@ -11,8 +11,9 @@ pub mod ephemeral;
 pub mod events;
 
 pub use accounts::{
-    Account, AccountRepository, AuditRecord, DeliveryQueue, NewAccount, OutboxEvent, OutboxStore,
-    QueuedDelivery, RepoError, ResetCommit, ResetOutcome, SealedDelivery,
+    Account, AccountData, AccountErasure, AccountRepository, AuditEntry, AuditRecord,
+    DeliveryQueue, NewAccount, OutboxEvent, OutboxStore, QueuedDelivery, RepoError, ResetCommit,
+    ResetOutcome, SealedDelivery,
 };
 pub use breach::{BreachError, BreachRanges};
 pub use delivery::{Deliveries, MessageKind, Notice};

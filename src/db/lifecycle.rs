@@ -1,0 +1,350 @@
+//! The data lifecycle of issue 15: erasure and export of one account, and the retention sweep
+//! that keeps the audit, outbox and delivery tables from growing forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, LockBehavior, LockType, Order, Query};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::entities::{account, audit_event, delivery, outbox, password_history};
+use super::{Database, audit_row, classify};
+use crate::clock::Clock;
+use crate::recovery::ports::{AccountData, AccountErasure, AuditEntry, RepoError};
+
+pub(super) async fn erase(
+    conn: &DatabaseConnection,
+    erasure: AccountErasure,
+) -> Result<bool, RepoError> {
+    let txn = conn.begin().await.map_err(classify)?;
+    let deleted = account::Entity::delete_by_id(erasure.account_id.clone())
+        .exec(&txn)
+        .await
+        .map_err(classify)?;
+    if deleted.rows_affected != 1 {
+        txn.rollback().await.map_err(classify)?;
+        return Ok(false);
+    }
+    password_history::Entity::delete_many()
+        .filter(password_history::Column::AccountId.eq(erasure.account_id.clone()))
+        .exec(&txn)
+        .await
+        .map_err(classify)?;
+    // Pending mail would reach the address after the account is gone; finished rows hold no
+    // payload but still say a message went to this person.
+    delivery::Entity::delete_many()
+        .filter(delivery::Column::AccountId.eq(erasure.account_id.clone()))
+        .exec(&txn)
+        .await
+        .map_err(classify)?;
+    // The trail stays (what happened, when, with which keyed login hash) but no longer says
+    // from where or with what: address and agent are personal data, and `detail` is free text.
+    let mut whose = sea_orm::Condition::any()
+        .add(audit_event::Column::AccountId.eq(erasure.account_id.clone()));
+    if let Some(login_key) = erasure.login_key.clone() {
+        whose = whose.add(audit_event::Column::LoginKey.eq(login_key));
+    }
+    audit_event::Entity::update_many()
+        .col_expr(
+            audit_event::Column::ClientIp,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            audit_event::Column::UserAgent,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            audit_event::Column::Detail,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(whose)
+        .exec(&txn)
+        .await
+        .map_err(classify)?;
+    audit_event::Entity::insert(audit_row(erasure.audit))
+        .exec_without_returning(&txn)
+        .await
+        .map_err(classify)?;
+    outbox::Entity::insert(outbox::ActiveModel {
+        id: NotSet,
+        event_id: Set(erasure.event_id),
+        event_type: Set("account.deleted".to_owned()),
+        aggregate_id: Set(erasure.account_id),
+        payload: Set(erasure.event_payload),
+        created_at: Set(erasure.at),
+        published_at: Set(None),
+    })
+    .exec_without_returning(&txn)
+    .await
+    .map_err(classify)?;
+    txn.commit().await.map_err(classify)?;
+    Ok(true)
+}
+
+pub(super) async fn export(
+    conn: &DatabaseConnection,
+    account_id: &str,
+) -> Result<Option<AccountData>, RepoError> {
+    // One read-only snapshot, so a reset landing meanwhile cannot half-appear.
+    let txn = conn.begin().await.map_err(classify)?;
+    let Some(found) = account::Entity::find_by_id(account_id.to_owned())
+        .one(&txn)
+        .await
+        .map_err(classify)?
+    else {
+        txn.rollback().await.map_err(classify)?;
+        return Ok(None);
+    };
+    let password_set_at: Vec<DateTime<Utc>> = password_history::Entity::find()
+        .select_only()
+        .column(password_history::Column::CreatedAt)
+        .filter(password_history::Column::AccountId.eq(account_id))
+        .order_by_desc(password_history::Column::Id)
+        .into_tuple()
+        .all(&txn)
+        .await
+        .map_err(classify)?;
+    let audit = audit_event::Entity::find()
+        .filter(audit_event::Column::AccountId.eq(account_id))
+        .order_by_asc(audit_event::Column::At)
+        .order_by_asc(audit_event::Column::Id)
+        .all(&txn)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(|row| AuditEntry {
+            at: row.at,
+            event: row.event,
+            flow_id: row.flow_id,
+            client_ip: row.client_ip,
+            user_agent: row.user_agent,
+            result: row.result,
+            detail: row.detail,
+        })
+        .collect();
+    txn.commit().await.map_err(classify)?;
+    Ok(Some(AccountData {
+        account_id: found.id,
+        login_id: found.login_id,
+        email: found.email,
+        phone: found.phone,
+        created_at: found.created_at,
+        updated_at: found.updated_at,
+        password_changed_at: found.password_changed_at,
+        password_set_at,
+        audit,
+    }))
+}
+
+/// `[retention]`: how long each kind of row is kept, and how the sweep that removes the rest
+/// runs. 0 days keeps that table's rows forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    /// Audit rows carry client addresses and agents (personal data). 400 days covers a year of
+    /// investigations plus a margin.
+    pub audit_days: u32,
+    /// Published events; the stream has them, the outbox only needs them for a replay.
+    pub outbox_published_days: u32,
+    /// Delivered or dropped messages (their payload is already erased).
+    pub delivery_finished_days: u32,
+    /// Pause between sweeps (0: no sweep in this replica).
+    pub sweep_interval_secs: u64,
+    /// Rows removed per statement: small enough that one statement holds its locks for
+    /// milliseconds, so the sweep never stalls a reset writing to the same table.
+    pub batch_size: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            audit_days: 400,
+            outbox_published_days: 7,
+            delivery_finished_days: 7,
+            sweep_interval_secs: 3600,
+            batch_size: 1000,
+        }
+    }
+}
+
+/// Rows one sweep removed, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub audit_events: u64,
+    pub outbox: u64,
+    pub deliveries: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Swept {
+    Audit,
+    Outbox,
+    Deliveries,
+}
+
+impl Swept {
+    fn table(self) -> &'static str {
+        match self {
+            Swept::Audit => "audit_events",
+            Swept::Outbox => "outbox",
+            Swept::Deliveries => "deliveries",
+        }
+    }
+}
+
+fn days_before(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    now - chrono::Duration::days(i64::from(days))
+}
+
+impl Database {
+    /// One sweep: every table, batch after batch, until no expired row is left or `stop` is
+    /// cancelled (checked between batches, so shutdown waits for one statement at most).
+    pub async fn sweep(
+        &self,
+        settings: &RetentionSettings,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> Result<SweepReport, RepoError> {
+        let mut report = SweepReport::default();
+        for (what, days) in [
+            (Swept::Audit, settings.audit_days),
+            (Swept::Outbox, settings.outbox_published_days),
+            (Swept::Deliveries, settings.delivery_finished_days),
+        ] {
+            if days == 0 {
+                continue;
+            }
+            let cutoff = days_before(now, days);
+            let mut removed = 0;
+            while !stop.is_cancelled() {
+                let batch = self.sweep_batch(what, cutoff, settings.batch_size).await?;
+                removed += batch;
+                if batch < u64::from(Ord::max(settings.batch_size, 1)) {
+                    break;
+                }
+                // Lets other writers take the locks between two batches.
+                tokio::task::yield_now().await;
+            }
+            crate::telemetry::metrics::retention_removed(what.table(), removed);
+            match what {
+                Swept::Audit => report.audit_events = removed,
+                Swept::Outbox => report.outbox = removed,
+                Swept::Deliveries => report.deliveries = removed,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes at most `limit` expired rows of one table in one statement. Several replicas
+    /// may run this at once: PostgreSQL skips rows another sweep holds (`SKIP LOCKED`), MySQL
+    /// and SQLite serialise on row or database locks; a row is deleted once either way, and a
+    /// statement that finds its rows gone removes fewer (the loop then ends early, harmless).
+    async fn sweep_batch(
+        &self,
+        what: Swept,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, RepoError> {
+        let delete = self.sweep_statement(what, cutoff, limit);
+        self.conn
+            .execute(&delete)
+            .await
+            .map(|result| result.rows_affected())
+            .map_err(classify)
+    }
+
+    /// The audit sweep's statement as sent, for `EXPLAIN` (the growth test checks it uses the
+    /// index on `audit_events.at`).
+    pub fn audit_sweep_statement(&self, cutoff: DateTime<Utc>, limit: u32) -> sea_orm::Statement {
+        let delete = self.sweep_statement(Swept::Audit, cutoff, limit);
+        self.conn.get_database_backend().build(&delete)
+    }
+
+    fn sweep_statement(
+        &self,
+        what: Swept,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> sea_orm::sea_query::DeleteStatement {
+        let backend = self.conn.get_database_backend();
+        let limit = u64::from(Ord::max(limit, 1));
+        // The time column each table expires by; its index (migration `data_lifecycle`) makes
+        // the batch read only the rows it removes. A pending delivery has no `finished_at`
+        // and an unpublished event no `published_at`, so neither is ever swept.
+        let time = match what {
+            Swept::Audit => "at",
+            Swept::Outbox => "published_at",
+            Swept::Deliveries => "finished_at",
+        };
+        let table = Alias::new(what.table());
+        let id = Alias::new("id");
+        let at = Expr::col(Alias::new(time));
+        let only = Expr::col(Alias::new(time)).lt(cutoff);
+        let mut delete = Query::delete();
+        delete.from_table(table.clone());
+        if backend == DbBackend::MySql {
+            // MySQL/MariaDB refuse `LIMIT` in an `IN` subquery on the same table, but bound a
+            // `DELETE` directly.
+            delete
+                .cond_where(only)
+                .order_by_expr(at, Order::Asc)
+                .limit(limit);
+        } else {
+            let mut ids = Query::select();
+            ids.column(id.clone())
+                .from(table)
+                .cond_where(only)
+                .order_by_expr(at, Order::Asc)
+                .limit(limit);
+            if backend == DbBackend::Postgres {
+                ids.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            }
+            delete.cond_where(Expr::col(id).in_subquery(ids));
+        }
+        delete
+    }
+}
+
+/// The background sweep of one replica: one sweep per interval until `stop` is cancelled.
+pub struct RetentionSweeper {
+    pub database: Database,
+    pub settings: RetentionSettings,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl RetentionSweeper {
+    pub async fn run(self, stop: CancellationToken) {
+        if self.settings.sweep_interval_secs == 0 {
+            tracing::info!("retention sweep off in this replica (sweep_interval_secs = 0)");
+            return;
+        }
+        let interval = Duration::from_secs(self.settings.sweep_interval_secs);
+        loop {
+            match self
+                .database
+                .sweep(&self.settings, self.clock.now(), &stop)
+                .await
+            {
+                Ok(report) => tracing::info!(
+                    audit_events = report.audit_events,
+                    outbox = report.outbox,
+                    deliveries = report.deliveries,
+                    "retention sweep removed expired rows"
+                ),
+                // The next sweep retries; nothing is half-deleted (each batch is one statement).
+                Err(error) => tracing::warn!(error = %error, "retention sweep failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
