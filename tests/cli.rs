@@ -138,7 +138,7 @@ fn an_invalid_config_value_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
     assert!(
-        stderr.contains("captcha") && stderr.contains("expected on or off"),
+        stderr.contains("captcha") && stderr.contains("expected on, image, pow, both or off"),
         "{stderr}"
     );
 }
