@@ -11,7 +11,7 @@ use super::captcha::CaptchaRecord;
 use super::commands::{FlowId, SendCode, StartRecovery, ValidatePassword, VerifyCode};
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
 use super::flow::{Channel, Flow, FlowStage, FlowState, Method};
-use super::handle::{CODE_PURPOSE, LOGIN_PURPOSE, TOKEN_PURPOSE};
+use super::handle::{CODE_PURPOSE, CaptchaMode, LOGIN_PURPOSE, TOKEN_PURPOSE};
 pub use super::handle::{CaptchaAnswerSource, Recovery, RecoverySettings, RequestContext};
 use super::input::LoginId;
 use super::input::VerificationCode;
@@ -105,8 +105,9 @@ impl Recovery {
         } else {
             None
         };
-        // Off and pow-only still answer (with no picture), so a front end can always ask.
-        if !mode.image() {
+        // Pow-only answers with no picture. Off still draws one (never checked), as it always
+        // has: front ends and scripts written for the picture keep working when it is switched off.
+        if matches!(mode, CaptchaMode::Pow) {
             return Ok(CaptchaChallenge {
                 captcha_id: String::new(),
                 image_png: Vec::new(),
