@@ -9,21 +9,11 @@ use std::process::{Command, Stdio};
 
 use common::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_recovery-service");
-
 fn command(dir: &TempDir) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = common::binary_command(dir, "cli.db");
     command
-        .current_dir(&dir.0)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "RECOVERY_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.0.join("cli.db").display()),
-        )
         .env("RECOVERY_HASHING__M_COST_KIB", "256")
-        .env("RECOVERY_HASHING__T_COST", "1")
-        .env("RUST_LOG", "warn");
+        .env("RECOVERY_HASHING__T_COST", "1");
     command
 }
 

@@ -10,20 +10,8 @@ use std::process::{Command, Output};
 use common::TempDir;
 use common::smtp_sink::{Sink, SinkOptions, free_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_recovery-service");
-
 fn command(dir: &TempDir) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(&dir.0)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "RECOVERY_DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.0.join("check.db").display()),
-        )
-        .env("RUST_LOG", "warn");
-    command
+    common::binary_command(dir, "check.db")
 }
 
 /// Runs `args` with `toml` as the config file.

@@ -46,6 +46,22 @@ pub struct TestApp {
 /// A directory removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 
+/// The service binary run in `dir` with nothing but `PATH` from the test's environment and its
+/// own SQLite file, so no developer's `RECOVERY_*` variable can change what a CLI test sees.
+pub fn binary_command(dir: &TempDir, db_file: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_recovery-service"));
+    command
+        .current_dir(&dir.0)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "RECOVERY_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.0.join(db_file).display()),
+        )
+        .env("RUST_LOG", "warn");
+    command
+}
+
 impl TempDir {
     pub fn new() -> Self {
         let path = std::env::temp_dir().join(format!("recovery-test-{}", uuid::Uuid::new_v4()));
