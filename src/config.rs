@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::db::{DatabaseSettings, RetentionSettings};
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
+use crate::notify::report_link::MailSettings;
 use crate::notify::smtp::SmtpSettings;
 use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
@@ -229,6 +230,8 @@ pub struct Config {
     pub mail_from: String,
     /// Timeouts, pool and TLS trust of the SMTP notifier (`[smtp]`).
     pub smtp: SmtpSettings,
+    /// `[mail]`: what the mails carry beyond their templates (the report link).
+    pub mail: MailSettings,
     #[serde(deserialize_with = "captcha_mode")]
     pub captcha: CaptchaMode,
     #[serde(skip_serializing)]
@@ -269,6 +272,7 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "no-reply@localhost".to_owned(),
             smtp: SmtpSettings::default(),
+            mail: MailSettings::default(),
             captcha: CaptchaMode::Image,
             secret: None,
             otlp_endpoint: None,

@@ -194,6 +194,7 @@ impl App {
             notifier,
             clock: clock.clone(),
             settings: config.delivery.clone(),
+            mail: config.mail.clone(),
             wake,
         };
         let sweeper = RetentionSweeper {

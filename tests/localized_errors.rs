@@ -104,7 +104,7 @@ async fn an_unknown_flow_is_explained_in_the_callers_accept_language() {
             proto::GetRecoveryFlowRequest {
                 flow_id: uuid::Uuid::new_v4().to_string(),
             },
-            "de-DE, ru-RU;q=0.9, en;q=0.5",
+            "fi-FI, ru-RU;q=0.9, en;q=0.5",
         ))
         .await
         .unwrap_err();

@@ -21,9 +21,19 @@ pub const DEFAULT_LOCALE: &str = "en";
 
 /// `(locale, errors.toml)`, compiled in.
 const EMBEDDED: &[(&str, &str)] = &[
+    ("ar", include_str!("../../templates/ar/errors.toml")),
+    ("de", include_str!("../../templates/de/errors.toml")),
     ("en", include_str!("../../templates/en/errors.toml")),
+    ("es", include_str!("../../templates/es/errors.toml")),
+    ("fr", include_str!("../../templates/fr/errors.toml")),
+    ("it", include_str!("../../templates/it/errors.toml")),
+    ("nl", include_str!("../../templates/nl/errors.toml")),
+    ("pl", include_str!("../../templates/pl/errors.toml")),
+    ("pt", include_str!("../../templates/pt/errors.toml")),
     ("ru", include_str!("../../templates/ru/errors.toml")),
     ("sv", include_str!("../../templates/sv/errors.toml")),
+    ("uk", include_str!("../../templates/uk/errors.toml")),
+    ("zh", include_str!("../../templates/zh/errors.toml")),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,7 +273,11 @@ mod tests {
             dirs, embedded,
             "add templates/<locale>/errors.toml to EMBEDDED"
         );
-        assert!(dirs.is_superset(&["en", "ru", "sv"].map(String::from).into()));
+        let builtin: BTreeSet<String> = crate::notify::templates::BUILTIN_LOCALES
+            .iter()
+            .map(|l| (*l).to_owned())
+            .collect();
+        assert_eq!(embedded, builtin, "the mail and error locales are the same set");
     }
 
     #[test]
@@ -299,8 +313,12 @@ mod tests {
         assert_eq!(catalogue.pick(["sv"]), "sv");
         assert_eq!(catalogue.pick(["sv_SE"]), "sv");
         assert_eq!(catalogue.pick(["RU-ru"]), "ru");
-        assert_eq!(catalogue.pick(["de-DE", "ru"]), "ru");
-        assert_eq!(catalogue.pick(["de"]), "en");
+        assert_eq!(catalogue.pick(["fi-FI", "ru"]), "ru");
+        assert_eq!(catalogue.pick(["de-DE", "ru"]), "de");
+        assert_eq!(catalogue.pick(["zh-Hant-TW"]), "zh");
+        assert_eq!(catalogue.pick(["pt-BR"]), "pt");
+        assert_eq!(catalogue.pick(["ar-EG"]), "ar");
+        assert_eq!(catalogue.pick(["fi"]), "en");
         assert_eq!(catalogue.pick([]), "en");
     }
 

@@ -68,6 +68,11 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     let breach = &config.breach_check;
     p.range("breach_check.timeout_ms", breach.timeout_ms, 50..=30_000);
     p.range("breach_check.min_count", breach.min_count, 1..=u64::MAX);
+    if let Some(url) = &config.mail.report_url
+        && let Some(problem) = crate::notify::report_link::check_report_url(url)
+    {
+        p.0.push(format!("`mail.report_url` {problem}"));
+    }
 
     let limits = &config.rate_limits;
     for (name, limit) in [
@@ -259,6 +264,19 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_url_needs_https_and_the_code_placeholder() {
+        let mut config = Config::default();
+        config.mail.report_url = Some("http://id.example.com/report".into());
+        let problems = out_of_range(&config);
+        assert!(
+            problems.iter().any(|p| p.contains("`mail.report_url`")),
+            "{problems:?}"
+        );
+        config.mail.report_url = Some("https://id.example.com/report?code={code}".into());
+        assert!(out_of_range(&config).is_empty());
+    }
 
     #[test]
     fn the_defaults_are_in_range() {

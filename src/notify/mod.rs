@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod client;
+pub mod dates;
 pub mod events;
+pub mod plural;
 pub mod queue;
+pub mod report_link;
 pub mod smtp;
 pub mod templates;
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::report_link::MailSettings;
 use super::templates::{MessageKind, Templates};
 use super::{Email, Notifier, NotifyError};
 use crate::clock::Clock;
@@ -30,7 +31,9 @@ use crate::recovery::ports::{
 };
 use crate::secrets::keys::{KeyRing, random_bytes};
 
-/// What a queued message says, before sealing.
+/// What a queued message says, before sealing. Fields added after the first release are
+/// `#[serde(default)]`: rows sealed by an older version, still in the queue during an upgrade,
+/// must open (they render without the new parts).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Outgoing {
     pub kind: String,
@@ -41,6 +44,16 @@ pub struct Outgoing {
     pub code: Option<String>,
     pub code_expires_at: Option<DateTime<Utc>>,
     pub changed_at: Option<DateTime<Utc>>,
+    /// The "it wasn't me" code shown in the code mail.
+    #[serde(default)]
+    pub report_code: Option<String>,
+    /// Who asked for the code: when, from which address, with which `User-Agent`.
+    #[serde(default)]
+    pub requested_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub client_ip: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -63,6 +76,16 @@ impl From<&Notice> for Outgoing {
             code: notice.code.as_ref().map(|c| c.expose_secret().to_owned()),
             code_expires_at: notice.code.as_ref().map(|_| notice.expires_at),
             changed_at: notice.changed_at,
+            report_code: notice
+                .report_code
+                .as_ref()
+                .map(|c| c.expose_secret().to_owned()),
+            requested_at: notice.requested_at,
+            client_ip: notice.client_ip.clone(),
+            user_agent: notice
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(super::client::MAX_USER_AGENT).collect()),
         }
     }
 }
@@ -224,6 +247,8 @@ pub struct DeliveryWorker {
     pub notifier: Arc<dyn Notifier>,
     pub clock: Arc<dyn Clock>,
     pub settings: DeliverySettings,
+    /// `[mail]`: the report link.
+    pub mail: MailSettings,
     pub wake: Arc<Notify>,
 }
 
@@ -333,43 +358,69 @@ impl DeliveryWorker {
         to: String,
         now: DateTime<Utc>,
     ) -> Result<Email, super::templates::TemplateError> {
-        let fmt = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
-        let (kind, context) = if message.kind == MessageKind::PasswordChanged.name() {
-            (
-                MessageKind::PasswordChanged,
-                minijinja::context! {
-                    changed_at => fmt(message.changed_at.unwrap_or(now)),
-                    masked_login => message.masked_login.clone(),
-                },
-            )
-        } else {
-            let expires_at = message.code_expires_at.unwrap_or(now);
-            // Rounded up: "expires in 10 minutes" for a fresh 10-minute code, never "9".
-            let minutes = ((expires_at - now).num_seconds() + 59)
-                .div_euclid(60)
-                .max(1);
-            (
-                MessageKind::VerificationCode,
-                minijinja::context! {
-                    code => message.code.clone().unwrap_or_default(),
-                    expires_in_minutes => minutes,
-                    expires_at => fmt(expires_at),
-                    masked_login => message.masked_login.clone(),
-                },
-            )
-        };
-        let locale = self.templates.resolve_locale(&message.locale);
-        let rendered = self.templates.render(kind, &locale, context)?;
-        Ok(Email {
-            to,
-            kind,
-            locale,
-            subject: rendered.subject,
-            text: rendered.text,
-            html: rendered.html,
-            message_id: None,
-        })
+        render(&self.templates, &self.mail, message, to, now)
     }
+}
+
+/// The e-mail a queued message becomes: its locale's templates, dates in its locale's format,
+/// the client named from its `User-Agent`, the report link from `[mail]`.
+pub fn render(
+    templates: &Templates,
+    mail: &MailSettings,
+    message: &Outgoing,
+    to: String,
+    now: DateTime<Utc>,
+) -> Result<Email, super::templates::TemplateError> {
+    let locale = templates.resolve_locale(&message.locale);
+    let fmt = |at: DateTime<Utc>| templates.format_datetime(&locale, at);
+    let (kind, context) = if message.kind == MessageKind::PasswordChanged.name() {
+        (
+            MessageKind::PasswordChanged,
+            minijinja::context! {
+                changed_at => fmt(message.changed_at.unwrap_or(now)),
+                masked_login => message.masked_login.clone(),
+            },
+        )
+    } else {
+        let expires_at = message.code_expires_at.unwrap_or(now);
+        // Rounded up: "expires in 10 minutes" for a fresh 10-minute code, never "9".
+        let minutes = ((expires_at - now).num_seconds() + 59)
+            .div_euclid(60)
+            .max(1);
+        let client = message
+            .user_agent
+            .as_deref()
+            .and_then(super::client::describe);
+        let report_url = message
+            .report_code
+            .as_deref()
+            .and_then(|code| mail.report_link(code));
+        (
+            MessageKind::VerificationCode,
+            minijinja::context! {
+                code => message.code.clone().unwrap_or_default(),
+                expires_in_minutes => minutes,
+                expires_at => fmt(expires_at),
+                masked_login => message.masked_login.clone(),
+                requested_at => message.requested_at.map(fmt),
+                client_ip => message.client_ip.clone(),
+                client_name => client.as_ref().map(|c| c.name.clone()),
+                client_os => client.and_then(|c| c.os),
+                report_code => message.report_code.clone(),
+                report_url => report_url,
+            },
+        )
+    };
+    let rendered = templates.render(kind, &locale, context)?;
+    Ok(Email {
+        to,
+        kind,
+        locale,
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        message_id: None,
+    })
 }
 
 #[cfg(test)]
@@ -389,7 +440,108 @@ mod tests {
             code: Some("493817".into()),
             code_expires_at: None,
             changed_at: None,
+            report_code: None,
+            requested_at: None,
+            client_ip: None,
+            user_agent: None,
         }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_row_sealed_before_who_asked_existed_still_opens_and_renders() {
+        // The JSON an older version sealed: none of the fields added since.
+        let old = serde_json::json!({
+            "kind": "verification_code",
+            "to": "john@example.com",
+            "locale": "de",
+            "masked_login": "j***n@e***.com",
+            "code": "493817",
+            "code_expires_at": "2026-12-02T03:14:00Z",
+            "changed_at": null,
+        });
+        let s = sealer(K1);
+        let message: Outgoing = serde_json::from_value(old).unwrap();
+        assert!(message.report_code.is_none() && message.requested_at.is_none());
+        let sealed = s.seal(&message).unwrap();
+        let opened = s.open("verification_code", &sealed).unwrap();
+        let email = render(
+            &Templates::embedded(),
+            &MailSettings::default(),
+            &opened,
+            "john@example.com".into(),
+            at("2026-12-02T03:04:00Z"),
+        )
+        .unwrap();
+        assert!(email.text.contains("493817"));
+        assert!(email.text.contains("02.12.2026, 03:14 UTC"), "{}", email.text);
+        assert!(!email.text.contains("IP-Adresse"));
+    }
+
+    #[test]
+    fn the_code_mail_says_who_asked_and_how_to_report_it() {
+        let message = Outgoing {
+            code_expires_at: Some(at("2026-12-02T03:19:00Z")),
+            report_code: Some("RPT-42 x".into()),
+            requested_at: Some(at("2026-12-02T03:04:00Z")),
+            client_ip: Some("203.0.113.7".into()),
+            user_agent: Some(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+                    .into(),
+            ),
+            ..message()
+        };
+        let mail = MailSettings {
+            report_url: Some("https://id.example.com/recovery/report?code={code}".into()),
+        };
+        let email = render(
+            &Templates::embedded(),
+            &mail,
+            &message,
+            "john@example.com".into(),
+            at("2026-12-02T03:04:00Z"),
+        )
+        .unwrap();
+        for body in [&email.text, &email.html] {
+            assert!(body.contains("2 December 2026, 03:04 UTC"), "{body}");
+            assert!(body.contains("203.0.113.7"), "{body}");
+            assert!(body.contains("Firefox on Windows 10"), "{body}");
+            assert!(body.contains("RPT-42 x"), "{body}");
+            assert!(body.contains("15 minutes"), "{body}");
+        }
+        assert!(
+            email
+                .text
+                .contains("https://id.example.com/recovery/report?code=RPT-42%20x")
+        );
+        assert!(
+            email
+                .html
+                .contains("href=\"https:&#x2f;&#x2f;id.example.com&#x2f;recovery&#x2f;report?code=RPT-42%20x\"")
+        );
+
+        // Unknown client and address, no report code: the lines say so, and no link appears.
+        let bare = Outgoing {
+            client_ip: None,
+            user_agent: Some("<script>".into()),
+            report_code: None,
+            ..message
+        };
+        let email = render(
+            &Templates::embedded(),
+            &mail,
+            &bare,
+            "john@example.com".into(),
+            at("2026-12-02T03:04:00Z"),
+        )
+        .unwrap();
+        assert!(email.text.contains("IP address: unknown"), "{}", email.text);
+        assert!(email.text.contains("Device: unknown client"));
+        assert!(!email.text.contains("<script>") && !email.html.contains("<script>"));
+        assert!(!email.html.contains("href") && !email.text.contains("report?code"));
     }
 
     const K1: &str = "first-key-0123456789-0123456789-0123456789";

@@ -2,14 +2,28 @@
 //!
 //! Every message has three parts — a one-line subject, a plain-text body and an
 //! HTML body — stored as `templates/<locale>/<kind>.<ext>` with `ext` one of
-//! `subject`, `txt`, `html`. The built-in set (en, sv, ru) is compiled into the
-//! binary so the service can always send mail, even with no files on disk;
-//! operators may override any single file from a directory.
+//! `subject`, `txt`, `html`, plus an optional `locale.toml` with the locale's date
+//! format ([`super::dates`]). The built-in set ([`BUILTIN_LOCALES`]: ar, de, en, es,
+//! fr, it, nl, pl, pt, ru, sv, uk, zh) is compiled into the binary so the service can
+//! always send mail, even with no files on disk; operators may override any single
+//! file from a directory, or add a locale.
+//!
+//! Which locale: the flow's (`StartRecovery.locale`), matched exactly, then by its
+//! primary subtag (`sv-FI` → `sv`, `zh-Hant-TW` → `zh`, `pt-BR` → `pt`), else `en`
+//! ([`Templates::resolve_locale`]). The locale used is also the mail's
+//! `Content-Language`.
 //!
 //! Deliberate constraints on the templates themselves:
 //! * No links and no remote images. Corporate mail scanners pre-fetch every URL
 //!   in a message, which would burn single-use codes or tokens, and remote
 //!   images are tracking pixels. The unit tests enforce this for the embedded set.
+//!   One exception: the "it wasn't me" link of the code mail (`report_url`, built from
+//!   `[mail] report_url`, only when it is configured). Its page must not act on a GET
+//!   (a scanner would report every mail): it asks the person to confirm, and only
+//!   that confirmation spends the report code.
+//! * Plurals go through the `plural` filter, one form per CLDR category of the
+//!   template's language ([`super::plural`]).
+//! * HTML declares its language and direction: `<html lang="ar" dir="rtl">`.
 //! * The code is never put in the subject: subjects show up in lock-screen
 //!   notifications and mail-server logs.
 //! * `.html` templates are auto-escaped (the login is user-controlled input);
@@ -41,11 +55,14 @@
 //! locale fallback); the code itself is one loader and one renderer.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind as IoErrorKind;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use super::dates::LocaleFormat;
 
 /// Locale used when nothing better matches the request.
 const DEFAULT_LOCALE: &str = "en";
@@ -65,27 +82,52 @@ macro_rules! embedded {
     };
 }
 
-/// The built-in templates, keyed by `<locale>/<kind>.<ext>`.
-const EMBEDDED: &[(&str, &str)] = &[
-    embedded!("en", "verification_code", "subject"),
-    embedded!("en", "verification_code", "txt"),
-    embedded!("en", "verification_code", "html"),
-    embedded!("en", "password_changed", "subject"),
-    embedded!("en", "password_changed", "txt"),
-    embedded!("en", "password_changed", "html"),
-    embedded!("sv", "verification_code", "subject"),
-    embedded!("sv", "verification_code", "txt"),
-    embedded!("sv", "verification_code", "html"),
-    embedded!("sv", "password_changed", "subject"),
-    embedded!("sv", "password_changed", "txt"),
-    embedded!("sv", "password_changed", "html"),
-    embedded!("ru", "verification_code", "subject"),
-    embedded!("ru", "verification_code", "txt"),
-    embedded!("ru", "verification_code", "html"),
-    embedded!("ru", "password_changed", "subject"),
-    embedded!("ru", "password_changed", "txt"),
-    embedded!("ru", "password_changed", "html"),
+/// The six templates of each listed locale.
+macro_rules! embedded_locales {
+    ($($locale:literal),+ $(,)?) => {
+        &[$(
+            embedded!($locale, "verification_code", "subject"),
+            embedded!($locale, "verification_code", "txt"),
+            embedded!($locale, "verification_code", "html"),
+            embedded!($locale, "password_changed", "subject"),
+            embedded!($locale, "password_changed", "txt"),
+            embedded!($locale, "password_changed", "html"),
+        )+]
+    };
+}
+
+/// Each listed locale's `locale.toml` (its date format, see [`super::dates`]).
+macro_rules! embedded_formats {
+    ($($locale:literal),+ $(,)?) => {
+        &[$(
+            ($locale, include_str!(concat!("../../templates/", $locale, "/locale.toml"))),
+        )+]
+    };
+}
+
+/// The built-in locales. A new one is a directory `templates/<locale>/` with the six mail
+/// files, `locale.toml` and `errors.toml`, plus its code here, in [`EMBEDDED_FORMATS`] and in
+/// `src/api/i18n.rs`; the tests fail until all are there and use the English placeholders.
+pub const BUILTIN_LOCALES: &[&str] = &[
+    "ar", "de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru", "sv", "uk", "zh",
 ];
+
+/// The built-in templates, keyed by `<locale>/<kind>.<ext>`.
+const EMBEDDED: &[(&str, &str)] = embedded_locales!(
+    "ar", "de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru", "sv", "uk", "zh"
+);
+
+/// The built-in date formats, by locale.
+const EMBEDDED_FORMATS: &[(&str, &str)] = embedded_formats!(
+    "ar", "de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru", "sv", "uk", "zh"
+);
+
+/// Locales written right to left: their HTML carries `dir="rtl"`.
+pub const RTL_LOCALES: &[&str] = &["ar"];
+
+/// The one link the embedded templates may carry (see the module documentation).
+#[cfg(test)]
+const REPORT_LINK: &str = "<a href=\"{{ report_url }}\"";
 
 pub use crate::recovery::ports::MessageKind;
 
@@ -112,6 +154,21 @@ pub struct Templates {
     env: Environment<'static>,
     /// Sorted, lowercase, `-` as separator.
     locales: Vec<String>,
+    /// Date formats by locale; a locale without one writes ISO 8601.
+    formats: BTreeMap<String, LocaleFormat>,
+}
+
+/// The embedded date formats. They are checked by the unit tests; one that does not parse is
+/// left out (ISO 8601 instead) so that constructing the embedded set cannot fail.
+fn embedded_formats() -> BTreeMap<String, LocaleFormat> {
+    EMBEDDED_FORMATS
+        .iter()
+        .filter_map(|(locale, source)| {
+            LocaleFormat::parse(source)
+                .ok()
+                .map(|format| ((*locale).to_owned(), format))
+        })
+        .collect()
 }
 
 impl Templates {
@@ -132,6 +189,7 @@ impl Templates {
         Templates {
             env,
             locales: locales.into_iter().collect(),
+            formats: embedded_formats(),
         }
     }
 
@@ -166,9 +224,22 @@ impl Templates {
         }
 
         let mut env = base_environment();
+        let mut formats = embedded_formats();
         for dir_name in &dir_locales {
             let locale = normalize_tag(dir_name);
             let is_builtin = builtin.contains(&locale);
+            // `locale.toml` is optional: without it a built-in locale keeps its own, and a new
+            // one writes dates in ISO 8601.
+            let path = dir.join(dir_name).join("locale.toml");
+            match std::fs::read_to_string(&path) {
+                Ok(source) => {
+                    let format = LocaleFormat::parse(&source)
+                        .map_err(|detail| dir_err(format!("{}: {detail}", path.display())))?;
+                    formats.insert(locale.clone(), format);
+                }
+                Err(e) if e.kind() == IoErrorKind::NotFound => {}
+                Err(e) => return Err(dir_err(format!("{}: {e}", path.display()))),
+            }
             for kind in MessageKind::ALL {
                 for ext in PARTS {
                     let key = template_name(&locale, kind, ext);
@@ -212,10 +283,22 @@ impl Templates {
         Ok(Templates {
             env,
             locales: locales.into_iter().collect(),
+            formats,
         })
     }
 
-    /// Locales that have templates (at least "en", "sv", "ru"), sorted.
+    /// `at` as the best match of `locale` writes a date and time in its mails
+    /// ("2 December 2026, 03:04 UTC", "02.12.2026, 03:04 UTC", "2026年12月2日 03:04 UTC").
+    pub fn format_datetime(&self, locale: &str, at: DateTime<Utc>) -> String {
+        let locale = self.resolve_locale(locale);
+        self.formats
+            .get(&locale)
+            .cloned()
+            .unwrap_or_default()
+            .format(at)
+    }
+
+    /// Locales that have templates (at least the [`BUILTIN_LOCALES`]), sorted.
     pub fn locales(&self) -> Vec<String> {
         self.locales.clone()
     }
@@ -302,27 +385,20 @@ fn base_environment() -> Environment<'static> {
     env.set_keep_trailing_newline(true);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
-    env.add_filter("plural", plural);
+    // `{{ n | plural(...) }}`: one form per CLDR plural category of the template's language
+    // (see `super::plural`).
+    env.add_filter("plural", super::plural::filter);
     env.add_filter("plural_ru", plural_ru);
     env
 }
 
-/// `{{ n | plural("minute", "minutes") }}` — two-form languages (en, sv).
-fn plural(n: i64, one: String, other: String) -> String {
-    if n.abs() == 1 { one } else { other }
-}
-
-/// `{{ n | plural_ru("минуту", "минуты", "минут") }}` — Russian has three forms:
-/// 1, 21, 31… take `one`; 2–4, 22–24… take `few`; 0, 5–20, 25–30… take `many`.
+/// `{{ n | plural_ru("минуту", "минуты", "минут") }}`: the Russian rule whatever the template's
+/// locale. Kept for template directories written before `plural` knew every language.
 fn plural_ru(n: i64, one: String, few: String, many: String) -> String {
-    let n = n.unsigned_abs();
-    let (m10, m100) = (n % 10, n % 100);
-    if m10 == 1 && m100 != 11 {
-        one
-    } else if (2..=4).contains(&m10) && !(12..=14).contains(&m100) {
-        few
-    } else {
-        many
+    match super::plural::category("ru", n) {
+        super::plural::Category::One => one,
+        super::plural::Category::Few => few,
+        _ => many,
     }
 }
 
@@ -365,7 +441,37 @@ mod tests {
             expires_in_minutes => minutes,
             expires_at => "2026-11-28 08:10 UTC",
             masked_login => login,
+            requested_at => "2026-11-28 07:55 UTC",
+            client_ip => "203.0.113.7",
+            client_name => "Firefox",
+            client_os => "Windows 10",
+            report_code => "RPT-7Q2X",
+            report_url => "https://id.example.com/recovery/report?code=RPT-7Q2X",
         }
+    }
+
+    /// The context an older queued row or a sparse notice gives: who asked and report unknown.
+    fn vc_ctx_bare(login: &str, minutes: i64) -> Value {
+        context! {
+            code => "042917",
+            expires_in_minutes => minutes,
+            expires_at => "2026-11-28 08:10 UTC",
+            masked_login => login,
+            requested_at => (),
+            client_ip => (),
+            client_name => (),
+            client_os => (),
+            report_code => (),
+            report_url => (),
+        }
+    }
+
+    fn sources(locale: &str) -> Vec<(&'static str, &'static str)> {
+        EMBEDDED
+            .iter()
+            .filter(|(name, _)| name.split('/').next() == Some(locale))
+            .copied()
+            .collect()
     }
 
     fn pc_ctx(login: &str) -> Value {
@@ -406,12 +512,104 @@ mod tests {
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        assert_eq!(EMBEDDED.len(), 3 * PARTS.len() * MessageKind::ALL.len());
+        assert_eq!(
+            EMBEDDED.len(),
+            BUILTIN_LOCALES.len() * PARTS.len() * MessageKind::ALL.len()
+        );
     }
 
     #[test]
     fn locales_are_listed() {
-        assert_eq!(Templates::embedded().locales(), vec!["en", "ru", "sv"]);
+        assert_eq!(Templates::embedded().locales(), BUILTIN_LOCALES);
+        for required in [
+            "en", "sv", "ru", "de", "fr", "es", "pt", "it", "nl", "pl", "uk", "zh", "ar",
+        ] {
+            assert!(BUILTIN_LOCALES.contains(&required), "{required}");
+        }
+        let dirs: BTreeSet<String> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|entry| entry.path().is_dir())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect();
+        let builtin: BTreeSet<String> = BUILTIN_LOCALES.iter().map(|l| (*l).to_owned()).collect();
+        assert_eq!(dirs, builtin, "every templates/<locale>/ is embedded");
+        let formats: BTreeSet<String> = EMBEDDED_FORMATS
+            .iter()
+            .map(|(l, _)| (*l).to_owned())
+            .collect();
+        assert_eq!(formats, builtin);
+    }
+
+    /// Every locale has every part of every message, and each part uses exactly the
+    /// placeholders of the English one: a translation that drops `{{ code }}` or invents
+    /// `{{ expiry }}` fails here, not in someone's inbox.
+    #[test]
+    fn every_locale_uses_exactly_the_english_placeholders() {
+        let t = Templates::embedded();
+        for kind in MessageKind::ALL {
+            for ext in PARTS {
+                let english = t
+                    .env
+                    .get_template(&template_name("en", kind, ext))
+                    .unwrap()
+                    .undeclared_variables(false);
+                for locale in BUILTIN_LOCALES {
+                    let name = template_name(locale, kind, ext);
+                    let template = t
+                        .env
+                        .get_template(&name)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let have = template.undeclared_variables(false);
+                    let mut have: Vec<_> = have.into_iter().collect();
+                    let mut want: Vec<_> = english.iter().cloned().collect();
+                    have.sort();
+                    want.sort();
+                    assert_eq!(have, want, "{name}");
+                }
+            }
+        }
+        let code_vars = t
+            .env
+            .get_template("en/verification_code.txt")
+            .unwrap()
+            .undeclared_variables(false);
+        for var in [
+            "code",
+            "requested_at",
+            "client_ip",
+            "client_name",
+            "client_os",
+            "report_code",
+            "report_url",
+        ] {
+            assert!(code_vars.contains(var), "{var}");
+        }
+    }
+
+    #[test]
+    fn every_locale_has_a_date_format() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-02T03:04:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for (locale, source) in EMBEDDED_FORMATS {
+            LocaleFormat::parse(source).unwrap_or_else(|e| panic!("{locale}/locale.toml: {e}"));
+        }
+        let t = Templates::embedded();
+        for (locale, expected) in [
+            ("en", "2 December 2026, 03:04 UTC"),
+            ("de-AT", "02.12.2026, 03:04 UTC"),
+            ("sv", "2026-12-02 03:04 UTC"),
+            ("zh-Hant-TW", "2026年12月2日 03:04 UTC"),
+            ("ru", "2 декабря 2026 г., 03:04 UTC"),
+            ("pl", "2 grudnia 2026, 03:04 UTC"),
+            ("fr", "2 décembre 2026 à 03:04 UTC"),
+            ("ar", "2 ديسمبر 2026، 03:04 UTC"),
+            ("xx", "2 December 2026, 03:04 UTC"),
+        ] {
+            assert_eq!(t.format_datetime(locale, at), expected, "{locale}");
+        }
     }
 
     #[test]
@@ -426,6 +624,15 @@ mod tests {
                 )
                 .unwrap();
             for body in [&m.text, &m.html] {
+                for shown in [
+                    "2026-11-28 07:55 UTC",
+                    "203.0.113.7",
+                    "Firefox",
+                    "Windows 10",
+                    "RPT-7Q2X",
+                ] {
+                    assert!(body.contains(shown), "{locale}: {shown} missing");
+                }
                 assert!(body.contains("042917"), "{locale}: code missing");
                 assert!(body.contains("15"), "{locale}: minutes missing");
                 assert!(
@@ -440,6 +647,34 @@ mod tests {
                 "{locale}: code must not be in subject"
             );
             assert!(m.html.contains(&format!("<html lang=\"{locale}\"")));
+            assert!(
+                m.text
+                    .contains("https://id.example.com/recovery/report?code=RPT-7Q2X"),
+                "{locale}"
+            );
+            // Escaped like every value of an HTML template (`/` included), which a mail client
+            // decodes in the attribute.
+            assert!(
+                m.html.contains(
+                    "<a href=\"https:&#x2f;&#x2f;id.example.com&#x2f;recovery&#x2f;report?code=RPT-7Q2X\""
+                ),
+                "{locale}"
+            );
+
+            // Without who-asked and report code, the mail still reads whole and has no link.
+            let bare = t
+                .render(
+                    MessageKind::VerificationCode,
+                    &locale,
+                    vc_ctx_bare("j***n@e***.com", 15),
+                )
+                .unwrap();
+            for body in [&bare.text, &bare.html] {
+                assert!(body.contains("042917"), "{locale}");
+                assert!(!body.contains("203.0.113.7") && !body.contains("RPT-7Q2X"));
+                assert!(!body.contains("None") && !body.contains("none"), "{locale}");
+            }
+            assert!(!bare.html.contains("href"), "{locale}");
 
             let m = t
                 .render(
@@ -476,13 +711,21 @@ mod tests {
         assert!(sv.text.contains("lösenord"));
         assert!(ru.text.contains("пароль"));
         assert!(ru.html.contains("lang=\"ru\""));
+        let mut subjects = BTreeSet::new();
+        for locale in BUILTIN_LOCALES {
+            let m = t
+                .render(MessageKind::VerificationCode, locale, vc_ctx("x", 15))
+                .unwrap();
+            subjects.insert(m.subject);
+        }
+        assert_eq!(subjects.len(), BUILTIN_LOCALES.len(), "{subjects:?}");
     }
 
     #[test]
     fn html_escapes_and_text_does_not() {
         let t = Templates::embedded();
         let hostile = "<script>alert(1)</script>&";
-        for locale in ["en", "sv", "ru"] {
+        for locale in BUILTIN_LOCALES {
             let m = t
                 .render(MessageKind::VerificationCode, locale, vc_ctx(hostile, 10))
                 .unwrap();
@@ -500,7 +743,7 @@ mod tests {
     #[test]
     fn subject_is_one_line() {
         let t = Templates::embedded();
-        for locale in ["en", "sv", "ru"] {
+        for locale in BUILTIN_LOCALES {
             for (kind, ctx) in [
                 (MessageKind::VerificationCode, vc_ctx("a", 5)),
                 (MessageKind::PasswordChanged, pc_ctx("a")),
@@ -543,8 +786,18 @@ mod tests {
         assert_eq!(t.resolve_locale("RU"), "ru");
         assert_eq!(t.resolve_locale("ru-RU"), "ru");
         assert_eq!(t.resolve_locale(" en-GB "), "en");
-        assert_eq!(t.resolve_locale("de"), "en");
-        assert_eq!(t.resolve_locale("de-AT"), "en");
+        assert_eq!(t.resolve_locale("de"), "de");
+        assert_eq!(t.resolve_locale("de-AT"), "de");
+        assert_eq!(t.resolve_locale("zh-Hant-TW"), "zh");
+        assert_eq!(t.resolve_locale("zh-CN"), "zh");
+        assert_eq!(t.resolve_locale("zh_Hans"), "zh");
+        assert_eq!(t.resolve_locale("pt-BR"), "pt");
+        assert_eq!(t.resolve_locale("pt-PT"), "pt");
+        assert_eq!(t.resolve_locale("uk-UA"), "uk");
+        assert_eq!(t.resolve_locale("ar-EG"), "ar");
+        assert_eq!(t.resolve_locale("nl-BE"), "nl");
+        assert_eq!(t.resolve_locale("fi"), "en");
+        assert_eq!(t.resolve_locale("fi-FI"), "en");
         assert_eq!(t.resolve_locale(""), "en");
         assert_eq!(t.resolve_locale("-"), "en");
         assert_eq!(t.resolve_locale("../../etc"), "en");
@@ -577,6 +830,39 @@ mod tests {
             let s = text("ru", n);
             assert!(s.contains(&format!("{n} {word}")), "{n}: {s}");
         }
+        for (locale, n, phrase) in [
+            ("uk", 1, "1 хвилину"),
+            ("uk", 3, "3 хвилини"),
+            ("uk", 15, "15 хвилин"),
+            ("pl", 1, "1 minutę"),
+            ("pl", 3, "3 minuty"),
+            ("pl", 21, "21 minut "),
+            ("pl", 22, "22 minuty"),
+            ("ar", 5, "5 دقائق"),
+            ("ar", 15, "15 دقيقة"),
+            ("de", 1, "1 Minute "),
+            ("de", 15, "15 Minuten"),
+            ("fr", 1, "1 minute "),
+            ("fr", 15, "15 minutes"),
+            ("zh", 15, "15 分钟"),
+        ] {
+            let s = text(locale, n);
+            assert!(s.contains(phrase), "{locale} {n}: {s}");
+        }
+    }
+
+    #[test]
+    fn a_plural_with_the_wrong_number_of_forms_is_a_render_error() {
+        let dir = TempDir::new("plural");
+        dir.write(
+            "ru/password_changed.txt",
+            "{{ 5 | plural(\"a\", \"b\") }} {{ masked_login }} {{ changed_at }}",
+        );
+        let t = Templates::with_override_dir(&dir.0).unwrap();
+        assert!(matches!(
+            t.render(MessageKind::PasswordChanged, "ru", pc_ctx("a")),
+            Err(TemplateError::Render { .. })
+        ));
     }
 
     #[test]
@@ -644,7 +930,7 @@ mod tests {
                 embedded.render(kind, locale, ctx).unwrap()
             );
         }
-        assert_eq!(t.locales(), vec!["en", "ru", "sv"]);
+        assert_eq!(t.locales(), BUILTIN_LOCALES);
     }
 
     #[test]
@@ -653,25 +939,42 @@ mod tests {
         for kind in MessageKind::ALL {
             for ext in PARTS {
                 dir.write(
-                    &format!("de/{}.{ext}", kind.name()),
-                    &format!("DE {}.{ext} {{{{ masked_login }}}}", kind.name()),
+                    &format!("fi/{}.{ext}", kind.name()),
+                    &format!("FI {}.{ext} {{{{ masked_login }}}}", kind.name()),
                 );
             }
         }
         let t = Templates::with_override_dir(&dir.0).unwrap();
-        assert_eq!(t.locales(), vec!["de", "en", "ru", "sv"]);
-        assert_eq!(t.resolve_locale("de-AT"), "de");
+        assert_eq!(t.locales().len(), BUILTIN_LOCALES.len() + 1);
+        assert!(t.locales().contains(&"fi".to_owned()));
+        assert_eq!(t.resolve_locale("fi-FI"), "fi");
         let m = t
-            .render(MessageKind::PasswordChanged, "DE", pc_ctx("<b>"))
+            .render(MessageKind::PasswordChanged, "FI", pc_ctx("<b>"))
             .unwrap();
-        assert_eq!(m.text, "DE password_changed.txt <b>");
-        assert_eq!(m.html, "DE password_changed.html &lt;b&gt;");
+        assert_eq!(m.text, "FI password_changed.txt <b>");
+        assert_eq!(m.html, "FI password_changed.html &lt;b&gt;");
+        // Without a locale.toml a new locale writes ISO 8601 dates.
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-02T03:04:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(t.format_datetime("fi", at), "2026-12-02 03:04 UTC");
+        dir.write(
+            "fi/locale.toml",
+            "datetime = \"%-d.%-m.%Y klo %H.%M UTC\"\n",
+        );
+        let t = Templates::with_override_dir(&dir.0).unwrap();
+        assert_eq!(t.format_datetime("fi", at), "2.12.2026 klo 03.04 UTC");
+        dir.write("fi/locale.toml", "datetime = \"%B\"\n");
+        assert!(matches!(
+            Templates::with_override_dir(&dir.0),
+            Err(TemplateError::Directory(..))
+        ));
     }
 
     #[test]
     fn override_dir_rejects_incomplete_new_locale() {
         let dir = TempDir::new("incomplete");
-        dir.write("de/verification_code.txt", "nur Text");
+        dir.write("fi/verification_code.txt", "vain teksti");
         assert!(matches!(
             Templates::with_override_dir(&dir.0),
             Err(TemplateError::Directory(..))
@@ -706,10 +1009,23 @@ mod tests {
         ));
     }
 
+    /// No links, except exactly the report link (`REPORT_LINK`), and only in the code mail's
+    /// HTML inside `{% if report_url %}`.
     #[test]
     fn embedded_templates_have_no_links_or_remote_content() {
         for (name, source) in EMBEDDED {
-            let lower = source.to_lowercase();
+            let allowed = name.ends_with("/verification_code.html");
+            let links = source.matches(REPORT_LINK).count();
+            assert_eq!(links, usize::from(allowed), "{name}: the report link");
+            if allowed {
+                let guarded = source
+                    .split("{% if report_url %}")
+                    .nth(1)
+                    .and_then(|rest| rest.split("{% endif %}").next())
+                    .unwrap_or_default();
+                assert!(guarded.contains(REPORT_LINK), "{name}: link outside its if");
+            }
+            let lower = source.replace(REPORT_LINK, "").to_lowercase();
             for needle in [
                 "http", "href", "src=", "url(", "www.", "<img", "<a ", "mailto:",
             ] {
@@ -719,15 +1035,22 @@ mod tests {
     }
 
     #[test]
-    fn html_templates_declare_their_language() {
+    fn html_templates_declare_their_language_and_direction() {
         for (name, source) in EMBEDDED {
             if let Some(stem) = name.strip_suffix(".html") {
                 let locale = stem.split('/').next().unwrap();
+                let dir = if RTL_LOCALES.contains(&locale) {
+                    "rtl"
+                } else {
+                    "ltr"
+                };
                 assert!(
-                    source.contains(&format!("<html lang=\"{locale}\"")),
+                    source.contains(&format!("<html lang=\"{locale}\" dir=\"{dir}\">")),
                     "{name}"
                 );
             }
         }
+        assert!(RTL_LOCALES.contains(&"ar"));
+        assert_eq!(sources("ar").len(), PARTS.len() * MessageKind::ALL.len());
     }
 }

@@ -201,8 +201,12 @@ impl Recovery {
             locale: flow.locale.clone(),
             masked_login: mask_email(&account.login_id),
             code: None,
+            report_code: None,
             expires_at: after(now, self.notice_lifetime),
             changed_at: Some(now),
+            requested_at: None,
+            client_ip: None,
+            user_agent: None,
         };
         let notice = self
             .deliveries

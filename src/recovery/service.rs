@@ -413,8 +413,13 @@ impl Recovery {
                     .map(|m| m.masked_destination.clone())
                     .unwrap_or_default(),
                 code: Some(code),
+                report_code: None,
                 expires_at: code_expires_at,
                 changed_at: None,
+                // Who asked: this request, which issued the code.
+                requested_at: Some(now),
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                user_agent: ctx.user_agent.clone(),
             };
             self.deliveries.send(&notice, now).await
         }

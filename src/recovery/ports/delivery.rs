@@ -10,8 +10,10 @@ use super::accounts::{RepoError, SealedDelivery};
 /// The kinds of message the service sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
-    /// A one-time code for password recovery. Context: `code`,
-    /// `expires_in_minutes` (integer), `expires_at`, `masked_login`.
+    /// A one-time code for password recovery. Context: `code`, `expires_in_minutes`
+    /// (integer), `expires_at`, `masked_login`; who asked: `requested_at`, `client_ip`,
+    /// `client_name`, `client_os`; "it wasn't me": `report_code`, `report_url` (each may be
+    /// none).
     VerificationCode,
     /// Notice that the password was changed. Context: `changed_at`, `masked_login`.
     PasswordChanged,
@@ -41,9 +43,18 @@ pub struct Notice {
     pub locale: String,
     pub masked_login: String,
     pub code: Option<SecretString>,
+    pub report_code: Option<SecretString>,
     /// Undelivered after this, the notice is dropped; for a code, also when the code dies.
     pub expires_at: DateTime<Utc>,
     pub changed_at: Option<DateTime<Utc>>,
+    /// "Who asked", for the code mail: when the code was asked for (the `SendVerificationCode`
+    /// that issued it), ...
+    pub requested_at: Option<DateTime<Utc>>,
+    /// ... from which address (the client IP the service trusts, after trusted proxies) ...
+    pub client_ip: Option<String>,
+    /// ... and with which client: the caller's `User-Agent` as received (already capped). The
+    /// mail shows only the product parsed from it, never the string.
+    pub user_agent: Option<String>,
 }
 
 /// The durable way out. Queueing is durable before `send` returns, so an RPC answers in the
