@@ -526,6 +526,38 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
+    fn the_report_url_comes_from_the_mail_section_or_the_environment_and_is_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "recovery.toml",
+                "[mail]\nreport_url = \"https://id.example.com/report?code={code}\"\n",
+            )?;
+            let config =
+                Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.mail.report_url.as_deref(),
+                Some("https://id.example.com/report?code={code}")
+            );
+            jail.set_env("RECOVERY_MAIL__REPORT_URL", "https://id.example.com/r/{code}");
+            let config =
+                Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.mail.report_url.as_deref(),
+                Some("https://id.example.com/r/{code}")
+            );
+            jail.set_env("RECOVERY_MAIL__REPORT_URL", "https://id.example.com/r");
+            let error = Config::load(Some(Path::new("recovery.toml"))).unwrap_err();
+            assert!(error.to_string().contains("mail.report_url"), "{error}");
+            jail.set_env("RECOVERY_MAIL__REPORT_URL", "https://id.example.com/r/{code}");
+            jail.set_env("RECOVERY_MAIL__REPORT_LINK", "x");
+            let error = Config::load(Some(Path::new("recovery.toml"))).unwrap_err();
+            assert!(error.to_string().contains("RECOVERY_MAIL__REPORT_LINK"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_are_redacted_in_the_printed_config() {
         let config = Config {
             secret: Some(SecretString::from("super-secret-key-material-0123456789")),
