@@ -539,7 +539,10 @@ mod tests {
                 config.mail.report_url.as_deref(),
                 Some("https://id.example.com/report?code={code}")
             );
-            jail.set_env("RECOVERY_MAIL__REPORT_URL", "https://id.example.com/r/{code}");
+            jail.set_env(
+                "RECOVERY_MAIL__REPORT_URL",
+                "https://id.example.com/r/{code}",
+            );
             let config =
                 Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(
@@ -549,10 +552,16 @@ mod tests {
             jail.set_env("RECOVERY_MAIL__REPORT_URL", "https://id.example.com/r");
             let error = Config::load(Some(Path::new("recovery.toml"))).unwrap_err();
             assert!(error.to_string().contains("mail.report_url"), "{error}");
-            jail.set_env("RECOVERY_MAIL__REPORT_URL", "https://id.example.com/r/{code}");
+            jail.set_env(
+                "RECOVERY_MAIL__REPORT_URL",
+                "https://id.example.com/r/{code}",
+            );
             jail.set_env("RECOVERY_MAIL__REPORT_LINK", "x");
             let error = Config::load(Some(Path::new("recovery.toml"))).unwrap_err();
-            assert!(error.to_string().contains("RECOVERY_MAIL__REPORT_LINK"), "{error}");
+            assert!(
+                error.to_string().contains("RECOVERY_MAIL__REPORT_LINK"),
+                "{error}"
+            );
             Ok(())
         });
     }

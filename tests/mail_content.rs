@@ -7,6 +7,8 @@
 //! Runs on every backend: `RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --test
 //! mail_content`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
@@ -69,9 +71,7 @@ async fn ask_for_a_code(
         channel: proto::Channel::Email.into(),
     });
     for (name, value) in headers {
-        request
-            .metadata_mut()
-            .insert(*name, value.parse().unwrap());
+        request.metadata_mut().insert(*name, value.parse().unwrap());
     }
     let now = app.clock.now();
     app.recovery
@@ -122,8 +122,7 @@ struct Case {
 }
 
 #[tokio::test]
-async fn the_code_mail_says_when_from_where_and_with_what_it_was_asked_for_in_the_flows_language()
-{
+async fn the_code_mail_says_when_from_where_and_with_what_it_was_asked_for_in_the_flows_language() {
     let sink = Sink::start(SinkOptions::default());
     let app = smtp_app(&sink).await;
     let cases = vec![
@@ -164,7 +163,10 @@ async fn the_code_mail_says_when_from_where_and_with_what_it_was_asked_for_in_th
             content_language: "ar",
             html_root: "<html lang=\"ar\" dir=\"rtl\">",
             date_format: "",
-            lines: vec!["    عنوان IP: 2001:db8::7", "    الجهاز: Chrome على Android"],
+            lines: vec![
+                "    عنوان IP: 2001:db8::7",
+                "    الجهاز: Chrome على Android",
+            ],
         },
         Case {
             // An unknown language falls back to English; a hostile agent names nothing.
@@ -209,7 +211,12 @@ async fn the_code_mail_says_when_from_where_and_with_what_it_was_asked_for_in_th
         assert!(html.contains(case.html_root), "{}: {html}", case.locale);
         // The user agent itself never reaches the mail, in any part.
         let raw_text = String::from_utf8_lossy(&raw);
-        for forbidden in ["Gecko/20100101", "Mobile Safari", "<script>", "evil@example.com"] {
+        for forbidden in [
+            "Gecko/20100101",
+            "Mobile Safari",
+            "<script>",
+            "evil@example.com",
+        ] {
             assert!(
                 !raw_text.contains(forbidden) && !text.contains(forbidden),
                 "{}: {forbidden}",
@@ -217,7 +224,11 @@ async fn the_code_mail_says_when_from_where_and_with_what_it_was_asked_for_in_th
             );
         }
         // No link without a report code: the code mail carries no URL at all.
-        assert!(!html.contains("href") && !text.contains("http"), "{}", case.locale);
+        assert!(
+            !html.contains("href") && !text.contains("http"),
+            "{}",
+            case.locale
+        );
     }
 }
 
@@ -238,5 +249,8 @@ async fn a_pt_br_flow_gets_the_portuguese_mail_and_content_language() {
         Some("Seu código para recuperar a senha")
     );
     let text = part(&mail, "text/plain");
-    assert!(text.contains("Dispositivo: Firefox no Windows 10"), "{text}");
+    assert!(
+        text.contains("Dispositivo: Firefox no Windows 10"),
+        "{text}"
+    );
 }

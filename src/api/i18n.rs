@@ -277,7 +277,10 @@ mod tests {
             .iter()
             .map(|l| (*l).to_owned())
             .collect();
-        assert_eq!(embedded, builtin, "the mail and error locales are the same set");
+        assert_eq!(
+            embedded, builtin,
+            "the mail and error locales are the same set"
+        );
     }
 
     #[test]

@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn tools_are_named_by_their_product_token() {
         assert_eq!(named("curl/8.5.0"), ("curl".into(), None));
-        assert_eq!(named("python-requests/2.32"), ("Python Requests".into(), None));
+        assert_eq!(
+            named("python-requests/2.32"),
+            ("Python Requests".into(), None)
+        );
         assert_eq!(named("grpc-go/1.68.0"), ("gRPC client".into(), None));
     }
 
@@ -134,7 +137,10 @@ mod tests {
     fn nothing_of_a_hostile_agent_reaches_the_mail() {
         let hostile = "<script>alert(1)</script>\r\nBcc: evil@example.com http://evil.example/";
         assert_eq!(describe(hostile), None);
-        let long = format!("Mozilla/5.0 (Windows NT 10.0) Firefox/1.0 {}", "A".repeat(100_000));
+        let long = format!(
+            "Mozilla/5.0 (Windows NT 10.0) Firefox/1.0 {}",
+            "A".repeat(100_000)
+        );
         let client = describe(&long).unwrap();
         assert!(client.name.len() <= MAX_NAME);
         // A crafted name in the product slot never comes back verbatim.

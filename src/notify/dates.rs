@@ -48,7 +48,10 @@ impl LocaleFormat {
         let format: LocaleFormat = toml::from_str(source).map_err(|e| e.to_string())?;
         let probe = format.datetime.replace("%B", "M");
         if StrftimeItems::new(&probe).any(|item| matches!(item, Item::Error)) {
-            return Err(format!("`datetime` {:?} is not a strftime pattern", format.datetime));
+            return Err(format!(
+                "`datetime` {:?} is not a strftime pattern",
+                format.datetime
+            ));
         }
         if format.datetime.contains("%B") && format.months.len() != 12 {
             return Err(format!(
@@ -106,9 +109,13 @@ months = ["января", "февраля", "марта", "апреля", "ма�
     fn broken_files_are_refused() {
         assert!(LocaleFormat::parse(r#"datetime = "%Q %-""#).is_err());
         assert!(LocaleFormat::parse(r#"datetime = "%B""#).is_err());
-        assert!(LocaleFormat::parse(r#"datetime = "%F"
-extra = 1"#)
-        .is_err());
+        assert!(
+            LocaleFormat::parse(
+                r#"datetime = "%F"
+extra = 1"#
+            )
+            .is_err()
+        );
         // A percent sign in a month name is a name, not a pattern.
         let odd = LocaleFormat::parse(&format!(
             "datetime = \"%B\"\nmonths = [{}]",

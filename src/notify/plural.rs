@@ -51,7 +51,7 @@ pub fn categories(language: &str) -> &'static [Category] {
 pub fn category(language: &str, n: i64) -> Category {
     let i = n.unsigned_abs();
     let (m10, m100) = (i % 10, i % 100);
-    let million = i != 0 && i % 1_000_000 == 0;
+    let million = i != 0 && i.is_multiple_of(1_000_000);
     match language {
         "ru" | "uk" => {
             if m10 == 1 && m100 != 11 {
@@ -218,7 +218,11 @@ mod tests {
         let two = ["minuto".to_owned(), "minutos".to_owned()];
         assert_eq!(select("es", 1, &two).unwrap(), "minuto");
         assert_eq!(select("es", 1_000_000, &two).unwrap(), "minutos");
-        let three = ["minute".to_owned(), "de minutes".to_owned(), "minutes".to_owned()];
+        let three = [
+            "minute".to_owned(),
+            "de minutes".to_owned(),
+            "minutes".to_owned(),
+        ];
         assert_eq!(select("fr", 1_000_000, &three).unwrap(), "de minutes");
         assert_eq!(select("fr", 3, &three).unwrap(), "minutes");
         assert!(select("ru", 1, &two).is_none());

@@ -477,7 +477,11 @@ mod tests {
         )
         .unwrap();
         assert!(email.text.contains("493817"));
-        assert!(email.text.contains("02.12.2026, 03:14 UTC"), "{}", email.text);
+        assert!(
+            email.text.contains("02.12.2026, 03:14 UTC"),
+            "{}",
+            email.text
+        );
         assert!(!email.text.contains("IP-Adresse"));
     }
 
@@ -517,11 +521,9 @@ mod tests {
                 .text
                 .contains("https://id.example.com/recovery/report?code=RPT-42%20x")
         );
-        assert!(
-            email
-                .html
-                .contains("href=\"https:&#x2f;&#x2f;id.example.com&#x2f;recovery&#x2f;report?code=RPT-42%20x\"")
-        );
+        assert!(email.html.contains(
+            "href=\"https:&#x2f;&#x2f;id.example.com&#x2f;recovery&#x2f;report?code=RPT-42%20x\""
+        ));
 
         // Unknown client and address, no report code: the lines say so, and no link appears.
         let bare = Outgoing {

@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn report_urls_are_checked() {
-        assert_eq!(check_report_url("https://id.example.com/r?code={code}"), None);
+        assert_eq!(
+            check_report_url("https://id.example.com/r?code={code}"),
+            None
+        );
         assert_eq!(check_report_url("https://id.example.com/r/{code}"), None);
         assert_eq!(check_report_url("http://127.0.0.1:8080/r?c={code}"), None);
         assert!(check_report_url("https://id.example.com/r").is_some());
