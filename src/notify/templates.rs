@@ -42,9 +42,17 @@
 //!         expires_in_minutes => 15,
 //!         expires_at => "2026-11-28 08:10 UTC",
 //!         masked_login => "j***n@e***.com",
+//!         // Who asked, and the "it wasn't me" code and link: each may be none.
+//!         requested_at => "2026-11-28 07:55 UTC",
+//!         client_ip => "203.0.113.7",
+//!         client_name => "Firefox",
+//!         client_os => "Windows 10",
+//!         report_code => (),
+//!         report_url => (),
 //!     },
 //! )?;
 //! assert!(msg.text.contains("042917"));
+//! assert!(msg.text.contains("Firefox på Windows 10"));
 //! // or, from any `Serialize` struct:
 //! // templates.render(kind, locale, minijinja::Value::from_serialize(&my_ctx))?
 //! # Ok(())
