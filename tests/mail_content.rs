@@ -139,7 +139,7 @@ async fn the_code_mail_says_when_from_where_and_with_what_it_was_asked_for_in_th
             lines: vec![
                 "    Zeitpunkt: {when}",
                 "    IP-Adresse: 198.51.100.23",
-                "    Gerät: Firefox unter Windows 10",
+                "    Gerät: Firefox unter Windows",
             ],
         },
         Case {
@@ -249,8 +249,5 @@ async fn a_pt_br_flow_gets_the_portuguese_mail_and_content_language() {
         Some("Seu código para recuperar a senha")
     );
     let text = part(&mail, "text/plain");
-    assert!(
-        text.contains("Dispositivo: Firefox no Windows 10"),
-        "{text}"
-    );
+    assert!(text.contains("Dispositivo: Firefox no Windows"), "{text}");
 }

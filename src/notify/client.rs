@@ -40,7 +40,7 @@ const TOOLS: &[(&str, &str)] = &[
 pub struct Client {
     /// "Firefox", "Chrome", "Safari", "curl".
     pub name: String,
-    /// "Windows 10", "Android", "Mac OSX", "iPhone"; `None` when the string does not say.
+    /// "Windows", "Android", "macOS", "iPhone"; `None` when the string does not say.
     pub os: Option<String>,
 }
 
@@ -64,8 +64,20 @@ pub fn describe(user_agent: &str) -> Option<Client> {
     }
     let parsed = woothee::parser::Parser::new().parse(agent)?;
     let name = clean(parsed.name)?;
-    let os = clean(parsed.os).map(|os| os.replace(" UNKNOWN Ver", ""));
+    let os = clean(parsed.os).map(|os| os_name(&os));
     Some(Client { name, os })
+}
+
+/// The system as people call it. Windows 11 still says "Windows NT 10.0", so no Windows
+/// version is claimed; woothee's "Mac OSX" is macOS.
+fn os_name(os: &str) -> String {
+    if os.starts_with("Windows 10") || os.starts_with("Windows UNKNOWN") {
+        "Windows".to_owned()
+    } else if os == "Mac OSX" {
+        "macOS".to_owned()
+    } else {
+        os.to_owned()
+    }
 }
 
 /// A name from woothee's table, or `None` for its "UNKNOWN". Kept to letters, digits and a few
@@ -99,7 +111,7 @@ mod tests {
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
         assert_eq!(
             named(firefox_windows),
-            ("Firefox".into(), Some("Windows 10".into()))
+            ("Firefox".into(), Some("Windows".into()))
         );
         let chrome_android = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
                               (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
@@ -110,6 +122,9 @@ mod tests {
         let safari_iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) \
                              AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 \
                              Safari/604.1";
+        let safari_mac = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 \
+                          (KHTML, like Gecko) Version/18.1 Safari/605.1.15";
+        assert_eq!(named(safari_mac), ("Safari".into(), Some("macOS".into())));
         assert_eq!(
             named(safari_iphone),
             ("Safari".into(), Some("iPhone".into()))

@@ -512,7 +512,7 @@ mod tests {
         for body in [&email.text, &email.html] {
             assert!(body.contains("2 December 2026, 03:04 UTC"), "{body}");
             assert!(body.contains("203.0.113.7"), "{body}");
-            assert!(body.contains("Firefox on Windows 10"), "{body}");
+            assert!(body.contains("Firefox on Windows"), "{body}");
             assert!(body.contains("RPT-42 x"), "{body}");
             assert!(body.contains("15 minutes"), "{body}");
         }
