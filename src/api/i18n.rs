@@ -247,6 +247,7 @@ mod tests {
             reason::TOO_WEAK,
             reason::MISSING_CLASS,
             reason::REUSED,
+            crate::recovery::breach::REASON,
         ]
     }
 
