@@ -194,6 +194,7 @@ mod tests {
                 scope: "ip",
             },
             RecoveryError::TokenInvalid,
+            RecoveryError::ReportCodeInvalid,
             RecoveryError::PasswordMismatch,
             RecoveryError::PasswordPolicy(Vec::new()),
             RecoveryError::AccountExists,
@@ -214,6 +215,7 @@ mod tests {
                 | RecoveryError::ResendTooSoon { .. }
                 | RecoveryError::RateLimited { .. }
                 | RecoveryError::TokenInvalid
+                | RecoveryError::ReportCodeInvalid
                 | RecoveryError::PasswordMismatch
                 | RecoveryError::PasswordPolicy(_)
                 | RecoveryError::AccountExists
