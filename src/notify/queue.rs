@@ -39,6 +39,9 @@ pub struct Outgoing {
     pub locale: String,
     pub masked_login: String,
     pub code: Option<String>,
+    /// The "it wasn't me" report code mailed with a verification code.
+    #[serde(default)]
+    pub report_code: Option<String>,
     pub code_expires_at: Option<DateTime<Utc>>,
     pub changed_at: Option<DateTime<Utc>>,
 }
@@ -61,6 +64,10 @@ impl From<&Notice> for Outgoing {
             locale: notice.locale.clone(),
             masked_login: notice.masked_login.clone(),
             code: notice.code.as_ref().map(|c| c.expose_secret().to_owned()),
+            report_code: notice
+                .report_code
+                .as_ref()
+                .map(|c| c.expose_secret().to_owned()),
             code_expires_at: notice.code.as_ref().map(|_| notice.expires_at),
             changed_at: notice.changed_at,
         }
@@ -352,6 +359,7 @@ impl DeliveryWorker {
                 MessageKind::VerificationCode,
                 minijinja::context! {
                     code => message.code.clone().unwrap_or_default(),
+                    report_code => message.report_code.clone().unwrap_or_default(),
                     expires_in_minutes => minutes,
                     expires_at => fmt(expires_at),
                     masked_login => message.masked_login.clone(),
@@ -387,6 +395,7 @@ mod tests {
             locale: "en".into(),
             masked_login: "j***n@e***.com".into(),
             code: Some("493817".into()),
+            report_code: None,
             code_expires_at: None,
             changed_at: None,
         }
