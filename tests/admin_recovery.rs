@@ -48,7 +48,10 @@ async fn a_returned_code_is_not_mailed_and_completes_the_recovery() {
     assert_eq!(flow.state(), proto::FlowState::CodeSent);
     assert_eq!(started.code.len(), 6);
     assert!(started.code.chars().all(|c| c.is_ascii_digit()));
-    assert!(app.delivered_to(&login).await.is_empty(), "a returned code was mailed");
+    assert!(
+        app.delivered_to(&login).await.is_empty(),
+        "a returned code was mailed"
+    );
 
     let token = app
         .verify(&flow.flow_id, &started.code)

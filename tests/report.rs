@@ -119,7 +119,10 @@ async fn during_the_freeze_starts_answer_as_for_an_unknown_login_and_nothing_is_
     let mut answers = Vec::new();
     for login in [&frozen, &unknown] {
         let started = app.start(login).await;
-        let got = app.get_flow(&started.flow_id).await.expect("the flow exists");
+        let got = app
+            .get_flow(&started.flow_id)
+            .await
+            .expect("the flow exists");
         let sent = app
             .send_code(&started.flow_id)
             .await
@@ -135,7 +138,8 @@ async fn during_the_freeze_starts_answer_as_for_an_unknown_login_and_nothing_is_
             got.state,
             sent.state,
             sent.attempts_left,
-            sent.resend_available_at.map(|t| t.seconds) == started.resend_available_at.map(|t| t.seconds),
+            sent.resend_available_at.map(|t| t.seconds)
+                == started.resend_available_at.map(|t| t.seconds),
             guess.status.code(),
             guess.reason(),
             guess.metadata("attempts_left"),
@@ -178,7 +182,11 @@ async fn a_wrong_malformed_or_missing_report_code_is_refused_with_the_field_name
     for malformed in ["", "   ", "not-a-code", &"g".repeat(32), &"a".repeat(33)] {
         let failure = app.report(malformed).await.failure();
         failure.assert(Code::InvalidArgument, "INVALID_ARGUMENT");
-        assert_eq!(failure.fields(), vec!["report_code".to_owned()], "{malformed:?}");
+        assert_eq!(
+            failure.fields(),
+            vec!["report_code".to_owned()],
+            "{malformed:?}"
+        );
     }
 }
 

@@ -12,9 +12,9 @@ use super::recovery::flow_to_proto;
 use super::status::to_status;
 use super::timestamp;
 use crate::accounts::commands::{CreateAccount, DeleteAccount, ExportAccountData, VerifyPassword};
-use crate::recovery::commands::AdminStartRecovery;
 use crate::proto;
 use crate::proto::account_service_server::AccountService;
+use crate::recovery::commands::AdminStartRecovery;
 use crate::recovery::{Recovery, RecoveryError};
 
 pub struct AccountApi {

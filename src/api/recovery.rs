@@ -11,8 +11,7 @@ use super::timestamp;
 use crate::proto;
 use crate::proto::recovery_service_server::RecoveryService;
 use crate::recovery::commands::{
-    FlowId, ReportUnrequested, ResetPassword, SendCode, StartRecovery, ValidatePassword,
-    VerifyCode,
+    FlowId, ReportUnrequested, ResetPassword, SendCode, StartRecovery, ValidatePassword, VerifyCode,
 };
 use crate::recovery::flow::{Channel, FlowStage, Method};
 use crate::recovery::service::{FlowView, PasswordCheck};

@@ -85,9 +85,8 @@ impl Recovery {
         self.end_other_flows(owner, "").await;
         let mut audit = self.audit("recovery.reported", None, ctx, "ok");
         audit.account_id = Some(owner.to_owned());
-        audit.detail = Some(
-            serde_json::json!({ "frozen_until": frozen_until.to_rfc3339() }).to_string(),
-        );
+        audit.detail =
+            Some(serde_json::json!({ "frozen_until": frozen_until.to_rfc3339() }).to_string());
         // A report code is only ever mailed to an account; the owner may have been erased
         // since (or be a decoy's, which nobody received): then there is nothing to announce.
         if self.accounts.find_by_id(owner).await?.is_none() {
@@ -160,9 +159,8 @@ impl Recovery {
             ctx,
             if issued.is_ok() { "ok" } else { "refused" },
         );
-        audit.detail = Some(
-            serde_json::json!({ "caller": caller, "return_code": return_code }).to_string(),
-        );
+        audit.detail =
+            Some(serde_json::json!({ "caller": caller, "return_code": return_code }).to_string());
         self.record(audit).await;
         let (next, code) = issued?;
         Ok(AdminStarted {

@@ -270,7 +270,11 @@ impl Recovery {
             "recovery.started",
             Some(&flow),
             ctx,
-            if frozen_account.is_some() { "frozen" } else { "ok" },
+            if frozen_account.is_some() {
+                "frozen"
+            } else {
+                "ok"
+            },
         );
         if let Some(account) = frozen_account {
             record.account_id = Some(account.id.clone());
@@ -486,8 +490,8 @@ impl Recovery {
                 .unwrap_or_else(|| uuid::Uuid::nil().to_string());
             // A frozen owner (reported "it wasn't me") gets a decoy: the flow answers as usual
             // and nothing is delivered. Read for every send so all make the same calls.
-            let frozen = delivery == CodeDelivery::Mail
-                && self.store.recovery_frozen(&owner).await?;
+            let frozen =
+                delivery == CodeDelivery::Mail && self.store.recovery_frozen(&owner).await?;
             let recipient = self
                 .accounts
                 .find_by_id(&lookup_id)

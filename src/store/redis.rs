@@ -654,7 +654,8 @@ impl EphemeralStore for RedisStore {
     async fn unfreeze_recovery(&self, owner: &str) -> Result<(), StoreError> {
         let mut invocation = self.scripts.delete_key.prepare_invoke();
         invocation.key(self.key("frozen", owner));
-        self.run_script::<()>("unfreeze_recovery", &invocation).await
+        self.run_script::<()>("unfreeze_recovery", &invocation)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

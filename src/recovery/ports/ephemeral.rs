@@ -98,8 +98,12 @@ pub trait EphemeralStore: Send + Sync + 'static {
 
     /// Names the flow whose code is the account's live one (kept `ttl`, the code's lifetime):
     /// a code of any other flow of the owner no longer verifies (one live code per account).
-    async fn set_live_code(&self, owner: &str, flow_id: &str, ttl: Duration)
-    -> Result<(), StoreError>;
+    async fn set_live_code(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     /// The flow named by the last `set_live_code` of `owner`, while it lasts.
     async fn live_code(&self, owner: &str) -> Result<Option<String>, StoreError>;
