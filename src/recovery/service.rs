@@ -37,7 +37,7 @@ pub(crate) enum CodeDelivery {
 }
 
 /// A new single-use report code for a code mail: 128 random bits as hex. Only its keyed hash is
-/// stored, pointing at the flow owner, for `report_code_ttl`.
+/// stored, pointing at the flow owner, for `report::REPORT_CODE_TTL`.
 async fn issue_report_code(
     recovery: &Recovery,
     owner: &str,
