@@ -12,6 +12,9 @@ const SECRET_MESSAGES: &[&str] = &[
     ".identity.recovery.v1.ValidatePasswordRequest",
     ".identity.recovery.v1.CreateAccountRequest",
     ".identity.recovery.v1.VerifyPasswordRequest",
+    ".identity.recovery.v1.ReportUnrequestedRecoveryRequest",
+    ".identity.recovery.v1.AdminStartRecoveryRequest",
+    ".identity.recovery.v1.AdminStartRecoveryResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -89,6 +89,9 @@ pub struct FlowConfig {
     /// Digits of a verification code, 6-10: each digit divides an attacker's yearly success
     /// probability at the per-account budget by ten (SECURITY.md).
     pub code_digits: u32,
+    /// How long `ReportUnrequestedRecovery` freezes recovery for the account; a mailed report
+    /// code stays usable as long.
+    pub report_freeze_secs: u64,
 }
 
 impl Default for FlowConfig {
@@ -105,6 +108,7 @@ impl Default for FlowConfig {
             captcha_digits: 6,
             pow_max_number: DEFAULT_POW_MAX_NUMBER,
             code_digits: flow.code_digits,
+            report_freeze_secs: flow.report_freeze.as_secs(),
         }
     }
 }
@@ -416,6 +420,7 @@ impl Config {
                     VerificationCode::MIN_DIGITS as u32,
                     VerificationCode::MAX_DIGITS as u32,
                 ),
+                report_freeze: Duration::from_secs(f.report_freeze_secs),
                 ..FlowSettings::default()
             },
             captcha: self.captcha,

@@ -58,8 +58,8 @@ enum AccountCommand {
         phone: Option<String>,
     },
     /// Lift the per-login and per-account rate limits of a login (an owner locked out of
-    /// recovery by someone who spent its budget). Check who is asking first: this also gives an
-    /// attacker a fresh budget.
+    /// recovery by someone who spent its budget) and a report freeze ("it wasn't me"). Check
+    /// who is asking first: this also gives an attacker a fresh budget.
     Unblock {
         #[arg(long)]
         login_id: String,
@@ -190,7 +190,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 .unblock(&login)
                 .await
                 .map_err(|error| anyhow::anyhow!(describe(&error)))?;
-            println!("limits lifted");
+            println!("limits and any report freeze lifted");
             Ok(())
         }
         Command::Account {

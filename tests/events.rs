@@ -96,6 +96,44 @@ async fn a_reset_publishes_password_changed_once_with_its_event_id() {
     app.stop().await;
 }
 
+/// "It wasn't me" reaches the stream as `recovery.reported`, once, without the report code.
+#[tokio::test]
+async fn a_report_publishes_recovery_reported_once() {
+    let stream = unique_stream();
+    let app = spawn_app_with(
+        with_events(shared_redis(), stream.clone()),
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    let account_id = app.create_account(&login).await;
+    let flow = app.start(&login).await;
+    app.send_and_read_code(&flow.flow_id, &login).await;
+    let report_code = report_code_in(app.delivered_to(&login).await.last().unwrap());
+    app.recovery
+        .clone()
+        .report_unrequested_recovery(recovery_service::proto::ReportUnrequestedRecoveryRequest {
+            report_code: report_code.clone(),
+        })
+        .await
+        .unwrap();
+
+    let events = wait_for_entries(&shared_redis(), &stream, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["type"], "recovery.reported");
+    assert_eq!(event["account_id"], account_id);
+    let payload: serde_json::Value = serde_json::from_str(&event["payload"]).unwrap();
+    assert_eq!(payload["event_id"], event["event_id"].as_str());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(payload["frozen_until"].as_str().unwrap()).is_ok()
+    );
+    for secret in [report_code.as_str(), login.as_str()] {
+        assert!(!format!("{event:?}").contains(secret));
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn publishing_the_same_event_id_twice_appends_it_once() {
     use recovery_service::accounts::OutboxEvent;

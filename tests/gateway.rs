@@ -488,6 +488,38 @@ async fn an_unknown_reset_token_is_http_401_with_token_invalid() {
     );
 }
 
+/// `ReportUnrequestedRecovery` is public: POST /v1/recovery:report. A report code that was
+/// never mailed is TOKEN_INVALID (HTTP 401) naming the field; a malformed one is HTTP 400.
+#[tokio::test]
+async fn a_report_is_transcoded_and_a_wrong_code_is_http_401_naming_the_field() {
+    let app = spawn_app().await;
+    let envoy = Envoy::start(&app);
+
+    let (status, body) = post(
+        &envoy,
+        "/v1/recovery:report",
+        json!({ "report_code": "0123456789abcdef0123456789abcdef" }),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        tonic::Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
+    assert!(body.to_string().contains("report_code"), "body: {body}");
+
+    let (status, body) = post(&envoy, "/v1/recovery:report", json!({})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        tonic::Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+}
+
 #[tokio::test]
 async fn the_client_address_envoy_saw_is_audited_not_the_one_the_client_claims() {
     let app = spawn_app().await;
@@ -547,6 +579,7 @@ async fn account_service_is_not_reachable_through_envoy() {
     // spellings that dodge the prefix match must not reach the service either.
     for path in [
         "/identity.recovery.v1.AccountService/CreateAccount",
+        "/identity.recovery.v1.AccountService/AdminStartRecovery",
         "//identity.recovery.v1.AccountService/CreateAccount",
         "/%69dentity.recovery.v1.AccountService/CreateAccount",
         "/identity.recovery.v1.AccountService%2FCreateAccount",
@@ -583,6 +616,21 @@ async fn account_service_is_not_reachable_through_envoy() {
         .await
         .unwrap();
     assert_eq!(json.status(), StatusCode::NOT_FOUND);
+
+    // Helpdesk recovery hands out codes: it must stay internal too.
+    let helpdesk = client
+        .post(envoy.url("/v1/accounts:startRecovery"))
+        .json(&json!({"login_id": login, "return_code": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(helpdesk.status(), StatusCode::NOT_FOUND);
+    assert!(
+        !helpdesk
+            .headers()
+            .contains_key("x-envoy-upstream-service-time"),
+        "AdminStartRecovery reached the service through the gateway"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -200,6 +200,38 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
     assert!(!app.login_works(&known, OLD_PASSWORD).await);
     assert!(!app.login_works(&unknown, OLD_PASSWORD).await);
 
+    // Helpdesk recovery with the code handed back, then "it wasn't me" with the report code
+    // of the first mail, twice (the second is refused).
+    let helpdesk = app
+        .accounts
+        .clone()
+        .admin_start_recovery(proto::AdminStartRecoveryRequest {
+            login_id: known.clone(),
+            return_code: true,
+            locale: "en".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.push(("helpdesk code", helpdesk.code.clone()));
+    let mails = app.delivered_to(&known).await;
+    let report_code = report_code_in(mails.iter().find(|m| m.text.contains("Report it")).unwrap());
+    secrets.push(("report code", report_code.clone()));
+    for expect_ok in [true, false] {
+        let reported = recovery
+            .report_unrequested_recovery(proto::ReportUnrequestedRecoveryRequest {
+                report_code: report_code.clone(),
+            })
+            .await;
+        if expect_ok {
+            reported.unwrap();
+        } else {
+            reported
+                .failure()
+                .assert(Code::Unauthenticated, "TOKEN_INVALID");
+        }
+    }
+
     // An unknown login's flow, a validation call, a cancel.
     let unknown_flow = app.start(&unknown).await;
     app.send_code(&unknown_flow.flow_id).await.unwrap();

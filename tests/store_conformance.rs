@@ -466,6 +466,76 @@ mod behaviour {
         // Clearing a counter that does not exist is not an error.
         store.clear_limit(&id()).await.unwrap();
     }
+
+    /// One live code per account: the last pointer written wins, per owner, until its TTL.
+    pub async fn the_live_code_pointer_names_the_last_flow_per_owner_until_it_expires(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let (owner, other) = (id(), format!("unknown:{}", id()));
+        assert_eq!(store.live_code(&owner).await.unwrap(), None);
+        store
+            .set_live_code(&owner, "flow-a", LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .set_live_code(&other, "flow-x", LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .set_live_code(&owner, "flow-b", SHORT_TTL)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.live_code(&owner).await.unwrap().as_deref(),
+            Some("flow-b")
+        );
+        assert_eq!(
+            store.live_code(&other).await.unwrap().as_deref(),
+            Some("flow-x")
+        );
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.live_code(&owner).await.unwrap(), None);
+    }
+
+    /// A report code maps to its owner and is taken once, even by concurrent callers.
+    pub async fn a_report_code_is_taken_exactly_once(store: Arc<dyn EphemeralStore>) {
+        let (mac, owner) = (id(), id());
+        assert_eq!(store.take_report_code(&mac).await.unwrap(), None);
+        store.put_report_code(&mac, &owner, LONG_TTL).await.unwrap();
+        let takes = (0..20).map(|_| {
+            let (store, mac) = (store.clone(), mac.clone());
+            tokio::spawn(async move { store.take_report_code(&mac).await.unwrap() })
+        });
+        let taken: Vec<String> = futures_join_all(takes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(taken, vec![owner]);
+        let expiring = id();
+        store
+            .put_report_code(&expiring, "o", SHORT_TTL)
+            .await
+            .unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.take_report_code(&expiring).await.unwrap(), None);
+    }
+
+    /// A freeze holds for its owner only, until its TTL or until lifted.
+    pub async fn a_freeze_holds_until_it_expires_or_is_lifted(store: Arc<dyn EphemeralStore>) {
+        let (owner, other, brief) = (id(), id(), id());
+        assert!(!store.recovery_frozen(&owner).await.unwrap());
+        store.freeze_recovery(&owner, LONG_TTL).await.unwrap();
+        store.freeze_recovery(&brief, SHORT_TTL).await.unwrap();
+        assert!(store.recovery_frozen(&owner).await.unwrap());
+        assert!(!store.recovery_frozen(&other).await.unwrap());
+        store.unfreeze_recovery(&owner).await.unwrap();
+        assert!(!store.recovery_frozen(&owner).await.unwrap());
+        // Lifting what is not frozen is not an error.
+        store.unfreeze_recovery(&other).await.unwrap();
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert!(!store.recovery_frozen(&brief).await.unwrap());
+    }
 }
 
 /// Awaits every spawned task, failing the test if one panicked (no `futures` dependency needed).
@@ -510,6 +580,9 @@ macro_rules! backend {
                 a_rate_window_reopens_after_it_expires,
                 fifty_concurrent_hits_with_limit_five_allow_exactly_five,
                 a_cleared_limit_starts_afresh_and_others_are_untouched,
+                the_live_code_pointer_names_the_last_flow_per_owner_until_it_expires,
+                a_report_code_is_taken_exactly_once,
+                a_freeze_holds_until_it_expires_or_is_lifted,
             );
         }
     };

@@ -3,16 +3,18 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use tonic::{Request, Response, Status};
 
-use super::context::ClientResolver;
+use super::context::{CallerIdentity, ClientResolver};
+use super::recovery::flow_to_proto;
 use super::status::to_status;
 use super::timestamp;
 use crate::accounts::commands::{CreateAccount, DeleteAccount, ExportAccountData, VerifyPassword};
 use crate::proto;
 use crate::proto::account_service_server::AccountService;
+use crate::recovery::commands::AdminStartRecovery;
 use crate::recovery::{Recovery, RecoveryError};
 
 pub struct AccountApi {
@@ -46,6 +48,13 @@ impl TryFrom<proto::ExportAccountDataRequest> for ExportAccountData {
     type Error = RecoveryError;
     fn try_from(req: proto::ExportAccountDataRequest) -> Result<Self, RecoveryError> {
         Self::parse(&req.account_id)
+    }
+}
+
+impl TryFrom<proto::AdminStartRecoveryRequest> for AdminStartRecovery {
+    type Error = RecoveryError;
+    fn try_from(req: proto::AdminStartRecoveryRequest) -> Result<Self, RecoveryError> {
+        Self::parse(&req.login_id, req.return_code, &req.locale)
     }
 }
 
@@ -99,6 +108,27 @@ impl AccountService for AccountApi {
         let json = self.recovery.export_account_data(command).await;
         Ok(Response::new(proto::ExportAccountDataResponse {
             json: json.map_err(to_status)?,
+        }))
+    }
+
+    async fn admin_start_recovery(
+        &self,
+        request: Request<proto::AdminStartRecoveryRequest>,
+    ) -> Result<Response<proto::AdminStartRecoveryResponse>, Status> {
+        let ctx = self.clients.context(&request);
+        let caller = CallerIdentity::of(&request);
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let started = self
+            .recovery
+            .admin_start_recovery(&ctx, &caller, command)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::AdminStartRecoveryResponse {
+            flow: Some(flow_to_proto(started.flow)),
+            code: started
+                .code
+                .map(|code| code.expose_secret().to_owned())
+                .unwrap_or_default(),
         }))
     }
 }

@@ -7,6 +7,22 @@ use tonic::Request;
 
 use crate::recovery::RequestContext;
 
+/// Who called the internal `AccountService`, as its authentication established it (set as a
+/// request extension by `server::auth`): the API key (by its digest prefix, which names the
+/// configured entry), the client certificate, or `loopback`. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity(pub String);
+
+impl CallerIdentity {
+    /// The identity of a request, `unknown` if authentication set none.
+    pub fn of<T>(request: &Request<T>) -> String {
+        request
+            .extensions()
+            .get::<CallerIdentity>()
+            .map_or_else(|| "unknown".to_owned(), |caller| caller.0.clone())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ClientResolver {
     pub trusted_proxies: Vec<IpAddr>,

@@ -204,6 +204,7 @@ mod tests {
                 scope: "ip",
             },
             RecoveryError::TokenInvalid,
+            RecoveryError::ReportCodeInvalid,
             RecoveryError::PasswordMismatch,
             RecoveryError::PasswordPolicy(Vec::new()),
             RecoveryError::AccountExists,
@@ -224,6 +225,7 @@ mod tests {
                 | RecoveryError::ResendTooSoon { .. }
                 | RecoveryError::RateLimited { .. }
                 | RecoveryError::TokenInvalid
+                | RecoveryError::ReportCodeInvalid
                 | RecoveryError::PasswordMismatch
                 | RecoveryError::PasswordPolicy(_)
                 | RecoveryError::AccountExists

@@ -191,6 +191,14 @@ impl<S: RecoveryService> RecoveryService for Localized<S> {
         let result = self.inner.cancel_recovery(request).await;
         self.answer(result, accepted, hint).await
     }
+    async fn report_unrequested_recovery(
+        &self,
+        request: Request<proto::ReportUnrequestedRecoveryRequest>,
+    ) -> Result<Response<proto::ReportUnrequestedRecoveryResponse>, Status> {
+        let accepted = accepted(&request);
+        let result = self.inner.report_unrequested_recovery(request).await;
+        self.answer(result, accepted, Hint::None).await
+    }
 }
 
 #[tonic::async_trait]
@@ -229,5 +237,14 @@ impl<S: AccountService> AccountService for Localized<S> {
         let accepted = accepted(&request);
         let result = self.inner.export_account_data(request).await;
         self.answer(result, accepted, Hint::None).await
+    }
+    async fn admin_start_recovery(
+        &self,
+        request: Request<proto::AdminStartRecoveryRequest>,
+    ) -> Result<Response<proto::AdminStartRecoveryResponse>, Status> {
+        let accepted = accepted(&request);
+        let hint = Hint::Requested(request.get_ref().locale.chars().take(35).collect());
+        let result = self.inner.admin_start_recovery(request).await;
+        self.answer(result, accepted, hint).await
     }
 }

@@ -11,7 +11,7 @@ use super::timestamp;
 use crate::proto;
 use crate::proto::recovery_service_server::RecoveryService;
 use crate::recovery::commands::{
-    FlowId, ResetPassword, SendCode, StartRecovery, ValidatePassword, VerifyCode,
+    FlowId, ReportUnrequested, ResetPassword, SendCode, StartRecovery, ValidatePassword, VerifyCode,
 };
 use crate::recovery::flow::{Channel, FlowStage, Method};
 use crate::recovery::service::{FlowView, PasswordCheck};
@@ -38,7 +38,7 @@ fn stage_to_proto(stage: FlowStage) -> proto::FlowState {
     }
 }
 
-fn flow_to_proto(view: FlowView) -> proto::RecoveryFlow {
+pub(super) fn flow_to_proto(view: FlowView) -> proto::RecoveryFlow {
     proto::RecoveryFlow {
         flow_id: view.flow_id,
         state: stage_to_proto(view.state).into(),
@@ -128,6 +128,13 @@ impl TryFrom<proto::ResetPasswordRequest> for ResetPassword {
             &req.new_password,
             &req.new_password_confirmation,
         )
+    }
+}
+
+impl TryFrom<proto::ReportUnrequestedRecoveryRequest> for ReportUnrequested {
+    type Error = RecoveryError;
+    fn try_from(req: proto::ReportUnrequestedRecoveryRequest) -> Result<Self, RecoveryError> {
+        Self::parse(&req.report_code)
     }
 }
 
@@ -239,5 +246,18 @@ impl RecoveryService for RecoveryApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::CancelRecoveryResponse {}))
+    }
+
+    async fn report_unrequested_recovery(
+        &self,
+        request: Request<proto::ReportUnrequestedRecoveryRequest>,
+    ) -> Result<Response<proto::ReportUnrequestedRecoveryResponse>, Status> {
+        let ctx = self.clients.context(&request);
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        self.recovery
+            .report_unrequested(&ctx, command)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ReportUnrequestedRecoveryResponse {}))
     }
 }

@@ -27,6 +27,9 @@ redacted_debug! {
     ValidatePasswordRequest { password, login_id }
     CreateAccountRequest { login_id, email, phone, password }
     VerifyPasswordRequest { login_id, password }
+    ReportUnrequestedRecoveryRequest { report_code }
+    AdminStartRecoveryRequest { login_id, return_code, locale }
+    AdminStartRecoveryResponse { flow, code }
 }
 
 #[cfg(test)]

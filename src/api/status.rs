@@ -131,6 +131,18 @@ pub fn to_status(error: RecoveryError) -> Status {
             none(),
             |_| {},
         ),
+        RecoveryError::ReportCodeInvalid => with_details(
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+            message,
+            none(),
+            |d| {
+                d.add_bad_request_violation(
+                    "report_code",
+                    "wrong, expired or already used; it is the code from the mail",
+                );
+            },
+        ),
         RecoveryError::PasswordMismatch => with_details(
             Code::InvalidArgument,
             "PASSWORD_MISMATCH",

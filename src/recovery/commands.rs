@@ -6,7 +6,7 @@ use secrecy::SecretString;
 
 use super::error::{FieldViolation, RecoveryError, Violations};
 use super::flow::Channel;
-use super::input::{self, LoginId, ResetToken, VerificationCode};
+use super::input::{self, LoginId, ReportCode, ResetToken, VerificationCode};
 use super::pow::PowSolution;
 
 /// A flow id we issued (a UUID): anything else cannot exist in the store.
@@ -186,5 +186,43 @@ impl ValidatePassword {
             return Err(violations.into_error());
         };
         Ok(Self { password, login })
+    }
+}
+
+/// `ReportUnrequestedRecovery`: the report code from a code mail.
+pub struct ReportUnrequested {
+    pub report_code: ReportCode,
+}
+
+impl ReportUnrequested {
+    pub fn parse(report_code: &str) -> Result<Self, RecoveryError> {
+        ReportCode::parse("report_code", report_code)
+            .map(|report_code| Self { report_code })
+            .map_err(|violation| RecoveryError::InvalidArgument(vec![violation]))
+    }
+}
+
+/// `AccountService.AdminStartRecovery`: a helpdesk starts a flow for an existing account.
+pub struct AdminStartRecovery {
+    pub login: LoginId,
+    /// Hand the code back to the caller instead of mailing it.
+    pub return_code: bool,
+    pub locale: String,
+}
+
+impl AdminStartRecovery {
+    pub fn parse(login_id: &str, return_code: bool, locale: &str) -> Result<Self, RecoveryError> {
+        let mut violations = Violations::new();
+        let login = violations.check(LoginId::parse("login_id", login_id));
+        let locale = violations.check(input::parse_locale("locale", locale));
+        // Each field is `None` exactly when its violation was recorded.
+        let (Some(login), Some(locale)) = (login, locale) else {
+            return Err(violations.into_error());
+        };
+        Ok(Self {
+            login,
+            return_code,
+            locale,
+        })
     }
 }

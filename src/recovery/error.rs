@@ -51,6 +51,10 @@ pub enum RecoveryError {
     },
     #[error("the reset token is invalid, expired or already used")]
     TokenInvalid,
+    /// A "it wasn't me" report code that is wrong, expired or already used (`TOKEN_INVALID`,
+    /// with the field named).
+    #[error("the report code is invalid, expired or already used")]
+    ReportCodeInvalid,
     #[error("the two new passwords differ")]
     PasswordMismatch,
     #[error("the password does not meet the policy")]

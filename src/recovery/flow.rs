@@ -36,6 +36,9 @@ pub struct FlowSettings {
     pub code_digits: u32,
     /// How long a `ResetPassword` in progress holds the token before another may try.
     pub reset_lease: Duration,
+    /// How long a reported unrequested recovery freezes recovery for the account (and how long
+    /// a mailed report code stays usable).
+    pub report_freeze: Duration,
 }
 
 impl Default for FlowSettings {
@@ -49,6 +52,7 @@ impl Default for FlowSettings {
             max_sends: 5,
             code_digits: 6,
             reset_lease: Duration::from_secs(30),
+            report_freeze: Duration::from_secs(24 * 3600),
         }
     }
 }

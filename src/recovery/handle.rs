@@ -20,6 +20,7 @@ use crate::secrets::{KeyRing, PasswordHasher};
 pub(crate) const CODE_PURPOSE: &str = "code";
 pub(crate) const TOKEN_PURPOSE: &str = "reset-token";
 pub(crate) const LOGIN_PURPOSE: &str = "login";
+pub(crate) const REPORT_PURPOSE: &str = "report-code";
 
 /// Average 25 000 SHA-256 hashes per solve: about a second for the widget on a phone, ~5 ms for
 /// a native bot on one core;

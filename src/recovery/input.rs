@@ -252,6 +252,38 @@ impl ResetToken {
     }
 }
 
+/// The "it wasn't me" code from a code mail: 128 random bits as 32 hex digits. Typed or pasted,
+/// so case, spaces and hyphens are forgiven.
+pub struct ReportCode(SecretString);
+
+impl ReportCode {
+    pub const HEX_DIGITS: usize = 32;
+
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
+        common_checks(field, raw, 128)?;
+        let code: String = raw
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if code.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        if code.len() != Self::HEX_DIGITS || !code.chars().all(|c| c.is_ascii_hexdigit()) {
+            // Malformed is a client bug; saying so reveals nothing about any real code.
+            return Err(FieldViolation::new(
+                field,
+                "must be the report code from the recovery mail (32 hexadecimal digits)",
+            ));
+        }
+        Ok(Self(SecretString::from(code)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
 /// A password as typed, before any policy: bounded in size so nothing expensive (zxcvbn,
 /// argon2) ever runs on a huge input.
 pub fn parse_password(field: &'static str, raw: &str) -> Result<SecretString, FieldViolation> {

@@ -164,7 +164,7 @@ impl Recovery {
         self.limit(ctx, operation, LimitScope::Global).await
     }
 
-    /// Lifts every per-login and per-account limit of `login` (the operator's
+    /// Lifts every per-login and per-account limit of `login`, and a report freeze (the operator's
     /// `account unblock`): for an owner locked out by an attacker who spent the budget, after
     /// the operator has checked who is asking. Returns the flow owner the limits were kept under.
     pub async fn unblock(&self, login: &LoginId) -> Result<String, RecoveryError> {
@@ -180,6 +180,8 @@ impl Recovery {
             self.store.clear_limit(&key).await?;
             self.store.clear_limit(&format!("{key}:audited")).await?;
         }
+        // A freeze after "it wasn't me" is lifted too: the operator has checked who is asking.
+        self.store.unfreeze_recovery(&owner).await?;
         Ok(owner)
     }
 }

@@ -15,6 +15,7 @@ pub mod locale;
 pub mod policy;
 pub mod ports;
 pub mod pow;
+pub mod report;
 mod reset;
 pub mod service;
 

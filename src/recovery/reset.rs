@@ -226,8 +226,9 @@ impl Recovery {
         })
     }
 
-    /// After a reset every other open flow of the account ends (their tokens and codes die).
-    async fn end_other_flows(&self, account_id: &str, keep: &str) {
+    /// After a reset every other open flow of the account ends (their tokens and codes die: a
+    /// token is only ever honoured through its flow).
+    pub(crate) async fn end_other_flows(&self, account_id: &str, keep: &str) {
         let others = match self.store.account_flows(account_id).await {
             Ok(ids) => ids,
             Err(error) => {

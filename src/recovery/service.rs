@@ -11,18 +11,45 @@ use super::captcha::CaptchaRecord;
 use super::commands::{FlowId, SendCode, StartRecovery, ValidatePassword, VerifyCode};
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
 use super::flow::{Channel, Flow, FlowStage, FlowState, Method};
-use super::handle::{CODE_PURPOSE, CaptchaMode, LOGIN_PURPOSE, TOKEN_PURPOSE};
+use super::handle::{CODE_PURPOSE, CaptchaMode, LOGIN_PURPOSE, REPORT_PURPOSE, TOKEN_PURPOSE};
 pub use super::handle::{CaptchaAnswerSource, Recovery, RecoverySettings, RequestContext};
 use super::input::LoginId;
 use super::input::VerificationCode;
 use super::limits::LimitScope;
 use super::policy::PasswordPolicy;
-use super::ports::{MessageKind, Notice, Versioned};
+use super::ports::{Account, MessageKind, Notice, Versioned};
 use super::pow::{PowSolution, ProofOfWork};
 use crate::blocking::BlockingError;
 use crate::clock::after;
 use crate::secrets::keys;
 use crate::secrets::mask_email;
+
+/// Where a new code goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodeDelivery {
+    /// Mailed to the account's address (a decoy for unknown or frozen owners).
+    Mail,
+    /// Mailed by the helpdesk's request: a report freeze does not hold it back.
+    HelpdeskMail,
+    /// Handed back to the helpdesk caller (`AdminStartRecovery` with `return_code`); nothing
+    /// is mailed.
+    ReturnToCaller,
+}
+
+/// A new single-use report code for a code mail: 128 random bits as hex. Only its keyed hash is
+/// stored, pointing at the flow owner, for `report::REPORT_CODE_TTL`.
+async fn issue_report_code(
+    recovery: &Recovery,
+    owner: &str,
+) -> Result<SecretString, RecoveryError> {
+    let code = hex::encode(keys::random_bytes::<16>().map_err(RecoveryError::internal)?);
+    let mac = recovery.keys.sign(REPORT_PURPOSE, &[code.as_bytes()]);
+    recovery
+        .store
+        .put_report_code(&mac, owner, super::report::REPORT_CODE_TTL)
+        .await?;
+    Ok(SecretString::from(code))
+}
 
 /// Compare-and-swap retries before giving up; 64 covers 50 concurrent writers on one flow.
 const MAX_CAS_ATTEMPTS: usize = 64;
@@ -220,31 +247,68 @@ impl Recovery {
         self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
             .await?;
         let account = self.accounts.find_by_login(login.normalized()).await?;
+        // A reported ("it wasn't me") account is frozen: its starts become decoys, exactly as
+        // for an unknown login (same answer, same writes, nothing delivered). The freeze is read
+        // for unknown logins too, so both make the same store calls.
+        let owner = Flow::owner_of(account.as_ref().map(|a| a.id.as_str()), &login_key);
+        let frozen = self.store.recovery_frozen(&owner).await?;
+        let (account, frozen_account) = if frozen {
+            (None, account)
+        } else {
+            (account, None)
+        };
         // Methods come from what was typed, never from the account: showing the address on
         // file would tell an attacker the account exists.
         let methods = vec![Method {
             channel: Channel::Email,
             masked_destination: mask_email(login.typed()),
         }];
+        let flow = self
+            .open_flow(account.as_ref(), login_key, methods, locale, now)
+            .await?;
+        let mut record = self.audit(
+            "recovery.started",
+            Some(&flow),
+            ctx,
+            if frozen_account.is_some() {
+                "frozen"
+            } else {
+                "ok"
+            },
+        );
+        if let Some(account) = frozen_account {
+            record.account_id = Some(account.id.clone());
+        }
+        self.record(record).await;
+        Ok(self.view(&flow))
+    }
+
+    /// Writes a new flow and adds it to its owner's open flows.
+    pub(crate) async fn open_flow(
+        &self,
+        account: Option<&Account>,
+        login_key: String,
+        methods: Vec<Method>,
+        locale: String,
+        now: DateTime<Utc>,
+    ) -> Result<Flow, RecoveryError> {
         let mut flow = Flow::start(
             uuid::Uuid::new_v4().to_string(),
-            account.as_ref().map(|a| a.id.clone()),
-            login_key.clone(),
+            account.map(|a| a.id.clone()),
+            login_key,
             methods,
             locale,
             now,
             &self.settings.flow,
         );
-        flow.password_version = account.as_ref().map_or(0, |a| a.password_version);
+        flow.password_version = account.map_or(0, |a| a.password_version);
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
         self.store.insert_flow(&flow, ttl).await?;
         self.store
             .add_account_flow(&flow.owner(), &flow.id, ttl)
             .await?;
-        self.record(self.audit("recovery.started", Some(&flow), ctx, "ok"))
-            .await;
-        Ok(self.view(&flow))
+        Ok(flow)
     }
 
     #[tracing::instrument(skip_all)]
@@ -311,8 +375,23 @@ impl Recovery {
         command: SendCode,
     ) -> Result<FlowView, RecoveryError> {
         let SendCode { flow_id, channel } = command;
-        let flow_id = flow_id.as_str();
         self.limit_caller(ctx, "SendVerificationCode").await?;
+        let (next, _) = self
+            .issue_code(ctx, flow_id.as_str(), channel, CodeDelivery::Mail)
+            .await?;
+        Ok(self.view(&next))
+    }
+
+    /// Issues a new code in a flow: the flow's transition, the per-account send budget, the
+    /// live-code pointer (one live code per account), the report code and the notice. Returns
+    /// the flow as written and the code (which only the helpdesk path hands out).
+    pub(crate) async fn issue_code(
+        &self,
+        ctx: &RequestContext,
+        flow_id: &str,
+        channel: Option<Channel>,
+        delivery: CodeDelivery,
+    ) -> Result<(Flow, SecretString), RecoveryError> {
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let mut issued_code = None;
@@ -390,18 +469,36 @@ impl Recovery {
         // is put back below, so nothing is consumed. The recipient lookup is inside for that
         // reason: the soak (benches/SOAK.md) found sends answered UNAVAILABLE during a database
         // restart that had spent the cooldown, when the lookup ran before this point.
+        let owner = next.owner();
         let sent = async {
+            // From here this flow holds the owner's only live code: codes of its other flows
+            // stop verifying. Written for unknown logins too (same writes), and before the
+            // notice, so a failure leaves codes dead rather than two alive.
+            self.store
+                .set_live_code(&owner, &next.id, settings.code_ttl)
+                .await?;
+            if delivery == CodeDelivery::ReturnToCaller {
+                // The helpdesk hands the code over out of band: nothing is mailed, so there is
+                // no report code either.
+                return Ok(());
+            }
             // Same lookup for unknown logins (by an id that cannot exist), so the database sees
             // the same work.
             let lookup_id = next
                 .account_id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::nil().to_string());
+            // A frozen owner (reported "it wasn't me") gets a decoy: the flow answers as usual
+            // and nothing is delivered. Read for every send so all make the same calls.
+            let frozen =
+                delivery == CodeDelivery::Mail && self.store.recovery_frozen(&owner).await?;
             let recipient = self
                 .accounts
                 .find_by_id(&lookup_id)
                 .await?
-                .map(|account| account.email);
+                .map(|account| account.email)
+                .filter(|_| !frozen);
+            let report_code = issue_report_code(self, &owner).await?;
             let notice = Notice {
                 kind: MessageKind::VerificationCode,
                 account_id: recipient.as_ref().map(|_| lookup_id.clone()),
@@ -412,8 +509,8 @@ impl Recovery {
                     .first()
                     .map(|m| m.masked_destination.clone())
                     .unwrap_or_default(),
-                code: Some(code),
-                report_code: None,
+                code: Some(code.clone()),
+                report_code: Some(report_code),
                 expires_at: code_expires_at,
                 changed_at: None,
                 // Who asked: this request, which issued the code.
@@ -421,18 +518,25 @@ impl Recovery {
                 client_ip: ctx.client_ip.map(|ip| ip.to_string()),
                 user_agent: ctx.user_agent.clone(),
             };
-            self.deliveries.send(&notice, now).await
+            self.deliveries
+                .send(&notice, now)
+                .await
+                .map_err(RecoveryError::from)
         }
         .await;
         if let Err(error) = sent {
             // Nothing may be consumed by a failed send: put the flow back as it was so the
             // cooldown and the send cap are not spent on a message that was never queued.
             self.restore_flow(&previous, now).await;
-            return Err(error.into());
+            return Err(error);
         }
-        self.record(self.audit("recovery.code_sent", Some(&next), ctx, "ok"))
+        let result = match delivery {
+            CodeDelivery::Mail | CodeDelivery::HelpdeskMail => "ok",
+            CodeDelivery::ReturnToCaller => "returned",
+        };
+        self.record(self.audit("recovery.code_sent", Some(&next), ctx, result))
             .await;
-        Ok(self.view(&next))
+        Ok((next, code))
     }
 
     #[tracing::instrument(skip_all, fields(flow_id = %command.flow_id.as_str()))]
@@ -482,6 +586,14 @@ impl Recovery {
         self.store
             .put_token(&token_mac, flow_id, settings.token_ttl)
             .await?;
+        // One live code per account: once another flow of the owner sent a code, this flow's
+        // code is wrong, answered and counted exactly like any wrong code. No pointer means no
+        // code was sent for the owner within a code's lifetime, so none is newer than this one.
+        let live = self
+            .store
+            .live_code(&flow.owner())
+            .await?
+            .is_none_or(|live_flow| live_flow == flow.id);
         let (current, next, outcome) = self
             .update_flow(flow_id, now, |flow| {
                 let matches = match &flow.state {
@@ -491,7 +603,7 @@ impl Recovery {
                         code_mac,
                     ),
                     _ => false,
-                };
+                } && live;
                 let verification = flow.verify_code(matches, token_mac.clone(), now, settings);
                 Ok((verification.next, verification.outcome))
             })

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+pub use crate::api::context::CallerIdentity;
 use crate::api::status::to_status;
 use crate::config::{AccountApiConfig, RecoveryApiConfig};
 use crate::recovery::RecoveryError;
@@ -39,15 +40,18 @@ impl KeyHashes {
     /// Every configured digest is compared, in constant time, so the answer time says nothing
     /// about which key (or how much of one) matched.
     fn accepts(&self, presented: Option<&str>) -> bool {
-        let Some(presented) = presented else {
-            return false;
-        };
-        let digest = Sha256::digest(presented.trim().as_bytes());
+        self.matching(presented).is_some()
+    }
+
+    /// The digest of the presented key, if it is one of the configured ones.
+    fn matching(&self, presented: Option<&str>) -> Option<[u8; 32]> {
+        let presented = presented?;
+        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         let mut matched = subtle::Choice::from(0);
         for known in &self.0 {
             matched |= known.as_slice().ct_eq(digest.as_slice());
         }
-        bool::from(matched)
+        bool::from(matched).then_some(digest)
     }
 }
 
@@ -85,28 +89,42 @@ impl AccountAuth {
 }
 
 impl Interceptor for AccountAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if self.is_loopback_only() {
             let loopback = request
                 .remote_addr()
                 .is_some_and(|addr| addr.ip().is_loopback());
-            return if loopback {
-                Ok(request)
-            } else {
-                Err(denied(&request))
-            };
+            if !loopback {
+                return Err(denied(&request));
+            }
+            request
+                .extensions_mut()
+                .insert(CallerIdentity("loopback".to_owned()));
+            return Ok(request);
         }
         // rustls only completes a handshake with a certificate that chains to the configured
         // client CA, so a certificate seen here is a verified one.
-        let verified_certificate = self.client_certificates
-            && request
+        let certificate = if self.client_certificates {
+            request
                 .peer_certs()
-                .is_some_and(|certificates| !certificates.is_empty());
-        if verified_certificate || self.keys.accepts(bearer(&request)) {
-            Ok(request)
+                .and_then(|certificates| certificates.first().cloned())
         } else {
-            Err(denied(&request))
-        }
+            None
+        };
+        // The key wins when both are presented: it names the caller more precisely than a
+        // certificate digest.
+        let identity = match (self.keys.matching(bearer(&request)), certificate) {
+            // The first 8 bytes of the configured SHA-256 name the key's entry in
+            // `account_api.api_key_sha256`; the key itself never appears.
+            (Some(digest), _) => format!("api-key:{}", hex::encode(&digest[..8])),
+            (None, Some(certificate)) => format!(
+                "client-certificate:{}",
+                hex::encode(&Sha256::digest(certificate.as_ref())[..8])
+            ),
+            (None, None) => return Err(denied(&request)),
+        };
+        request.extensions_mut().insert(CallerIdentity(identity));
+        Ok(request)
     }
 }
 

@@ -39,6 +39,8 @@ struct State {
     counters: HashMap<String, Entry<u32>>,
     claims: HashMap<String, Entry<()>>,
     cache: HashMap<String, Entry<String>>,
+    /// Live-code pointers, report codes and freezes, each under its own key prefix.
+    markers: HashMap<String, Entry<String>>,
     operations: u64,
 }
 
@@ -56,6 +58,7 @@ impl State {
         self.counters.retain(|_, e| e.live(now));
         self.claims.retain(|_, e| e.live(now));
         self.cache.retain(|_, e| e.live(now));
+        self.markers.retain(|_, e| e.live(now));
     }
 }
 
@@ -67,6 +70,21 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn put_marker(&self, key: String, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.markers.insert(key, Entry::new(value.to_owned(), ttl));
+        })
+    }
+
+    fn marker(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|s, now| {
+            s.markers
+                .get(key)
+                .filter(|e| e.live(now))
+                .map(|e| e.value.clone())
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> Result<R, StoreError> {
@@ -251,6 +269,51 @@ impl EphemeralStore for MemoryStore {
             } else {
                 RateDecision::Allowed
             }
+        })
+    }
+
+    async fn set_live_code(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put_marker(format!("live:{owner}"), flow_id, ttl)
+    }
+
+    async fn live_code(&self, owner: &str) -> Result<Option<String>, StoreError> {
+        self.marker(&format!("live:{owner}"))
+    }
+
+    async fn put_report_code(
+        &self,
+        report_mac: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put_marker(format!("report:{report_mac}"), owner, ttl)
+    }
+
+    async fn take_report_code(&self, report_mac: &str) -> Result<Option<String>, StoreError> {
+        self.with(|s, now| {
+            s.markers
+                .remove(&format!("report:{report_mac}"))
+                .filter(|e| e.live(now))
+                .map(|e| e.value)
+        })
+    }
+
+    async fn freeze_recovery(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.put_marker(format!("frozen:{owner}"), "1", ttl)
+    }
+
+    async fn recovery_frozen(&self, owner: &str) -> Result<bool, StoreError> {
+        Ok(self.marker(&format!("frozen:{owner}"))?.is_some())
+    }
+
+    async fn unfreeze_recovery(&self, owner: &str) -> Result<(), StoreError> {
+        self.with(|s, _| {
+            s.markers.remove(&format!("frozen:{owner}"));
         })
     }
 

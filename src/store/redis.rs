@@ -19,6 +19,9 @@
 //! | `P rl:{<key>}`        | string | fixed-window hit counter                |
 //! | `P once:{<key>}`      | string | `1`: a single-use thing was used        |
 //! | `P cache:{<key>}`     | string | shared cache entry (breach ranges)      |
+//! | `P live:{<owner>}`    | string | flow id holding the owner's live code   |
+//! | `P report:{<mac>}`    | string | owner a mailed report code belongs to   |
+//! | `P frozen:{<owner>}`  | string | `1`: recovery reported and frozen       |
 //!
 //! The braces are Redis Cluster hash tags: only the part inside them picks the slot, so every
 //! key that belongs to one flow (or captcha, account, …) lands in one slot. Each script here
@@ -590,6 +593,69 @@ impl EphemeralStore for RedisStore {
         let mut invocation = self.scripts.delete_key.prepare_invoke();
         invocation.key(self.key("rl", key));
         self.run_script::<()>("clear_limit", &invocation).await
+    }
+
+    async fn set_live_code(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.put_value.prepare_invoke();
+        invocation
+            .key(self.key("live", owner))
+            .arg(flow_id)
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("set_live_code", &invocation).await
+    }
+
+    async fn live_code(&self, owner: &str) -> Result<Option<String>, StoreError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.key("live", owner));
+        self.run_command("live_code", &command).await
+    }
+
+    async fn put_report_code(
+        &self,
+        report_mac: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.put_value.prepare_invoke();
+        invocation
+            .key(self.key("report", report_mac))
+            .arg(owner)
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("put_report_code", &invocation).await
+    }
+
+    async fn take_report_code(&self, report_mac: &str) -> Result<Option<String>, StoreError> {
+        let mut invocation = self.scripts.take_value.prepare_invoke();
+        invocation.key(self.key("report", report_mac));
+        self.run_script("take_report_code", &invocation).await
+    }
+
+    async fn freeze_recovery(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.put_value.prepare_invoke();
+        invocation
+            .key(self.key("frozen", owner))
+            .arg("1")
+            .arg(ttl_ms(ttl));
+        self.run_script::<()>("freeze_recovery", &invocation).await
+    }
+
+    async fn recovery_frozen(&self, owner: &str) -> Result<bool, StoreError> {
+        let mut command = redis::cmd("EXISTS");
+        command.arg(self.key("frozen", owner));
+        let found: i64 = self.run_command("recovery_frozen", &command).await?;
+        Ok(found > 0)
+    }
+
+    async fn unfreeze_recovery(&self, owner: &str) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.delete_key.prepare_invoke();
+        invocation.key(self.key("frozen", owner));
+        self.run_script::<()>("unfreeze_recovery", &invocation)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

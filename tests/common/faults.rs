@@ -143,6 +143,44 @@ impl EphemeralStore for FaultyStore {
         self.check()?;
         self.inner.clear_limit(key).await
     }
+    async fn set_live_code(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_live_code(owner, flow_id, ttl).await
+    }
+    async fn live_code(&self, owner: &str) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.live_code(owner).await
+    }
+    async fn put_report_code(
+        &self,
+        report_mac: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_report_code(report_mac, owner, ttl).await
+    }
+    async fn take_report_code(&self, report_mac: &str) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.take_report_code(report_mac).await
+    }
+    async fn freeze_recovery(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.freeze_recovery(owner, ttl).await
+    }
+    async fn recovery_frozen(&self, owner: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.recovery_frozen(owner).await
+    }
+    async fn unfreeze_recovery(&self, owner: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.unfreeze_recovery(owner).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()
     }

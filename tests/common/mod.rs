@@ -333,6 +333,16 @@ pub fn code_in(email: &Email) -> String {
     panic!("no code in message: {}", email.subject);
 }
 
+/// The "it wasn't me" report code in a delivered code message (32 hex digits).
+pub fn report_code_in(email: &Email) -> String {
+    email
+        .text
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|word| word.len() == 32)
+        .unwrap_or_else(|| panic!("no report code in message: {}", email.subject))
+        .to_owned()
+}
+
 static ACCOUNTS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique_login() -> String {
@@ -503,6 +513,31 @@ impl TestApp {
             .into_inner()
             .reset_token;
         (flow.flow_id, token)
+    }
+
+    /// The audit rows of an account, oldest first, as (event, result, detail).
+    pub async fn audit_of(&self, account_id: &str) -> Vec<(String, String, Option<String>)> {
+        use recovery_service::db::entities::audit_event;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        audit_event::Entity::find()
+            .filter(audit_event::Column::AccountId.eq(account_id))
+            .order_by_asc(audit_event::Column::Id)
+            .all(self.database.connection())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.event, row.result, row.detail))
+            .collect()
+    }
+
+    /// Messages delivered to `login` so far, after the queue has drained.
+    pub async fn delivered_to(&self, login: &str) -> Vec<Email> {
+        self.drain_deliveries().await;
+        self.notifier
+            .messages()
+            .into_iter()
+            .filter(|m| m.to == login)
+            .collect()
     }
 
     /// Waits until the delivery queue has nothing pending.

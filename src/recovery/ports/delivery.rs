@@ -43,6 +43,8 @@ pub struct Notice {
     pub locale: String,
     pub masked_login: String,
     pub code: Option<SecretString>,
+    /// The single-use "it wasn't me" code mailed with a verification code
+    /// (`ReportUnrequestedRecovery`); `None` for other messages.
     pub report_code: Option<SecretString>,
     /// Undelivered after this, the notice is dropped; for a code, also when the code dies.
     pub expires_at: DateTime<Utc>,

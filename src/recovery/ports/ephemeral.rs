@@ -96,5 +96,36 @@ pub trait EphemeralStore: Send + Sync + 'static {
     /// Forgets a rate-limit counter (an operator lifting a block).
     async fn clear_limit(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Names the flow whose code is the account's live one (kept `ttl`, the code's lifetime):
+    /// a code of any other flow of the owner no longer verifies (one live code per account).
+    async fn set_live_code(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The flow named by the last `set_live_code` of `owner`, while it lasts.
+    async fn live_code(&self, owner: &str) -> Result<Option<String>, StoreError>;
+
+    /// Points the keyed hash of a mailed report code ("it wasn't me") at its flow owner.
+    async fn put_report_code(
+        &self,
+        report_mac: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Reads and deletes in one step: a report code works once.
+    async fn take_report_code(&self, report_mac: &str) -> Result<Option<String>, StoreError>;
+
+    /// Freezes recovery for `owner` for `ttl` (a reported unrequested recovery).
+    async fn freeze_recovery(&self, owner: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    async fn recovery_frozen(&self, owner: &str) -> Result<bool, StoreError>;
+
+    /// Lifts a freeze (the operator's `account unblock`).
+    async fn unfreeze_recovery(&self, owner: &str) -> Result<(), StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }
