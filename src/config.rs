@@ -8,7 +8,7 @@
 mod strict;
 mod validate;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::db::{DatabaseSettings, RetentionSettings};
+use crate::net::IpRange;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
@@ -116,8 +117,11 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once per connection.
     pub concurrency_limit: usize,
-    /// Peers whose `x-forwarded-for` is believed (exact addresses).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `x-forwarded-for` is believed: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
+    /// bare addresses (= /32, /128). The client is the right-most forwarded address that is
+    /// not itself in these ranges (`net::TrustedProxies::client`). The same ranges are the
+    /// "trusted peers" of `telemetry.trust_traceparent`.
+    pub trusted_proxies: Vec<IpRange>,
     /// Seconds to let in-flight calls finish on SIGTERM.
     pub shutdown_grace_secs: u64,
     /// Browser origins allowed to call over grpc-web (CORS), e.g. `["https://id.example.com"]`;
@@ -146,6 +150,34 @@ impl Default for ServerConfig {
 pub struct AccountApiConfig {
     /// SHA-256 (hex) of the API keys allowed to call `AccountService`. Empty: loopback only.
     pub api_key_sha256: Vec<String>,
+    /// With mutual TLS: the client-certificate identities allowed to call `AccountService`,
+    /// each `dns:<name>` (a DNS SAN) or `uri:<uri>` (a URI SAN, e.g. a SPIFFE id; a bare
+    /// `spiffe://...` is read as `uri:`), compared exactly (DNS names case-insensitively).
+    /// Empty: any certificate of `tls.client_ca_file` (warned about in production).
+    pub allowed_client_identities: Vec<String>,
+}
+
+/// Whose W3C `traceparent` a server span joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceparentTrust {
+    /// Only a direct peer in `server.trusted_proxies` (the gateway); anyone else starts a
+    /// new trace, their context kept as a span link at most.
+    #[default]
+    Proxies,
+    /// Every caller (a closed network where every caller is ours).
+    All,
+    /// Nobody: every call starts a new trace.
+    None,
+}
+
+/// `[telemetry]`: tracing settings beyond the exporter's endpoint (`otlp_endpoint`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// `proxies` (default) | `all` | `none`: whose `traceparent` is honoured. A caller who
+    /// picks the trace id can glue its calls into our traces or flood one trace.
+    pub trust_traceparent: TraceparentTrust,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -234,6 +266,8 @@ pub struct Config {
     #[serde(skip_serializing)]
     pub secret: Option<SecretString>,
     pub otlp_endpoint: Option<String>,
+    /// `[telemetry]`: whose trace context is honoured.
+    pub telemetry: TelemetryConfig,
     /// Production mode refuses to start with a missing or weak secret or the log notifier.
     pub production: bool,
     /// Directory with templates overriding the embedded ones.
@@ -272,6 +306,7 @@ impl Default for Config {
             captcha: CaptchaMode::Image,
             secret: None,
             otlp_endpoint: None,
+            telemetry: TelemetryConfig::default(),
             production: false,
             templates_dir: None,
             log_format: "text".to_owned(),
@@ -392,6 +427,23 @@ impl Config {
                 many.join("\n  - ")
             ))),
         }
+    }
+
+    /// Settings that are allowed but weaker than production should run with; printed by
+    /// `config check` and logged at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.production
+            && self.tls.mutual()
+            && self.account_api.allowed_client_identities.is_empty()
+        {
+            warnings.push(
+                "account_api.allowed_client_identities is empty: AccountService admits any client certificate \
+                 of tls.client_ca_file; list the callers' SANs (dns:<name>, uri:<uri>)"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     pub fn ui_enabled(&self) -> bool {

@@ -37,6 +37,7 @@ pub mod auth;
 pub mod check;
 pub mod cors;
 pub mod metrics;
+pub mod routes;
 pub mod tls;
 pub mod trace;
 pub mod ui;
@@ -228,7 +229,7 @@ impl App {
         } = self;
         let local: SocketAddr = listener.local_addr()?;
         let clients = ClientResolver {
-            trusted_proxies: config.server.trusted_proxies.clone(),
+            trusted_proxies: crate::net::TrustedProxies::new(&config.server.trusted_proxies),
         };
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_admin = CancellationToken::new();
@@ -295,6 +296,9 @@ impl App {
         let tls = tls::server_tls(&config.tls)?;
         let account_auth =
             auth::AccountAuth::from_config(&config.account_api, config.tls.mutual())?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         if account_auth.is_loopback_only() {
             tracing::warn!(
                 "no AccountService API keys or client CA configured: AccountService answers loopback callers only"
@@ -346,7 +350,10 @@ impl App {
             )?))
             // Before tonic-web, which answers any other HTTP/1.1 GET with 400.
             .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
-            .layer(trace::GrpcTraceLayer)
+            .layer(trace::GrpcTraceLayer::new(
+                config.telemetry.trust_traceparent,
+                crate::net::TrustedProxies::new(&config.server.trusted_proxies),
+            ))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(metrics::RpcMetricsLayer)
             .add_service(health_service)

@@ -93,6 +93,27 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
         );
     }
 
+    // Shorter than /32 would lump whole providers into one bucket; /128 is single addresses.
+    p.range(
+        "rate_limits.ipv6_prefix_len",
+        limits.ipv6_prefix_len,
+        32..=128,
+    );
+
+    // `dns:<name>` or `uri:<uri>` (auth.rs matches them against the client certificate).
+    for (index, text) in config
+        .account_api
+        .allowed_client_identities
+        .iter()
+        .enumerate()
+    {
+        if let Err(error) = crate::net::ClientIdentity::parse(text) {
+            p.0.push(format!(
+                "`account_api.allowed_client_identities[{index}]`: {error}"
+            ));
+        }
+    }
+
     let policy = &config.password_policy;
     p.range("password_policy.max_length", policy.max_length, 8..=4096);
     p.range(
