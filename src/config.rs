@@ -596,4 +596,54 @@ mod tests {
         assert!(shown.contains("smtp://user:***@mail.example.com:587"));
         assert!(!format!("{config:?}").contains("hunter2"));
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
+    fn trusted_proxies_take_cidr_ranges_and_bare_addresses() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "recovery.toml",
+                "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/48\", \"192.0.2.7\"]\n\
+                 [telemetry]\ntrust_traceparent = \"none\"\n",
+            )?;
+            let config =
+                Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
+            let shown: Vec<String> = config
+                .server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/48", "192.0.2.7/32"]);
+            assert_eq!(config.telemetry.trust_traceparent, TraceparentTrust::None);
+            assert!(config.redacted_toml().contains("10.0.0.0/8"));
+            jail.set_env("RECOVERY_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]");
+            let error = Config::load(Some(Path::new("recovery.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("CIDR"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_mutual_tls_without_an_allow_list_is_warned_about() {
+        let mut config = Config {
+            production: true,
+            tls: TlsConfig {
+                cert_file: Some("server.crt".into()),
+                key_file: Some("server.key".into()),
+                client_ca_file: Some("ca.crt".into()),
+                ..TlsConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(config.warnings().len(), 1, "{:?}", config.warnings());
+        assert!(config.warnings()[0].contains("allowed_client_identities"));
+        config.account_api.allowed_client_identities = vec!["dns:admin.internal".into()];
+        assert!(config.warnings().is_empty());
+        config.account_api.allowed_client_identities = Vec::new();
+        config.production = false;
+        assert!(config.warnings().is_empty());
+    }
 }

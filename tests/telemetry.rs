@@ -104,11 +104,7 @@ fn shared() -> &'static Shared {
 fn traceparent() -> (String, String, String) {
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let span_id = trace_id[..16].to_owned();
-    (
-        format!("00-{trace_id}-{span_id}-01"),
-        trace_id,
-        span_id,
-    )
+    (format!("00-{trace_id}-{span_id}-01"), trace_id, span_id)
 }
 
 fn with_traceparent<T>(message: T, traceparent: &str) -> tonic::Request<T> {
@@ -155,7 +151,10 @@ fn calls_are_exported_as_spans_parented_on_the_callers_traceparent() {
             span.name == CREATE_CAPTCHA && span.trace_id == trace_id
         })
         .await;
-        assert_eq!(span.parent_span_id, parent_id, "the caller's span is its parent");
+        assert_eq!(
+            span.parent_span_id, parent_id,
+            "the caller's span is its parent"
+        );
         app.stop().await;
     });
 }
@@ -225,14 +224,18 @@ fn a_path_that_is_not_one_of_our_methods_gets_a_fixed_span_name() {
             .unwrap();
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
-        let status = grpc
-            .unary(
-                with_traceparent(proto::CreateCaptchaRequest {}, &header),
-                http::uri::PathAndQuery::try_from(path.as_str()).unwrap(),
-                tonic_prost::ProstCodec::<proto::CreateCaptchaRequest, proto::CreateCaptchaResponse>::default(),
-            )
-            .await
-            .unwrap_err();
+        let status =
+            grpc
+                .unary(
+                    with_traceparent(proto::CreateCaptchaRequest {}, &header),
+                    http::uri::PathAndQuery::try_from(path.as_str()).unwrap(),
+                    tonic_prost::ProstCodec::<
+                        proto::CreateCaptchaRequest,
+                        proto::CreateCaptchaResponse,
+                    >::default(),
+                )
+                .await
+                .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unimplemented);
         let span = exported("unknown-path", |span| span.trace_id == trace_id).await;
         assert_eq!(span.name, "grpc.unknown");

@@ -337,4 +337,17 @@ mod tests {
         config.rate_limits.per_ip.window_secs = 0;
         assert!(out_of_range(&config)[0].contains("rate_limits.per_ip.window_secs"));
     }
+
+    #[test]
+    fn a_client_identity_must_say_dns_or_uri() {
+        let mut config = Config::default();
+        config.account_api.allowed_client_identities =
+            vec!["dns:admin.internal".into(), "CN=admin".into()];
+        let problems = out_of_range(&config);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("account_api.allowed_client_identities[1]"));
+        config.account_api.allowed_client_identities = Vec::new();
+        config.rate_limits.ipv6_prefix_len = 16;
+        assert!(out_of_range(&config)[0].contains("rate_limits.ipv6_prefix_len"));
+    }
 }
