@@ -486,3 +486,22 @@ async fn ipv6_clients_are_counted_per_64_and_ipv4_mapped_addresses_as_ipv4() {
     assert_ip_limited(get_flow_forwarded(&app, "2001:db8:1:2::1").await);
     app.stop().await;
 }
+
+/// The global limit is a load shedder: once many clients (each within its per-IP budget) have
+/// filled it, everyone is refused, a newcomer too, with `scope=global` and the time to wait.
+#[tokio::test]
+async fn the_global_limit_refuses_everyone_with_scope_global_and_retry_info() {
+    let app = spawn_app_with(|c| c.rate_limits.global.limit = 3, Overrides::default()).await;
+    for client in ["203.0.113.1", "203.0.113.2", "2001:db8:7::1"] {
+        assert_counted(get_flow_forwarded(&app, client).await);
+    }
+    let failure = get_flow_forwarded(&app, "198.51.100.200").await.failure();
+    failure.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(failure.metadata("scope").as_deref(), Some("global"));
+    let wait = failure.retry_after().expect("RetryInfo");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    app.stop().await;
+}
