@@ -184,8 +184,9 @@ impl App {
             clock: clock.clone(),
             notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
             captcha_answers: overrides.captcha_answers,
-            // A person waits for the picture: past a few seconds of queue, shed the load.
-            captcha_renderer: BlockingPool::per_core(Duration::from_secs(5)),
+            // A person waits for the picture or the strength meter: past a few seconds of
+            // queue, shed the load.
+            cpu_pool: BlockingPool::per_core(Duration::from_secs(5)),
             breach,
         });
         let worker = DeliveryWorker {

@@ -164,8 +164,10 @@ pub struct Recovery {
     /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
     /// (it cannot read the picture).
     pub captcha_answers: Option<CaptchaAnswerSource>,
-    /// Captcha pictures are drawn here, off the async workers (~1 ms of CPU each).
-    pub captcha_renderer: crate::blocking::BlockingPool,
+    /// The one bounded pool for CPU-bound work of the recovery RPCs, off the async workers:
+    /// captcha pictures (~1 ms each) and zxcvbn scoring (up to ~ms at the 64-character cap).
+    /// (argon2 has its own permits in `PasswordHasher`, bounded by memory.)
+    pub cpu_pool: crate::blocking::BlockingPool,
     /// `[breach_check]`; `None` when it is off.
     pub breach: Option<BreachCheck>,
 }
