@@ -15,9 +15,12 @@ Each validator is also shown a broken input and must reject it, so a check that 
 passes everything fails here instead.
 """
 
+import ipaddress
+import json
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import dockerfile
@@ -106,6 +109,20 @@ for kind in ("PodDisruptionBudget", "NetworkPolicy"):
         check(wanted and all(labels.get(k) == v for k, v in wanted.items()), f"{kind} selects the Deployment's pods")
 for d in by_kind.get("NetworkPolicy", []):
     check(set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, "NetworkPolicy limits ingress and egress")
+# The shipped service trusts the shipped gateway: server.trusted_proxies in the ConfigMap is a
+# list of valid CIDR ranges / addresses, not empty (the gateway's pod addresses change, so they
+# are a range; see the comment there).
+for config_map in by_kind.get("ConfigMap", []):
+    text = config_map.get("data", {}).get("recovery.toml")
+    if text is None:
+        continue
+    ranges = tomllib.loads(text).get("server", {}).get("trusted_proxies", [])
+    check(ranges, "the ConfigMap trusts the gateway: server.trusted_proxies is set")
+    for entry in ranges:
+        try:
+            ipaddress.ip_network(entry, strict=True)
+        except ValueError as error:
+            check(False, f"server.trusted_proxies entry {entry!r}: {error}")
 for job in by_kind.get("Job", []):
     job_labels = job["spec"]["template"].get("metadata", {}).get("labels", {})
     check(job_labels.get("app") != labels.get("app"), "the Job's pod is not selected by the Deployment")
@@ -121,6 +138,17 @@ with tempfile.NamedTemporaryFile("w", suffix=".yaml") as broken:
     yaml.safe_dump(compose, broken)
     broken.flush()
     must_reject("compose schema", "check-jsonschema", "--schemafile", str(COMPOSE_SCHEMA), broken.name)
+
+# The compose service trusts exactly the compose Envoy's address (x-forwarded-for from anyone
+# else is ignored, so the gateway must be covered or every client shares its bucket).
+compose = yaml.safe_load(COMPOSE.read_text())
+services = compose["services"]
+envoy_address = ipaddress.ip_address(services["envoy"]["networks"]["default"]["ipv4_address"])
+trusted = json.loads(services["recovery"]["environment"].get("RECOVERY_SERVER__TRUSTED_PROXIES", "[]"))
+check(
+    any(envoy_address in ipaddress.ip_network(entry, strict=False) for entry in trusted),
+    f"compose: RECOVERY_SERVER__TRUSTED_PROXIES {trusted} covers the Envoy at {envoy_address}",
+)
 
 # ---- 3. Dockerfile and the binary ------------------------------------------------------------
 

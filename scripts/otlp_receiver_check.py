@@ -80,6 +80,9 @@ def main():
         "RECOVERY_CAPTCHA": "off",
         "RECOVERY_DATABASE_URL": f"sqlite://{work}/recovery.db?mode=rwc",
         "RECOVERY_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        # grpcurl plays the gateway: only a trusted peer's traceparent is honoured
+        # (telemetry.trust_traceparent = "proxies", the default).
+        "RECOVERY_SERVER__TRUSTED_PROXIES": '["127.0.0.1"]',
     }
     env.pop("RECOVERY_REDIS_URL", None)
     with open(log_path, "w") as log:

@@ -8,7 +8,7 @@
 mod strict;
 mod validate;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::db::{DatabaseSettings, RetentionSettings};
+use crate::net::IpRange;
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::report_link::MailSettings;
@@ -121,8 +122,11 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once per connection.
     pub concurrency_limit: usize,
-    /// Peers whose `x-forwarded-for` is believed (exact addresses).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `x-forwarded-for` is believed: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
+    /// bare addresses (= /32, /128). The client is the right-most forwarded address that is
+    /// not itself in these ranges (`net::TrustedProxies::client`). The same ranges are the
+    /// "trusted peers" of `telemetry.trust_traceparent`.
+    pub trusted_proxies: Vec<IpRange>,
     /// Seconds to let in-flight calls finish on SIGTERM.
     pub shutdown_grace_secs: u64,
     /// Browser origins allowed to call over grpc-web (CORS), e.g. `["https://id.example.com"]`;
@@ -151,6 +155,34 @@ impl Default for ServerConfig {
 pub struct AccountApiConfig {
     /// SHA-256 (hex) of the API keys allowed to call `AccountService`. Empty: loopback only.
     pub api_key_sha256: Vec<String>,
+    /// With mutual TLS: the client-certificate identities allowed to call `AccountService`,
+    /// each `dns:<name>` (a DNS SAN) or `uri:<uri>` (a URI SAN, e.g. a SPIFFE id; a bare
+    /// `spiffe://...` is read as `uri:`), compared exactly (DNS names case-insensitively).
+    /// Empty: any certificate of `tls.client_ca_file` (warned about in production).
+    pub allowed_client_identities: Vec<String>,
+}
+
+/// Whose W3C `traceparent` a server span joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceparentTrust {
+    /// Only a direct peer in `server.trusted_proxies` (the gateway); anyone else starts a
+    /// new trace, their context kept as a span link at most.
+    #[default]
+    Proxies,
+    /// Every caller (a closed network where every caller is ours).
+    All,
+    /// Nobody: every call starts a new trace.
+    None,
+}
+
+/// `[telemetry]`: tracing settings beyond the exporter's endpoint (`otlp_endpoint`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// `proxies` (default) | `all` | `none`: whose `traceparent` is honoured. A caller who
+    /// picks the trace id can glue its calls into our traces or flood one trace.
+    pub trust_traceparent: TraceparentTrust,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -241,6 +273,8 @@ pub struct Config {
     #[serde(skip_serializing)]
     pub secret: Option<SecretString>,
     pub otlp_endpoint: Option<String>,
+    /// `[telemetry]`: whose trace context is honoured.
+    pub telemetry: TelemetryConfig,
     /// Production mode refuses to start with a missing or weak secret or the log notifier.
     pub production: bool,
     /// Directory with templates overriding the embedded ones.
@@ -280,6 +314,7 @@ impl Default for Config {
             captcha: CaptchaMode::Image,
             secret: None,
             otlp_endpoint: None,
+            telemetry: TelemetryConfig::default(),
             production: false,
             templates_dir: None,
             log_format: "text".to_owned(),
@@ -400,6 +435,23 @@ impl Config {
                 many.join("\n  - ")
             ))),
         }
+    }
+
+    /// Settings that are allowed but weaker than production should run with; printed by
+    /// `config check` and logged at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.production
+            && self.tls.mutual()
+            && self.account_api.allowed_client_identities.is_empty()
+        {
+            warnings.push(
+                "account_api.allowed_client_identities is empty: AccountService admits any client certificate \
+                 of tls.client_ca_file; list the callers' SANs (dns:<name>, uri:<uri>)"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     pub fn ui_enabled(&self) -> bool {
@@ -593,5 +645,55 @@ mod tests {
         }
         assert!(shown.contains("smtp://user:***@mail.example.com:587"));
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
+    fn trusted_proxies_take_cidr_ranges_and_bare_addresses() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "recovery.toml",
+                "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/48\", \"192.0.2.7\"]\n\
+                 [telemetry]\ntrust_traceparent = \"none\"\n",
+            )?;
+            let config =
+                Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
+            let shown: Vec<String> = config
+                .server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/48", "192.0.2.7/32"]);
+            assert_eq!(config.telemetry.trust_traceparent, TraceparentTrust::None);
+            assert!(config.redacted_toml().contains("10.0.0.0/8"));
+            jail.set_env("RECOVERY_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/33\"]");
+            let error = Config::load(Some(Path::new("recovery.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("CIDR"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_mutual_tls_without_an_allow_list_is_warned_about() {
+        let mut config = Config {
+            production: true,
+            tls: TlsConfig {
+                cert_file: Some("server.crt".into()),
+                key_file: Some("server.key".into()),
+                client_ca_file: Some("ca.crt".into()),
+                ..TlsConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(config.warnings().len(), 1, "{:?}", config.warnings());
+        assert!(config.warnings()[0].contains("allowed_client_identities"));
+        config.account_api.allowed_client_identities = vec!["dns:admin.internal".into()];
+        assert!(config.warnings().is_empty());
+        config.account_api.allowed_client_identities = Vec::new();
+        config.production = false;
+        assert!(config.warnings().is_empty());
     }
 }

@@ -5,9 +5,9 @@
 //! `accounts` (account use cases) sits on `recovery` (the flow, its rules, and the ports in
 //! `recovery::ports`); `store` (short-lived data), `db` (accounts, audit, outbox, delivery queue)
 //! and `notify` (sealing, templates, SMTP, the outbox relay) implement those ports; `secrets`,
-//! `clock` and `telemetry` are neutral ground any layer may use. Every import points down or
-//! sideways into neutral ground: the domain never imports an adapter, `config`, `api` or
-//! `server`, and no two modules import each other.
+//! `clock`, `net` (client addresses) and `telemetry` are neutral ground any layer may use.
+//! Every import points down or sideways into neutral ground: the domain never imports an
+//! adapter, `config`, `api` or `server`, and no two modules import each other.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod hibp;
+pub mod net;
 pub mod notify;
 pub mod proto;
 pub mod recovery;

@@ -136,6 +136,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             command: ConfigCommand::Check { connect },
         } => {
             print!("{}", config.redacted_toml());
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             if !connect {
                 return Ok(());
             }

@@ -37,6 +37,7 @@ pub mod auth;
 pub mod check;
 pub mod cors;
 pub mod metrics;
+pub mod routes;
 pub mod tls;
 pub mod trace;
 pub mod ui;
@@ -183,8 +184,9 @@ impl App {
             clock: clock.clone(),
             notice_lifetime: Duration::from_secs(config.delivery.notice_lifetime_secs),
             captcha_answers: overrides.captcha_answers,
-            // A person waits for the picture: past a few seconds of queue, shed the load.
-            captcha_renderer: BlockingPool::per_core(Duration::from_secs(5)),
+            // A person waits for the picture or the strength meter: past a few seconds of
+            // queue, shed the load.
+            cpu_pool: BlockingPool::per_core(Duration::from_secs(5)),
             breach,
         });
         let worker = DeliveryWorker {
@@ -229,7 +231,7 @@ impl App {
         } = self;
         let local: SocketAddr = listener.local_addr()?;
         let clients = ClientResolver {
-            trusted_proxies: config.server.trusted_proxies.clone(),
+            trusted_proxies: crate::net::TrustedProxies::new(&config.server.trusted_proxies),
         };
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_admin = CancellationToken::new();
@@ -296,6 +298,9 @@ impl App {
         let tls = tls::server_tls(&config.tls)?;
         let account_auth =
             auth::AccountAuth::from_config(&config.account_api, config.tls.mutual())?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         if account_auth.is_loopback_only() {
             tracing::warn!(
                 "no AccountService API keys or client CA configured: AccountService answers loopback callers only"
@@ -347,7 +352,10 @@ impl App {
             )?))
             // Before tonic-web, which answers any other HTTP/1.1 GET with 400.
             .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
-            .layer(trace::GrpcTraceLayer)
+            .layer(trace::GrpcTraceLayer::new(
+                config.telemetry.trust_traceparent,
+                crate::net::TrustedProxies::new(&config.server.trusted_proxies),
+            ))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(metrics::RpcMetricsLayer)
             .add_service(health_service)

@@ -39,6 +39,15 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Exports the spans finished so far now, not at the batch's next tick (blocks).
+    pub fn flush(&self) {
+        if let Some(provider) = &self.tracer_provider
+            && let Err(error) = provider.force_flush()
+        {
+            eprintln!("trace exporter flush: {error}");
+        }
+    }
+
     pub fn shutdown(self) {
         if let Some(provider) = self.tracer_provider
             && let Err(error) = provider.shutdown()

@@ -395,3 +395,113 @@ async fn verify_code_on_a_missing_flow_writes_nothing_to_redis() {
     let written: Vec<&String> = keys.iter().filter(|k| !k.contains("rl:")).collect();
     assert!(written.is_empty(), "{written:?}");
 }
+
+/// `GetRecoveryFlow` (counted per client IP) as a gateway forwards it.
+async fn get_flow_forwarded(
+    app: &TestApp,
+    forwarded: &str,
+) -> Result<tonic::Response<proto::RecoveryFlow>, tonic::Status> {
+    let mut request = tonic::Request::new(proto::GetRecoveryFlowRequest {
+        flow_id: uuid::Uuid::new_v4().to_string(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", forwarded.parse().unwrap());
+    app.recovery.clone().get_recovery_flow(request).await
+}
+
+#[track_caller]
+fn assert_counted(answer: Result<tonic::Response<proto::RecoveryFlow>, tonic::Status>) {
+    answer.failure().assert(Code::NotFound, "FLOW_NOT_FOUND");
+}
+
+#[track_caller]
+fn assert_ip_limited(answer: Result<tonic::Response<proto::RecoveryFlow>, tonic::Status>) {
+    let failure = answer.failure();
+    failure.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(failure.metadata("scope").as_deref(), Some("client_ip"));
+}
+
+/// Behind a gateway whose addresses change (a CIDR in `trusted_proxies`), the client is the
+/// right-most forwarded address that is not one of ours: what a client prepends is ignored, and
+/// two clients behind the same gateway hop get a bucket each (with exact addresses only, every
+/// caller used to share the gateway's bucket).
+#[tokio::test]
+async fn a_trusted_proxy_range_forwards_the_right_most_untrusted_client() {
+    let app = spawn_app_with(
+        |c| {
+            c.server.trusted_proxies = vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ];
+            c.rate_limits.per_ip.limit = 3;
+        },
+        Overrides::default(),
+    )
+    .await;
+    // The client forges a new left-most address each time; the gateway at 10.1.2.3 appended
+    // what it saw (203.0.113.5), and an inner hop (10.9.9.9) appended the gateway.
+    for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+        assert_counted(get_flow_forwarded(&app, &format!("{forged}, 203.0.113.5, 10.1.2.3")).await);
+    }
+    assert_ip_limited(get_flow_forwarded(&app, "4.4.4.4, 203.0.113.5, 10.1.2.3").await);
+    // Another client behind the same gateway pod is not locked out by the first.
+    assert_counted(get_flow_forwarded(&app, "203.0.113.6, 10.1.2.3").await);
+    assert_counted(get_flow_forwarded(&app, "203.0.113.6, 10.7.7.7, 10.1.2.3").await);
+    app.stop().await;
+}
+
+/// IPv6 clients are counted per /64 (`rate_limits.ipv6_prefix_len`): a client owns its whole /64,
+/// so counting single addresses would give it 2^64 buckets. IPv4-mapped IPv6 is IPv4.
+#[tokio::test]
+async fn ipv6_clients_are_counted_per_64_and_ipv4_mapped_addresses_as_ipv4() {
+    let app = spawn_app_with(|c| c.rate_limits.per_ip.limit = 3, Overrides::default()).await;
+    for address in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:ffff:ffff:ffff:9",
+    ] {
+        assert_counted(get_flow_forwarded(&app, address).await);
+    }
+    assert_ip_limited(get_flow_forwarded(&app, "2001:db8:1:2:abcd::1").await);
+    // The next /64 is another client.
+    assert_counted(get_flow_forwarded(&app, "2001:db8:1:3::1").await);
+    for address in ["198.51.100.7", "::ffff:198.51.100.7", "198.51.100.7"] {
+        assert_counted(get_flow_forwarded(&app, address).await);
+    }
+    assert_ip_limited(get_flow_forwarded(&app, "::ffff:198.51.100.7").await);
+    app.stop().await;
+
+    // A deployment whose clients really get single addresses can say so.
+    let app = spawn_app_with(
+        |c| {
+            c.rate_limits.per_ip.limit = 1;
+            c.rate_limits.ipv6_prefix_len = 128;
+        },
+        Overrides::default(),
+    )
+    .await;
+    assert_counted(get_flow_forwarded(&app, "2001:db8:1:2::1").await);
+    assert_counted(get_flow_forwarded(&app, "2001:db8:1:2::2").await);
+    assert_ip_limited(get_flow_forwarded(&app, "2001:db8:1:2::1").await);
+    app.stop().await;
+}
+
+/// The global limit is a load shedder: once many clients (each within its per-IP budget) have
+/// filled it, everyone is refused, a newcomer too, with `scope=global` and the time to wait.
+#[tokio::test]
+async fn the_global_limit_refuses_everyone_with_scope_global_and_retry_info() {
+    let app = spawn_app_with(|c| c.rate_limits.global.limit = 3, Overrides::default()).await;
+    for client in ["203.0.113.1", "203.0.113.2", "2001:db8:7::1"] {
+        assert_counted(get_flow_forwarded(&app, client).await);
+    }
+    let failure = get_flow_forwarded(&app, "198.51.100.200").await.failure();
+    failure.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(failure.metadata("scope").as_deref(), Some("global"));
+    let wait = failure.retry_after().expect("RetryInfo");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    app.stop().await;
+}

@@ -530,7 +530,8 @@ async fn the_client_address_envoy_saw_is_audited_not_the_one_the_client_claims()
 
     // The shipped config has `use_remote_address: true`: Envoy appends the address it accepted
     // the connection from, and the service (which trusts 127.0.0.1, Envoy, as a proxy) takes
-    // the right-most entry. Whatever the client put in front is a claim, not an address.
+    // the right-most entry that is not a trusted proxy: the client at 127.0.0.2. Whatever the
+    // client put in front is a claim, not an address.
     let (status, body) = call(
         json_client()
             .post(envoy.url("/v1/recovery/flows"))

@@ -376,3 +376,47 @@ fn every_metric_an_alert_uses_is_defined() {
         }
     }
 }
+
+/// A method name is caller input: a path that is not one of our methods is `_OTHER` whatever
+/// status it got. With a gateway key, the interceptor answers PERMISSION_DENIED before the
+/// router could say UNIMPLEMENTED, so the status alone cannot bound the label.
+#[tokio::test]
+async fn a_path_that_is_not_one_of_our_methods_makes_no_series_of_its_own() {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(b"metrics-gateway-key-0123456789"));
+    let keys = format!("[\"{digest}\"]");
+    let server = start_with(&[("RECOVERY_RECOVERY_API__GATEWAY_KEY_SHA256", &keys)]).await;
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", server.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = format!("/identity.recovery.v1.RecoveryService/Probe{unique}");
+    let status = grpc
+        .unary(
+            tonic::Request::new(proto::CreateCaptchaRequest {}),
+            http::uri::PathAndQuery::try_from(path.as_str()).unwrap(),
+            tonic_prost::ProstCodec::<proto::CreateCaptchaRequest, proto::CreateCaptchaResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let scrape = server.scrape().await;
+    for sample in &scrape.samples {
+        assert!(
+            !sample.labels.values().any(|value| value.contains(&unique)),
+            "{sample:?}"
+        );
+    }
+    assert!(
+        value(
+            &scrape,
+            "rpc_server_call_duration_seconds",
+            &[("rpc_method", "_OTHER"), ("rpc_grpc_status_code", "7")],
+        ) >= 1.0
+    );
+}

@@ -1,11 +1,16 @@
 //! `RECOVERY_OTLP_ENDPOINT`: spans reach an OTLP/gRPC collector, parented on the caller's W3C
-//! `traceparent`. The collector is a fake one in this test, speaking the real OTLP protocol.
-//! (Its own test binary: the telemetry set-up installs process-wide globals.)
+//! `traceparent` when the caller is trusted (`telemetry.trust_traceparent`), named by the gRPC
+//! method, never by the raw path. The collector is a fake one in this test, speaking the real
+//! OTLP protocol.
+//!
+//! Its own test binary: the telemetry set-up installs process-wide globals, so every test shares
+//! one collector and one exporter, both on a runtime that outlives the tests; each test finds its
+//! own spans by a trace id of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
@@ -15,10 +20,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use recovery_service::config::TraceparentTrust;
 use recovery_service::proto;
+use recovery_service::telemetry::Telemetry;
 
-/// Span name, trace id, parent span id.
-type ExportedSpan = (String, Vec<u8>, Vec<u8>);
+#[derive(Clone, Debug)]
+struct ExportedSpan {
+    name: String,
+    trace_id: String,
+    parent_span_id: String,
+    /// Trace ids of the span's links.
+    links: Vec<String>,
+}
 
 #[derive(Clone, Default)]
 struct Collector {
@@ -35,7 +48,16 @@ impl TraceService for Collector {
         for resource in request.into_inner().resource_spans {
             for scope in resource.scope_spans {
                 for span in scope.spans {
-                    spans.push((span.name, span.trace_id, span.parent_span_id));
+                    spans.push(ExportedSpan {
+                        name: span.name,
+                        trace_id: hex::encode(span.trace_id),
+                        parent_span_id: hex::encode(span.parent_span_id),
+                        links: span
+                            .links
+                            .into_iter()
+                            .map(|link| hex::encode(link.trace_id))
+                            .collect(),
+                    });
                 }
             }
         }
@@ -45,66 +67,182 @@ impl TraceService for Collector {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_are_exported_as_spans_parented_on_the_callers_traceparent() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let service = TraceServiceServer::new(collector.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    collector: Collector,
+    telemetry: Telemetry,
+}
 
-    let telemetry = recovery_service::telemetry::init("text", Some(&endpoint)).unwrap();
-    let app = spawn_app().await;
-    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let parent_id = "00f067aa0ba902b7";
-    let mut request = tonic::Request::new(proto::CreateCaptchaRequest {});
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
-    );
-    app.recovery.clone().create_captcha(request).await.unwrap();
-    app.stop().await;
-    // Shutting the provider down flushes the batch; it blocks, so off the async workers.
-    tokio::task::spawn_blocking(move || telemetry.shutdown())
-        .await
-        .unwrap();
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let collector = Collector::default();
+        let telemetry = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let endpoint = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(collector.clone()))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            recovery_service::telemetry::init("text", Some(&endpoint)).unwrap()
+        });
+        Shared {
+            runtime,
+            collector,
+            telemetry,
+        }
+    })
+}
 
-    let mut found = None;
+/// A fresh W3C trace context: (traceparent, trace id, span id).
+fn traceparent() -> (String, String, String) {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let span_id = trace_id[..16].to_owned();
+    (format!("00-{trace_id}-{span_id}-01"), trace_id, span_id)
+}
+
+fn with_traceparent<T>(message: T, traceparent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    request
+}
+
+/// Flushes the exporter until a span matching `wanted` has reached the collector.
+async fn exported(what: &str, wanted: impl Fn(&ExportedSpan) -> bool) -> ExportedSpan {
     for _ in 0..100 {
-        found = collector
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(name, _, _)| name == "/identity.recovery.v1.RecoveryService/CreateCaptcha")
-            .cloned();
-        if found.is_some() {
-            break;
+        tokio::task::spawn_blocking(|| shared().telemetry.flush())
+            .await
+            .unwrap();
+        if let Some(span) = all_spans().into_iter().find(|span| wanted(span)) {
+            return span;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, span_trace, span_parent) = found.unwrap_or_else(|| {
-        let names: Vec<String> = collector
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(n, _, _)| n.clone())
-            .collect();
-        panic!("no CreateCaptcha span exported; got {names:?}")
+    let names: Vec<String> = all_spans().into_iter().map(|s| s.name).collect();
+    panic!("no {what} span exported; got {names:?}")
+}
+
+fn all_spans() -> Vec<ExportedSpan> {
+    shared().collector.spans.lock().unwrap().clone()
+}
+
+const CREATE_CAPTCHA: &str = "identity.recovery.v1.RecoveryService/CreateCaptcha";
+
+#[test]
+fn calls_are_exported_as_spans_parented_on_the_callers_traceparent() {
+    shared().runtime.block_on(async {
+        // The test server's peer (127.0.0.1) is in `server.trusted_proxies`: the gateway.
+        let app = spawn_app().await;
+        let (header, trace_id, parent_id) = traceparent();
+        app.recovery
+            .clone()
+            .create_captcha(with_traceparent(proto::CreateCaptchaRequest {}, &header))
+            .await
+            .unwrap();
+        let span = exported("CreateCaptcha", |span| {
+            span.name == CREATE_CAPTCHA && span.trace_id == trace_id
+        })
+        .await;
+        assert_eq!(
+            span.parent_span_id, parent_id,
+            "the caller's span is its parent"
+        );
+        app.stop().await;
     });
-    assert_eq!(
-        hex::encode(span_trace),
-        trace_id,
-        "the span joins the caller's trace"
-    );
-    assert_eq!(
-        hex::encode(span_parent),
-        parent_id,
-        "the caller's span is its parent"
-    );
+}
+
+#[test]
+fn an_untrusted_callers_traceparent_starts_no_trace_of_ours_and_is_only_linked() {
+    shared().runtime.block_on(async {
+        let app = spawn_app_with(
+            |c| c.server.trusted_proxies = Vec::new(),
+            Default::default(),
+        )
+        .await;
+        let (header, trace_id, _) = traceparent();
+        app.recovery
+            .clone()
+            .create_captcha(with_traceparent(proto::CreateCaptchaRequest {}, &header))
+            .await
+            .unwrap();
+        let span = exported("linked CreateCaptcha", |span| {
+            span.name == CREATE_CAPTCHA && span.links.contains(&trace_id)
+        })
+        .await;
+        assert_ne!(span.trace_id, trace_id, "a new trace, not the caller's");
+        assert!(span.parent_span_id.is_empty(), "a root span: {span:?}");
+        assert!(
+            !all_spans().iter().any(|span| span.trace_id == trace_id),
+            "nothing joined the caller's trace"
+        );
+        app.stop().await;
+    });
+}
+
+#[test]
+fn trust_traceparent_none_ignores_even_a_trusted_proxy() {
+    shared().runtime.block_on(async {
+        let app = spawn_app_with(
+            |c| c.telemetry.trust_traceparent = TraceparentTrust::None,
+            Default::default(),
+        )
+        .await;
+        let (header, trace_id, _) = traceparent();
+        app.recovery
+            .clone()
+            .create_captcha(with_traceparent(proto::CreateCaptchaRequest {}, &header))
+            .await
+            .unwrap();
+        let span = exported("linked CreateCaptcha", |span| {
+            span.name == CREATE_CAPTCHA && span.links.contains(&trace_id)
+        })
+        .await;
+        assert_ne!(span.trace_id, trace_id);
+        app.stop().await;
+    });
+}
+
+#[test]
+fn a_path_that_is_not_one_of_our_methods_gets_a_fixed_span_name() {
+    shared().runtime.block_on(async {
+        let app = spawn_app().await;
+        let (header, trace_id, _) = traceparent();
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let path = format!("/identity.recovery.v1.RecoveryService/Probe{unique}");
+        let channel = tonic::transport::Channel::from_shared(app.address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let status =
+            grpc
+                .unary(
+                    with_traceparent(proto::CreateCaptchaRequest {}, &header),
+                    http::uri::PathAndQuery::try_from(path.as_str()).unwrap(),
+                    tonic_prost::ProstCodec::<
+                        proto::CreateCaptchaRequest,
+                        proto::CreateCaptchaResponse,
+                    >::default(),
+                )
+                .await
+                .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        let span = exported("unknown-path", |span| span.trace_id == trace_id).await;
+        assert_eq!(span.name, "grpc.unknown");
+        assert!(
+            !all_spans().iter().any(|span| span.name.contains(&unique)),
+            "the raw path never names a span"
+        );
+        app.stop().await;
+    });
 }

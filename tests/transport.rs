@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use recovery_service::config::{Config, TlsConfig};
 use recovery_service::proto;
@@ -77,6 +77,26 @@ impl Ca {
 
     fn client(&self, name: &str) -> Pem {
         self.leaf(name, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate with these SANs: `uri:...` is a URI SAN, anything else a DNS SAN.
+    fn client_with_sans(&self, name: &str, sans: &[&str]) -> Pem {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.subject_alt_names = sans
+            .iter()
+            .map(|san| match san.strip_prefix("uri:") {
+                Some(uri) => SanType::URI(uri.try_into().unwrap()),
+                None => SanType::DnsName((*san).try_into().unwrap()),
+            })
+            .collect();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
     }
 }
 
@@ -293,6 +313,84 @@ async fn a_client_certificate_from_the_trusted_ca_opens_account_service_without_
         without.is_err(),
         "a client without certificate was served: {without:?}"
     );
+    served.stop().await;
+}
+
+const HELPDESK: &str = "spiffe://cluster.local/ns/id/sa/helpdesk";
+
+/// A server whose AccountService admits the helpdesk's SPIFFE id and `admin.internal`.
+async fn served_with_an_allow_list(pki: &Pki, api_keys: Vec<String>) -> Served {
+    let tls = pki.tls_config(Some(false));
+    Served::start(move |c| {
+        c.tls = tls;
+        c.account_api.api_key_sha256 = api_keys;
+        c.account_api.allowed_client_identities =
+            vec![HELPDESK.to_owned(), "dns:admin.internal".to_owned()];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_certificate_with_a_listed_san_opens_account_service() {
+    let pki = Pki::new();
+    let served = served_with_an_allow_list(&pki, Vec::new()).await;
+    for client in [
+        pki.ca
+            .client_with_sans("helpdesk", &[&format!("uri:{HELPDESK}")]),
+        // DNS names compare case-insensitively; one listed SAN among others is enough.
+        pki.ca
+            .client_with_sans("admin", &["other.internal", "Admin.Internal"]),
+    ] {
+        let channel = served
+            .tls_channel(&pki.ca.cert_pem(), Some(&client))
+            .await
+            .expect("mTLS connection");
+        let answer = AccountServiceClient::new(channel)
+            .verify_password(verify_request(None))
+            .await
+            .expect("a listed identity is admitted")
+            .into_inner();
+        assert!(!answer.valid);
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_whose_sans_are_not_listed_is_denied() {
+    let pki = Pki::new();
+    let api_key = "helpdesk-fallback-key-0123456789";
+    let served = served_with_an_allow_list(&pki, vec![sha256_hex(api_key)]).await;
+    for client in [
+        // Same CA, another workload.
+        pki.ca.client_with_sans(
+            "billing",
+            &[
+                "uri:spiffe://cluster.local/ns/id/sa/billing",
+                "billing.internal",
+            ],
+        ),
+        // A prefix of a listed id is not that id.
+        pki.ca
+            .client_with_sans("helpdesk", &[&format!("uri:{HELPDESK}-2")]),
+        // The subject's CN is not a SAN and is never matched.
+        pki.ca.client("admin.internal"),
+    ] {
+        let channel = served
+            .tls_channel(&pki.ca.cert_pem(), Some(&client))
+            .await
+            .expect("the handshake succeeds: the CA signed it");
+        AccountServiceClient::new(channel.clone())
+            .verify_password(verify_request(None))
+            .await
+            .failure()
+            .assert(Code::PermissionDenied, "PERMISSION_DENIED");
+        // The certificate is not listed, but the caller also holds an API key: that is its own
+        // credential and still works.
+        AccountServiceClient::new(channel)
+            .verify_password(verify_request(Some(api_key)))
+            .await
+            .expect("a valid API key is enough");
+    }
     served.stop().await;
 }
 

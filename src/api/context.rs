@@ -1,17 +1,26 @@
 //! What the transport knows about the caller: client IP (from `x-forwarded-for` only when the
-//! direct peer is a trusted proxy, since anyone can send that header) and user agent.
-
-use std::net::IpAddr;
+//! direct peer is a trusted proxy, since anyone can send that header; the right-most address
+//! that is not a trusted proxy, see `net::TrustedProxies::client`) and user agent.
 
 use tonic::Request;
 
+use crate::net::TrustedProxies;
 use crate::recovery::RequestContext;
 
-/// Who called the internal `AccountService`, as its authentication established it (set as a
-/// request extension by `server::auth`): the API key (by its digest prefix, which names the
-/// configured entry), the client certificate, or `loopback`. Never a secret.
+/// Who called the internal `AccountService`, as its authentication established it; set as a
+/// request extension by `server::auth` for every call it let in. Never a secret:
+/// - `uri:<uri>` / `dns:<name>`: the client certificate's SAN that is on the allow-list (the
+///   first URI, else DNS SAN, else `subject:<DN>`, when the list is empty);
+/// - `api-key:<first 12 hex digits of its configured SHA-256>`: which configured key;
+/// - `loopback`: no authentication configured, a local caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerIdentity(pub String);
+
+impl std::fmt::Display for CallerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl CallerIdentity {
     /// The identity of a request, `unknown` if authentication set none.
@@ -25,23 +34,19 @@ impl CallerIdentity {
 
 #[derive(Debug, Clone, Default)]
 pub struct ClientResolver {
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ClientResolver {
     pub fn context<T>(&self, request: &Request<T>) -> RequestContext {
-        let peer = request.remote_addr().map(|addr| addr.ip());
         let metadata = request.metadata();
-        let forwarded = || {
-            let header = metadata.get("x-forwarded-for")?.to_str().ok()?;
-            // The right-most address is the one our trusted proxy saw; left of it is whatever
-            // the client claimed.
-            header.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
-        };
-        let client_ip = match peer {
-            Some(peer) if self.trusted_proxies.contains(&peer) => forwarded().or(Some(peer)),
-            other => other,
-        };
+        let client_ip = request.remote_addr().map(|addr| {
+            let forwarded = metadata
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok());
+            self.trusted_proxies.client(addr.ip(), forwarded)
+        });
         let user_agent = metadata
             .get("x-user-agent")
             .or_else(|| metadata.get("user-agent"))

@@ -104,6 +104,27 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
         );
     }
 
+    // Shorter than /32 would lump whole providers into one bucket; /128 is single addresses.
+    p.range(
+        "rate_limits.ipv6_prefix_len",
+        limits.ipv6_prefix_len,
+        32..=128,
+    );
+
+    // `dns:<name>` or `uri:<uri>` (auth.rs matches them against the client certificate).
+    for (index, text) in config
+        .account_api
+        .allowed_client_identities
+        .iter()
+        .enumerate()
+    {
+        if let Err(error) = crate::net::ClientIdentity::parse(text) {
+            p.0.push(format!(
+                "`account_api.allowed_client_identities[{index}]`: {error}"
+            ));
+        }
+    }
+
     let policy = &config.password_policy;
     p.range("password_policy.max_length", policy.max_length, 8..=4096);
     p.range(
@@ -339,5 +360,18 @@ mod tests {
         let mut config = Config::default();
         config.rate_limits.per_ip.window_secs = 0;
         assert!(out_of_range(&config)[0].contains("rate_limits.per_ip.window_secs"));
+    }
+
+    #[test]
+    fn a_client_identity_must_say_dns_or_uri() {
+        let mut config = Config::default();
+        config.account_api.allowed_client_identities =
+            vec!["dns:admin.internal".into(), "CN=admin".into()];
+        let problems = out_of_range(&config);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("account_api.allowed_client_identities[1]"));
+        config.account_api.allowed_client_identities = Vec::new();
+        config.rate_limits.ipv6_prefix_len = 16;
+        assert!(out_of_range(&config)[0].contains("rate_limits.ipv6_prefix_len"));
     }
 }

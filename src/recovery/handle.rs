@@ -96,8 +96,13 @@ pub struct RateLimits {
     pub enabled: bool,
     /// Recovery starts per login (known or not: the answer must not differ).
     pub per_login: RateLimit,
-    /// Recovery RPCs per client IP.
+    /// Recovery RPCs per client IP: an IPv4 address, or an IPv6 network of
+    /// `ipv6_prefix_len` bits.
     pub per_ip: RateLimit,
+    /// IPv6 clients are counted per network of this many leading bits (64: one subscriber
+    /// or host usually gets a /64; 128 counts single addresses, which gives each client
+    /// 2^64 buckets). IPv4 is always counted per address.
+    pub ipv6_prefix_len: u8,
     /// Recovery RPCs for the whole service (all replicas share it through the store).
     pub global: RateLimit,
     /// `VerifyPassword` attempts per login (online guessing).
@@ -123,6 +128,7 @@ impl Default for RateLimits {
                 limit: 300,
                 window_secs: 600,
             },
+            ipv6_prefix_len: 64,
             global: RateLimit {
                 limit: 50_000,
                 window_secs: 60,
@@ -159,8 +165,10 @@ pub struct Recovery {
     /// Where captcha answers come from: the OS CSPRNG unless a test supplies known answers
     /// (it cannot read the picture).
     pub captcha_answers: Option<CaptchaAnswerSource>,
-    /// Captcha pictures are drawn here, off the async workers (~1 ms of CPU each).
-    pub captcha_renderer: crate::blocking::BlockingPool,
+    /// The one bounded pool for CPU-bound work of the recovery RPCs, off the async workers:
+    /// captcha pictures (~1 ms each) and zxcvbn scoring (up to ~ms at the 64-character cap).
+    /// (argon2 has its own permits in `PasswordHasher`, bounded by memory.)
+    pub cpu_pool: crate::blocking::BlockingPool,
     /// `[breach_check]`; `None` when it is off.
     pub breach: Option<BreachCheck>,
 }

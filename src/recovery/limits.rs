@@ -93,7 +93,16 @@ impl Recovery {
                 limits.send_code_per_account,
                 "account",
             ),
-            LimitScope::ClientIp(ip) => (format!("rl:ip:{ip}"), limits.per_ip, "client_ip"),
+            // IPv6 per /64 (`ipv6_prefix_len`), IPv4 per address; the audit row keeps the full
+            // address (`ctx.client_ip`).
+            LimitScope::ClientIp(ip) => (
+                format!(
+                    "rl:ip:{}",
+                    crate::net::rate_limit_bucket(ip, limits.ipv6_prefix_len)
+                ),
+                limits.per_ip,
+                "client_ip",
+            ),
             LimitScope::Global => ("rl:global".to_owned(), limits.global, "global"),
         };
         let window = Duration::from_secs(rule.window_secs.max(1));

@@ -151,7 +151,7 @@ impl Recovery {
         let id = uuid::Uuid::new_v4().to_string();
         let record = CaptchaRecord::new(id.clone(), &answer, &self.keys, expires_at);
         let image_png = self
-            .captcha_renderer
+            .cpu_pool
             .run(move || super::captcha_image::render_png(&answer, seed))
             .await
             .map_err(|error| match error {
@@ -655,13 +655,20 @@ impl Recovery {
             .chain(local.clone())
             .collect();
         let (policy, candidate) = (self.policy.clone(), password.clone());
-        let assessment = crate::blocking::PASSWORD_SCORING
+        let assessment = self
+            .cpu_pool
             .run(move || {
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 policy.assess(candidate.expose_secret(), local.as_deref(), &inputs)
             })
             .await
-            .map_err(RecoveryError::internal)?;
+            .map_err(|error| match error {
+                BlockingError::Busy => RecoveryError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                    scope: "password_scoring",
+                },
+                BlockingError::Failed(detail) => RecoveryError::Internal(anyhow::anyhow!(detail)),
+            })?;
         let normalized = SecretString::from(assessment.normalized);
         let mut violations = assessment.violations;
         // Only for a password the local rules accept: the range request is a network round

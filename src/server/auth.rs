@@ -1,9 +1,11 @@
 //! Caller authentication.
 //!
 //! `AccountService` (internal) accepts a bearer API key whose SHA-256 is listed in the
-//! configuration, or a client certificate verified by mutual TLS; with neither configured it
-//! answers loopback callers only. `RecoveryService` can require a gateway key, so only the
-//! gateways in front of it can reach it. Keys are configured as SHA-256 digests: the config file
+//! configuration, or a client certificate verified by mutual TLS whose identity (a DNS or URI
+//! SAN) is in `account_api.allowed_client_identities` (any certificate of the client CA when the
+//! list is empty); with neither configured it answers loopback callers only. The identity that
+//! got a call in is put in the request's extensions as a [`CallerIdentity`], for the audit.
+//! `RecoveryService` can require a gateway key, so only the gateways in front of it can reach it. Keys are configured as SHA-256 digests: the config file
 //! (and `config check`) never holds a usable key.
 
 use sha2::{Digest, Sha256};
@@ -14,6 +16,7 @@ use tonic::{Request, Status};
 pub use crate::api::context::CallerIdentity;
 use crate::api::status::to_status;
 use crate::config::{AccountApiConfig, RecoveryApiConfig};
+use crate::net::ClientIdentity;
 use crate::recovery::RecoveryError;
 
 /// The SHA-256 digests of the accepted keys.
@@ -43,16 +46,41 @@ impl KeyHashes {
         self.matching(presented).is_some()
     }
 
-    /// The digest of the presented key, if it is one of the configured ones.
-    fn matching(&self, presented: Option<&str>) -> Option<[u8; 32]> {
+    /// The configured digest the presented key hashes to, found in constant time (every
+    /// digest is compared whatever matched).
+    fn matching(&self, presented: Option<&str>) -> Option<&[u8; 32]> {
         let presented = presented?;
-        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
-        let mut matched = subtle::Choice::from(0);
+        let digest = Sha256::digest(presented.trim().as_bytes());
+        let mut found = None;
         for known in &self.0 {
-            matched |= known.as_slice().ct_eq(digest.as_slice());
+            let equal: bool = known.as_slice().ct_eq(digest.as_slice()).into();
+            if equal {
+                found = Some(known);
+            }
         }
-        bool::from(matched).then_some(digest)
+        found
     }
+}
+
+/// The identities a DER certificate carries: its DNS and URI SANs, and its subject (for the
+/// audit of a certificate without SANs; never matched against the allow-list).
+fn certificate_identities(der: &[u8]) -> Option<(Vec<ClientIdentity>, String)> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = certificate.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.push(ClientIdentity::Dns(dns.to_ascii_lowercase()));
+                }
+                x509_parser::extensions::GeneralName::URI(uri) => {
+                    names.push(ClientIdentity::Uri((*uri).to_owned()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Some((names, certificate.subject().to_string()))
 }
 
 fn bearer<T>(request: &Request<T>) -> Option<&str> {
@@ -73,58 +101,82 @@ pub struct AccountAuth {
     /// The port runs mutual TLS: a presented client certificate has been verified against
     /// `tls.client_ca_file` by the handshake before any request arrives.
     client_certificates: bool,
+    /// `account_api.allowed_client_identities`; empty: any verified certificate.
+    allowed: Vec<ClientIdentity>,
 }
 
 impl AccountAuth {
     pub fn from_config(config: &AccountApiConfig, mutual_tls: bool) -> anyhow::Result<Self> {
+        let mut allowed = Vec::with_capacity(config.allowed_client_identities.len());
+        for (index, text) in config.allowed_client_identities.iter().enumerate() {
+            allowed.push(ClientIdentity::parse(text).map_err(|error| {
+                anyhow::anyhow!("account_api.allowed_client_identities[{index}]: {error}")
+            })?);
+        }
         Ok(Self {
             keys: KeyHashes::parse("account_api.api_key_sha256", &config.api_key_sha256)?,
             client_certificates: mutual_tls,
+            allowed,
         })
     }
 
     pub fn is_loopback_only(&self) -> bool {
         self.keys.is_empty() && !self.client_certificates
     }
+
+    /// Mutual TLS admits any certificate the client CA signed (no allow-list).
+    pub fn admits_any_certificate(&self) -> bool {
+        self.client_certificates && self.allowed.is_empty()
+    }
+
+    /// The identity of the verified leaf certificate, if it may call: with an allow-list, the
+    /// first of its SANs on the list; without one, its first URI SAN, else DNS SAN, else its
+    /// subject. `None`: no certificate, or none of its SANs is listed.
+    fn certificate_caller<T>(&self, request: &Request<T>) -> Option<CallerIdentity> {
+        if !self.client_certificates {
+            return None;
+        }
+        // rustls only completes a handshake with a certificate that chains to the configured
+        // client CA, so a certificate seen here is a verified one; the leaf comes first.
+        let certificates = request.peer_certs()?;
+        let leaf = certificates.first()?;
+        let (names, subject) = certificate_identities(leaf.as_ref())?;
+        if self.allowed.is_empty() {
+            let shown = names
+                .iter()
+                .find(|name| matches!(name, ClientIdentity::Uri(_)))
+                .or_else(|| names.first())
+                .map_or_else(|| format!("subject:{subject}"), ClientIdentity::shown);
+            return Some(CallerIdentity(shown));
+        }
+        names
+            .iter()
+            .find(|name| self.allowed.contains(name))
+            .map(|name| CallerIdentity(name.shown()))
+    }
 }
 
 impl Interceptor for AccountAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if self.is_loopback_only() {
-            let loopback = request
+        let caller = if self.is_loopback_only() {
+            request
                 .remote_addr()
-                .is_some_and(|addr| addr.ip().is_loopback());
-            if !loopback {
-                return Err(denied(&request));
-            }
-            request
-                .extensions_mut()
-                .insert(CallerIdentity("loopback".to_owned()));
-            return Ok(request);
-        }
-        // rustls only completes a handshake with a certificate that chains to the configured
-        // client CA, so a certificate seen here is a verified one.
-        let certificate = if self.client_certificates {
-            request
-                .peer_certs()
-                .and_then(|certificates| certificates.first().cloned())
+                .is_some_and(|addr| addr.ip().is_loopback())
+                .then(|| CallerIdentity("loopback".to_owned()))
         } else {
-            None
+            self.certificate_caller(&request).or_else(|| {
+                self.keys
+                    .matching(bearer(&request))
+                    .map(|digest| CallerIdentity(format!("api-key:{}", &hex::encode(digest)[..12])))
+            })
         };
-        // The key wins when both are presented: it names the caller more precisely than a
-        // certificate digest.
-        let identity = match (self.keys.matching(bearer(&request)), certificate) {
-            // The first 8 bytes of the configured SHA-256 name the key's entry in
-            // `account_api.api_key_sha256`; the key itself never appears.
-            (Some(digest), _) => format!("api-key:{}", hex::encode(&digest[..8])),
-            (None, Some(certificate)) => format!(
-                "client-certificate:{}",
-                hex::encode(&Sha256::digest(certificate.as_ref())[..8])
-            ),
-            (None, None) => return Err(denied(&request)),
-        };
-        request.extensions_mut().insert(CallerIdentity(identity));
-        Ok(request)
+        match caller {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            None => Err(denied(&request)),
+        }
     }
 }
 
@@ -201,6 +253,57 @@ mod tests {
         assert!(auth.call(with("authorization", "Bearer gw-key")).is_ok());
         assert!(auth.call(with("x-gateway-key", "other")).is_err());
         assert!(auth.call(Request::new(())).is_err());
+    }
+
+    #[test]
+    fn client_identities_are_dns_or_uri_sans() {
+        assert_eq!(
+            ClientIdentity::parse("dns:Admin.Internal"),
+            Ok(ClientIdentity::Dns("admin.internal".into()))
+        );
+        assert_eq!(
+            ClientIdentity::parse("spiffe://cluster.local/ns/id/sa/helpdesk"),
+            Ok(ClientIdentity::Uri(
+                "spiffe://cluster.local/ns/id/sa/helpdesk".into()
+            ))
+        );
+        assert_eq!(
+            ClientIdentity::parse("uri:https://ops.example.com/caller"),
+            Ok(ClientIdentity::Uri("https://ops.example.com/caller".into()))
+        );
+        for bad in [
+            "admin.internal",
+            "dns:*.internal",
+            "ip:10.0.0.1",
+            "uri:nocolon",
+            "dns:",
+        ] {
+            assert!(ClientIdentity::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_api_key_caller_is_named_by_its_configured_digest() {
+        let mut auth = AccountAuth::from_config(
+            &AccountApiConfig {
+                api_key_sha256: vec![digest("other"), digest("helpdesk-key")],
+                ..AccountApiConfig::default()
+            },
+            false,
+        )
+        .unwrap();
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer helpdesk-key".parse().unwrap());
+        let request = auth.call(request).unwrap();
+        assert_eq!(
+            request.extensions().get::<CallerIdentity>(),
+            Some(&CallerIdentity(format!(
+                "api-key:{}",
+                &digest("helpdesk-key")[..12]
+            )))
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ where
             .get(http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.starts_with("application/grpc"));
-        let path = request.uri().path().to_owned();
+        // Only our methods name a series (`routes::known`); any other path is `_OTHER`, whatever
+        // status it got (an interceptor answers PERMISSION_DENIED before the router can say
+        // UNIMPLEMENTED, so the status alone does not bound the label).
+        let path = super::routes::known(request.uri().path())
+            .map_or_else(String::new, |route| format!("/{route}"));
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {

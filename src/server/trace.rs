@@ -1,27 +1,66 @@
-//! A tower layer that opens one server span per gRPC call, named by its method and parented on
-//! the caller's W3C trace context (`traceparent` metadata), so a trace crosses services.
+//! A tower layer that opens one server span per gRPC call, named by its method
+//! (`package.Service/Method`, or `grpc.unknown` for a path that is not one of our methods: the
+//! path is caller input and would otherwise mint one span name per path a scanner tries).
+//!
+//! The span joins the caller's W3C trace context (`traceparent` metadata) only when the caller
+//! is trusted (`telemetry.trust_traceparent`, default: the direct peer is one of
+//! `server.trusted_proxies`, i.e. our gateway). Anyone else starts a new trace: a caller who
+//! picks the trace id could otherwise glue its calls into someone else's trace or pile millions
+//! of spans onto one. Their context is kept as a span link, for correlation only.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TraceContextExt;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GrpcTraceLayer;
+use super::routes;
+use crate::config::TraceparentTrust;
+use crate::net::TrustedProxies;
+
+#[derive(Clone, Debug, Default)]
+pub struct GrpcTraceLayer {
+    trust: TraceparentTrust,
+    proxies: Arc<TrustedProxies>,
+}
+
+impl GrpcTraceLayer {
+    pub fn new(trust: TraceparentTrust, proxies: TrustedProxies) -> Self {
+        Self {
+            trust,
+            proxies: Arc::new(proxies),
+        }
+    }
+
+    fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        match self.trust {
+            TraceparentTrust::All => true,
+            TraceparentTrust::None => false,
+            TraceparentTrust::Proxies => peer.is_some_and(|peer| self.proxies.contains(peer)),
+        }
+    }
+}
 
 impl<S> Layer<S> for GrpcTraceLayer {
     type Service = GrpcTrace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcTrace { inner }
+        GrpcTrace {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct GrpcTrace<S> {
     inner: S,
+    layer: GrpcTraceLayer,
 }
 
 struct Headers<'a>(&'a http::HeaderMap);
@@ -34,6 +73,20 @@ impl Extractor for Headers<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
     }
+}
+
+/// The direct TCP peer, as tonic records it for every connection (plain or TLS).
+fn peer<B>(request: &http::Request<B>) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
+        .map(|addr| addr.ip())
 }
 
 impl<S, B> Service<http::Request<B>> for GrpcTrace<S>
@@ -51,13 +104,59 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // The path is `/package.Service/Method`: no user data, safe as a span name.
-        let method = request.uri().path().to_owned();
-        let span = tracing::info_span!("grpc", otel.name = %method, otel.kind = "server", rpc.system = "grpc");
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        let route = routes::known(request.uri().path());
+        let span = match route {
+            Some(route) => {
+                let (service, method) = route.split_once('/').unwrap_or((route, ""));
+                tracing::info_span!(
+                    "grpc",
+                    otel.name = route,
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                    rpc.service = service,
+                    rpc.method = method
+                )
+            }
+            None => {
+                tracing::info_span!(
+                    "grpc",
+                    otel.name = routes::UNKNOWN,
+                    otel.kind = "server",
+                    rpc.system = "grpc"
+                )
+            }
+        };
+        let remote = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&Headers(request.headers()))
         });
-        let _ = span.set_parent(parent);
+        if self.layer.trusts(peer(&request)) {
+            let _ = span.set_parent(remote);
+        } else {
+            let remote = remote.span().span_context().clone();
+            if remote.is_valid() {
+                span.add_link(remote);
+            }
+        }
         Box::pin(self.inner.call(request).instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_is_trusted_with_a_traceparent() {
+        let gateway: IpAddr = "10.0.0.7".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.1".parse().unwrap();
+        let proxies = TrustedProxies::new(&["10.0.0.0/8".parse().unwrap()]);
+        let layer = GrpcTraceLayer::new(TraceparentTrust::Proxies, proxies.clone());
+        assert!(layer.trusts(Some(gateway)));
+        assert!(!layer.trusts(Some(stranger)));
+        assert!(!layer.trusts(None));
+        let all = GrpcTraceLayer::new(TraceparentTrust::All, proxies.clone());
+        assert!(all.trusts(Some(stranger)));
+        let none = GrpcTraceLayer::new(TraceparentTrust::None, proxies);
+        assert!(!none.trusts(Some(gateway)));
     }
 }
