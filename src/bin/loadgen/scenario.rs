@@ -462,16 +462,8 @@ pub async fn prepare(
         let (setup, next) = (setup.clone(), next.clone());
         tasks.spawn(async move {
             let mut made = Vec::new();
-            // Codes are matched to flows by recipient, so one worker's flows share its
-            // account and run one after another; reset and recovery need fresh accounts.
-            let shared_login = setup.fresh_login();
-            if scenario == Scenario::VerifyCodeRight {
-                create_account(&mut clients, &shared_login)
-                    .await
-                    .map_err(|s| anyhow!("CreateAccount: {}", status_key(&s)))?;
-            }
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                made.push(prepare_one(scenario, &mut clients, &setup, &shared_login).await?);
+                made.push(prepare_one(scenario, &mut clients, &setup).await?);
             }
             anyhow::Ok(made)
         });
@@ -487,7 +479,6 @@ async fn prepare_one(
     scenario: Scenario,
     clients: &mut Clients,
     setup: &Setup,
-    shared_login: &str,
 ) -> anyhow::Result<String> {
     let started = |s: tonic::Status| anyhow!("StartRecovery: {}", status_key(&s));
     match scenario {
@@ -506,8 +497,14 @@ async fn prepare_one(
                 .map_err(|s| anyhow!("SendVerificationCode: {}", status_key(&s)))?;
             Ok(flow.flow_id)
         }
+        // An account holds one live code (a newer code in any of its flows ends the others'),
+        // so every prepared code needs an account of its own.
         Scenario::VerifyCodeRight => {
-            let (flow_id, code) = coded_flow(clients, setup, shared_login).await?;
+            let login = setup.fresh_login();
+            create_account(clients, &login)
+                .await
+                .map_err(|s| anyhow!("CreateAccount: {}", status_key(&s)))?;
+            let (flow_id, code) = coded_flow(clients, setup, &login).await?;
             Ok(format!("{flow_id} {code}"))
         }
         Scenario::ResetPassword => {
