@@ -21,6 +21,7 @@ use crate::db::{DatabaseSettings, RetentionSettings};
 use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::smtp::SmtpSettings;
+use crate::notify::webhooks::WebhookSettings;
 use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::handle::{CaptchaMode, DEFAULT_POW_MAX_NUMBER};
@@ -249,6 +250,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub delivery: DeliverySettings,
     pub events: EventSettings,
+    /// `[webhooks]`: the outbox's events POSTed to HTTP endpoints, signed (issue 11).
+    pub webhooks: WebhookSettings,
     pub server: ServerConfig,
     pub account_api: AccountApiConfig,
     pub recovery_api: RecoveryApiConfig,
@@ -284,6 +287,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             delivery: DeliverySettings::default(),
             events: EventSettings::default(),
+            webhooks: WebhookSettings::default(),
             server: ServerConfig::default(),
             account_api: AccountApiConfig::default(),
             recovery_api: RecoveryApiConfig::default(),
@@ -434,6 +438,9 @@ impl Config {
             .as_ref()
             .map(|url| SecretString::from(redact_url(url.expose_secret())));
         shown.database_url = redact_url(&self.database_url);
+        for endpoint in &mut shown.webhooks.endpoints {
+            endpoint.url = redact_url(&endpoint.url);
+        }
         shown.otlp_endpoint = self.otlp_endpoint.as_deref().map(redact_url);
         shown.events.redis_url = self.events.redis_url.as_deref().map(|urls| {
             urls.split(',')

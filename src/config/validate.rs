@@ -65,6 +65,7 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     p.range("flow.pow_max_number", f.pow_max_number, 1_000..=100_000_000);
     // Six digits is the floor the yearly guessing bound in SECURITY.md is computed for.
     p.range("flow.code_digits", f.code_digits, 6..=10);
+    p.0.extend(config.webhooks.problems(config.production));
     let breach = &config.breach_check;
     p.range("breach_check.timeout_ms", breach.timeout_ms, 50..=30_000);
     p.range("breach_check.min_count", breach.min_count, 1..=u64::MAX);

@@ -29,6 +29,7 @@ pub mod entities;
 pub mod lifecycle;
 pub mod migration;
 pub mod stats;
+pub mod webhooks;
 
 pub use lifecycle::{RetentionSettings, RetentionSweeper, SweepReport};
 

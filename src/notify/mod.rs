@@ -11,6 +11,7 @@ pub mod events;
 pub mod queue;
 pub mod smtp;
 pub mod templates;
+pub mod webhooks;
 
 pub use queue::{DeliveryWorker, MessageSealer, NoticeQueue, Outgoing};
 pub use templates::{MessageKind, RenderedMessage, Templates};
