@@ -108,6 +108,7 @@ every_backend!(
     webhook_an_event_committed_out_of_id_order_is_picked_up_late,
     webhook_replicas_never_lease_the_same_delivery,
     webhook_giving_up_is_audited_and_unblocks_the_account,
+    webhook_sweep_removes_finished_rows_only_below_the_watermark,
 );
 
 /// The `WebhookStore` cases (issue 11), in their own file.

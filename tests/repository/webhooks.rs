@@ -186,3 +186,39 @@ pub async fn webhook_giving_up_is_audited_and_unblocks_the_account(f: &Fixture) 
     assert_eq!(backlog.len(), 1);
     assert_eq!(backlog[0].pending, 1);
 }
+
+pub async fn webhook_sweep_removes_finished_rows_only_below_the_watermark(f: &Fixture) {
+    use recovery_service::db::RetentionSettings;
+    use tokio_util::sync::CancellationToken;
+    let settings = RetentionSettings {
+        audit_days: 0,
+        outbox_published_days: 0,
+        delivery_finished_days: 1,
+        ..RetentionSettings::default()
+    };
+    let sweep = |now| {
+        let settings = settings.clone();
+        async move {
+            f.db.sweep(&settings, now, &CancellationToken::new())
+                .await
+                .unwrap()
+                .webhook_deliveries
+        }
+    };
+    f.db.register_endpoint("hooks", at(0)).await.unwrap();
+    event(f, None, "password.changed", "acct-a", at(1)).await;
+    // Not settled yet: the watermark stays below the event.
+    assert_eq!(fan_out(f, "hooks", at(2)).await, 1);
+    let claimed = f
+        .db
+        .claim_webhooks("hooks", at(3), at(63), 10)
+        .await
+        .unwrap();
+    f.db.webhook_delivered(claimed[0].id, at(4)).await.unwrap();
+    let two_days = Duration::days(2);
+    assert_eq!(sweep(at(4) + two_days).await, 0, "the fan-out still looks at it");
+    // Settled: the watermark passes it, the sweep may take it, and nothing is fanned out again.
+    assert_eq!(fan_out(f, "hooks", at(500)).await, 0);
+    assert_eq!(sweep(at(4) + two_days).await, 1);
+    assert_eq!(fan_out(f, "hooks", at(501)).await, 0, "not owed again");
+}
