@@ -424,6 +424,7 @@ impl Config {
             // Zero would make every challenge solvable with no work at all.
             pow_max_number: f.pow_max_number.max(1_000),
             limits: self.rate_limits.clone(),
+            flow_events: self.events.include_flow_events,
         }
     }
 

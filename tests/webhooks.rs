@@ -283,7 +283,55 @@ async fn a_reset_is_posted_signed_and_verified_by_the_reference_library() {
     assert_eq!(rows[0].status, "delivered");
     assert_eq!(rows[0].attempts, 1);
     assert_eq!(receiver.requests().len(), 1, "sent once");
+    // The flow events are off by default: nothing but the change went to the outbox.
+    assert!(outbox_ids(&app, "recovery.started").await.is_empty());
+    assert!(outbox_ids(&app, "recovery.code_verified").await.is_empty());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn flow_events_for_siems_are_sent_when_switched_on_for_known_and_unknown_logins_alike() {
+    let key = secret(10);
+    let receiver = Receiver::up(&key);
+    let app = spawn_app_with(
+        {
+            let url = receiver.url("/siem");
+            move |c: &mut Config| {
+                with_endpoints(vec![endpoint(
+                    url,
+                    &[&key],
+                    Some(&["recovery.started", "recovery.code_verified"]),
+                )])(c);
+                c.events.include_flow_events = true;
+            }
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    let account_id = app.create_account(&login).await;
+    let (flow_id, _) = app.verified_flow(&login).await;
+    let unknown = app.start(&unique_login()).await;
+    let accepted = receiver.wait_accepted(3).await;
+    let of = |flow: &str| -> Vec<Value> {
+        accepted
+            .iter()
+            .filter(|h| h["data"]["flow_id"] == flow)
+            .cloned()
+            .collect()
+    };
+    let known = of(&flow_id);
+    let types: Vec<&str> = known.iter().map(|h| h["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["recovery.started", "recovery.code_verified"]);
+    assert!(known.iter().all(|h| h["data"]["account_id"] == account_id.as_str()));
+    assert_eq!(known[0]["data"]["client_ip"], "127.0.0.1");
+    // An unknown login's start writes the same kind of event, with no account.
+    let stranger = of(&unknown.flow_id);
+    assert_eq!(stranger.len(), 1);
+    assert_eq!(stranger[0]["type"], "recovery.started");
+    assert!(stranger[0]["data"]["account_id"].is_null());
+    let seen = serde_json::to_string(&receiver.requests()).unwrap();
+    assert!(!seen.contains(&login), "the login was sent");
 }
 
 #[tokio::test]

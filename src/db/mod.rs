@@ -516,6 +516,31 @@ impl AccountRepository for Database {
             .map_err(classify)
     }
 
+    async fn record_audit_with_event(
+        &self,
+        record: AuditRecord,
+        event: OutboxEvent,
+    ) -> Result<(), RepoError> {
+        let txn = self.conn.begin().await.map_err(classify)?;
+        audit_event::Entity::insert(audit_row(record))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(classify)?;
+        outbox::Entity::insert(outbox::ActiveModel {
+            id: NotSet,
+            event_id: Set(event.event_id),
+            event_type: Set(event.event_type),
+            aggregate_id: Set(event.aggregate_id),
+            payload: Set(event.payload),
+            created_at: Set(event.created_at),
+            published_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(classify)?;
+        txn.commit().await.map_err(classify)
+    }
+
     async fn erase_account(&self, erasure: AccountErasure) -> Result<bool, RepoError> {
         lifecycle::erase(&self.conn, erasure).await
     }
