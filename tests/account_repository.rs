@@ -226,8 +226,8 @@ fn assert_close(actual: DateTime<Utc>, expected: DateTime<Utc>, what: &str) {
 }
 
 mod cases {
-    use super::*;
     pub use super::webhook_cases::*;
+    use super::*;
 
     pub async fn an_account_is_found_by_its_case_folded_login_and_by_id(f: &Fixture) {
         let db = &f.db;

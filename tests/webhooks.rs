@@ -76,7 +76,8 @@ impl Receiver {
 
     fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/webhook_receiver.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/webhook_receiver.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args(["--port", &self.port.to_string()])
@@ -271,7 +272,10 @@ async fn a_reset_is_posted_signed_and_verified_by_the_reference_library() {
     assert_eq!(hook["signatures"], 1);
     assert_eq!(hook["data"]["account_id"], account_id.as_str());
     assert_eq!(hook["data"]["revoke_sessions"], true);
-    assert_eq!(hook["data"]["event_id"], hook["id"], "webhook-id is the event id");
+    assert_eq!(
+        hook["data"]["event_id"], hook["id"],
+        "webhook-id is the event id"
+    );
     assert!(chrono::DateTime::parse_from_rfc3339(hook["timestamp"].as_str().unwrap()).is_ok());
     let seen = serde_json::to_string(&receiver.requests()).unwrap();
     for secret in [password.as_str(), token.as_str(), login.as_str()] {
@@ -323,7 +327,11 @@ async fn flow_events_for_siems_are_sent_when_switched_on_for_known_and_unknown_l
     let known = of(&flow_id);
     let types: Vec<&str> = known.iter().map(|h| h["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["recovery.started", "recovery.code_verified"]);
-    assert!(known.iter().all(|h| h["data"]["account_id"] == account_id.as_str()));
+    assert!(
+        known
+            .iter()
+            .all(|h| h["data"]["account_id"] == account_id.as_str())
+    );
     assert_eq!(known[0]["data"]["client_ip"], "127.0.0.1");
     // An unknown login's start writes the same kind of event, with no account.
     let stranger = of(&unknown.flow_id);
@@ -419,10 +427,15 @@ async fn a_receiver_down_mid_run_gets_every_event_once_and_in_order_per_account(
     let accepted = receiver.accepted();
     let mut times: HashMap<String, usize> = HashMap::new();
     for hook in &accepted {
-        *times.entry(hook["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *times
+            .entry(hook["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(times.len(), 5, "{accepted:#?}");
-    assert!(times.values().all(|&n| n == 1), "an event arrived twice: {times:?}");
+    assert!(
+        times.values().all(|&n| n == 1),
+        "an event arrived twice: {times:?}"
+    );
     let outbox = outbox_ids(&app, "password.changed").await;
     let accounts: std::collections::HashSet<&String> = outbox.iter().map(|(a, _)| a).collect();
     for account in accounts {
@@ -503,8 +516,16 @@ async fn each_endpoint_gets_only_the_event_types_it_asked_for() {
     let receiver = Receiver::up(&key);
     let app = spawn_app_with(
         with_endpoints(vec![
-            endpoint(receiver.url("/changed"), &[&key], Some(&["password.changed"])),
-            endpoint(receiver.url("/deleted"), &[&key], Some(&["account.deleted"])),
+            endpoint(
+                receiver.url("/changed"),
+                &[&key],
+                Some(&["password.changed"]),
+            ),
+            endpoint(
+                receiver.url("/deleted"),
+                &[&key],
+                Some(&["account.deleted"]),
+            ),
             // The default filter: password.changed and recovery.reported.
             endpoint(receiver.url("/default"), &[&key], None),
         ]),
@@ -581,7 +602,13 @@ async fn a_delivery_failing_past_the_max_age_is_given_up_audited_and_unblocks_th
         .unwrap();
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert_eq!(audit[0].account_id.as_deref(), Some(account_id.as_str()));
-    assert!(audit[0].detail.as_deref().unwrap().contains(&given_up.event_id));
+    assert!(
+        audit[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(&given_up.event_id)
+    );
 
     // The account's next event is no longer held behind it.
     receiver.start();
@@ -613,16 +640,25 @@ fn endpoints_load_from_a_config_file_and_bad_ones_are_refused() {
 
     for (bad, expected) in [
         ("url = \"file:///etc/passwd\"", "scheme"),
-        ("url = \"https://x.example\"\nsecret = \"not-whsec\"", "whsec_"),
+        (
+            "url = \"https://x.example\"\nsecret = \"not-whsec\"",
+            "whsec_",
+        ),
         ("url = \"https://x.example\"\nevents = []", "events"),
         ("url = \"https://x.example\"\nsecrets = \"x\"", "secrets"),
     ] {
         let body = if bad.contains("secret") {
             format!("[[webhooks.endpoints]]\n{bad}\n")
         } else {
-            format!("[[webhooks.endpoints]]\n{bad}\nsecret = \"{}\"\n", secret(1))
+            format!(
+                "[[webhooks.endpoints]]\n{bad}\nsecret = \"{}\"\n",
+                secret(1)
+            )
         };
-        let error = load(&body).err().unwrap_or_else(|| panic!("{bad} was accepted")).to_string();
+        let error = load(&body)
+            .err()
+            .unwrap_or_else(|| panic!("{bad} was accepted"))
+            .to_string();
         assert!(error.contains(expected), "{bad}: {error}");
     }
     let production = format!(

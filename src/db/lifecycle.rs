@@ -305,13 +305,16 @@ impl Database {
                         .equals((table.clone(), Alias::new("endpoint"))),
                 )
                 .to_owned();
-            only = only.and(
-                Expr::col((table.clone(), Alias::new("outbox_id")))
-                    .lte(Expr::SubQuery(
-                        None,
-                        Box::new(sea_orm::sea_query::QueryStatementBuilder::into_sub_query_statement(watermark)),
-                    )),
-            );
+            only = only.and(Expr::col((table.clone(), Alias::new("outbox_id"))).lte(
+                Expr::SubQuery(
+                    None,
+                    Box::new(
+                        sea_orm::sea_query::QueryStatementBuilder::into_sub_query_statement(
+                            watermark,
+                        ),
+                    ),
+                ),
+            ));
         }
         let mut delete = Query::delete();
         delete.from_table(table.clone());

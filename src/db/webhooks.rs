@@ -90,11 +90,7 @@ fn pending_free(now: DateTime<Utc>) -> sea_orm::Condition {
 
 #[async_trait::async_trait]
 impl WebhookStore for Database {
-    async fn register_endpoint(
-        &self,
-        endpoint: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
+    async fn register_endpoint(&self, endpoint: &str, now: DateTime<Utc>) -> Result<(), RepoError> {
         let known = we::Entity::find_by_id(endpoint.to_owned())
             .one(&self.conn)
             .await
@@ -280,10 +276,7 @@ impl WebhookStore for Database {
                 wd::Column::LockedUntil,
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
-            .col_expr(
-                wd::Column::Attempts,
-                Expr::col(wd::Column::Attempts).add(1),
-            )
+            .col_expr(wd::Column::Attempts, Expr::col(wd::Column::Attempts).add(1))
             .filter(wd::Column::Id.eq(id))
             .exec(&self.conn)
             .await

@@ -601,7 +601,11 @@ mod tests {
             endpoints: vec![endpoint(url)],
             ..WebhookSettings::default()
         };
-        assert!(settings("https://hooks.example.com/x").problems(true).is_empty());
+        assert!(
+            settings("https://hooks.example.com/x")
+                .problems(true)
+                .is_empty()
+        );
         assert!(settings("http://127.0.0.1:9/x").problems(false).is_empty());
         assert_eq!(settings("http://127.0.0.1:9/x").problems(true).len(), 1);
         for bad in ["file:///etc/passwd", "gopher://x", "ftp://x/y", "not a url"] {

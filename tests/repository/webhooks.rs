@@ -65,7 +65,7 @@ pub async fn webhook_fan_out_is_idempotent_filtered_and_starts_at_registration(f
     event(f, None, "account.deleted", "acct-a", at(4)).await;
     assert_eq!(fan_out(f, "hooks", at(5)).await, 1);
     assert_eq!(fan_out(f, "hooks", at(6)).await, 0, "fanned out once");
-    assert_eq!(claim(f, "hooks", at(7)).await, [owed.clone()]);
+    assert_eq!(claim(f, "hooks", at(7)).await, std::slice::from_ref(&owed));
     assert_ne!(before, owed);
     // An endpoint registered later is not owed what came before it.
     f.db.register_endpoint("late", at(8)).await.unwrap();
@@ -78,11 +78,10 @@ pub async fn webhook_only_the_oldest_pending_event_of_an_account_is_due(f: &Fixt
     let b1 = event(f, None, "password.changed", "acct-b", at(2)).await;
     let a2 = event(f, None, "password.changed", "acct-a", at(3)).await;
     fan_out(f, "hooks", at(4)).await;
-    let claimed = f
-        .db
-        .claim_webhooks("hooks", at(5), at(65), 50)
-        .await
-        .unwrap();
+    let claimed =
+        f.db.claim_webhooks("hooks", at(5), at(65), 50)
+            .await
+            .unwrap();
     let ids: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(ids, [a1.as_str(), b1.as_str()], "a2 waits behind a1");
     // a1 fails and is retried later; b1 is delivered. a2 still waits for a1.
@@ -91,7 +90,7 @@ pub async fn webhook_only_the_oldest_pending_event_of_an_account_is_due(f: &Fixt
         .unwrap();
     f.db.webhook_delivered(claimed[1].id, at(6)).await.unwrap();
     assert!(claim(f, "hooks", at(10)).await.is_empty());
-    assert_eq!(claim(f, "hooks", at(21)).await, [a1.clone()]);
+    assert_eq!(claim(f, "hooks", at(21)).await, std::slice::from_ref(&a1));
     let a1_row = webhook_delivery::Entity::find()
         .filter(webhook_delivery::Column::EventId.eq(a1.clone()))
         .one(f.db.connection())
@@ -110,19 +109,22 @@ pub async fn webhook_an_event_committed_out_of_id_order_is_picked_up_late(f: &Fi
     let later = event(f, Some(1_000), "password.changed", "acct-a", at(10)).await;
     assert_eq!(fan_out(f, "hooks", at(11)).await, 1);
     let earlier = event(f, Some(999), "password.changed", "acct-b", at(9)).await;
-    assert_eq!(fan_out(f, "hooks", at(12)).await, 1, "picked up, not skipped");
+    assert_eq!(
+        fan_out(f, "hooks", at(12)).await,
+        1,
+        "picked up, not skipped"
+    );
     let claimed: HashSet<String> = claim(f, "hooks", at(13)).await.into_iter().collect();
     assert_eq!(claimed, HashSet::from([later, earlier]));
     // Once settled, the watermark moves past both: nothing is scanned again.
     assert_eq!(fan_out(f, "hooks", at(500)).await, 0);
-    let watermark = recovery_service::db::webhooks::webhook_endpoint::Entity::find_by_id(
-        "hooks".to_owned(),
-    )
-    .one(f.db.connection())
-    .await
-    .unwrap()
-    .unwrap()
-    .watermark;
+    let watermark =
+        recovery_service::db::webhooks::webhook_endpoint::Entity::find_by_id("hooks".to_owned())
+            .one(f.db.connection())
+            .await
+            .unwrap()
+            .unwrap()
+            .watermark;
     assert_eq!(watermark, 1_000);
 }
 
@@ -163,11 +165,10 @@ pub async fn webhook_giving_up_is_audited_and_unblocks_the_account(f: &Fixture) 
     let first = event(f, None, "password.changed", "acct-a", at(1)).await;
     let second = event(f, None, "password.changed", "acct-a", at(2)).await;
     fan_out(f, "hooks", at(3)).await;
-    let claimed = f
-        .db
-        .claim_webhooks("hooks", at(4), at(64), 10)
-        .await
-        .unwrap();
+    let claimed =
+        f.db.claim_webhooks("hooks", at(4), at(64), 10)
+            .await
+            .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].event_id, first);
     f.db.webhook_abandoned(&claimed[0], 7, at(5), "HTTP 500")
@@ -209,14 +210,17 @@ pub async fn webhook_sweep_removes_finished_rows_only_below_the_watermark(f: &Fi
     event(f, None, "password.changed", "acct-a", at(1)).await;
     // Not settled yet: the watermark stays below the event.
     assert_eq!(fan_out(f, "hooks", at(2)).await, 1);
-    let claimed = f
-        .db
-        .claim_webhooks("hooks", at(3), at(63), 10)
-        .await
-        .unwrap();
+    let claimed =
+        f.db.claim_webhooks("hooks", at(3), at(63), 10)
+            .await
+            .unwrap();
     f.db.webhook_delivered(claimed[0].id, at(4)).await.unwrap();
     let two_days = Duration::days(2);
-    assert_eq!(sweep(at(4) + two_days).await, 0, "the fan-out still looks at it");
+    assert_eq!(
+        sweep(at(4) + two_days).await,
+        0,
+        "the fan-out still looks at it"
+    );
     // Settled: the watermark passes it, the sweep may take it, and nothing is fanned out again.
     assert_eq!(fan_out(f, "hooks", at(500)).await, 0);
     assert_eq!(sweep(at(4) + two_days).await, 1);

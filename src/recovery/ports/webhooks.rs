@@ -38,8 +38,7 @@ pub struct WebhookBacklog {
 pub trait WebhookStore: Send + Sync + 'static {
     /// Remembers `endpoint` if it is new: it is owed the events written from now on (the
     /// outbox rows already there are not replayed to it).
-    async fn register_endpoint(&self, endpoint: &str, now: DateTime<Utc>)
-    -> Result<(), RepoError>;
+    async fn register_endpoint(&self, endpoint: &str, now: DateTime<Utc>) -> Result<(), RepoError>;
 
     /// Creates the missing delivery rows of `endpoint` for outbox events of `event_types`, oldest
     /// first, at most `limit`; returns how many it created. Rows committed out of id order are
