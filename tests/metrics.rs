@@ -412,7 +412,11 @@ async fn webhook_attempts_and_the_backlog_per_endpoint_are_exported() {
     for _ in 0..100 {
         let scrape = server.scrape().await;
         let failed = value(&scrape, "recovery_webhooks_total", &[("outcome", "failed")]);
-        let pending = value(&scrape, "recovery_webhooks_pending", &[("endpoint", "dead")]);
+        let pending = value(
+            &scrape,
+            "recovery_webhooks_pending",
+            &[("endpoint", "dead")],
+        );
         if failed >= 1.0 && pending == 1.0 {
             assert!(
                 scrape

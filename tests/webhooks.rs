@@ -511,6 +511,110 @@ async fn a_restart_mid_backlog_loses_nothing() {
 }
 
 #[tokio::test]
+async fn two_replicas_on_one_database_send_each_event_once() {
+    let key = secret(11);
+    let receiver = Receiver::up(&key);
+    let dir = TempDir::new();
+    let database_url = fresh_database_url(&dir).await;
+    let replica = || {
+        let url = database_url.clone();
+        let endpoint = endpoint(receiver.url("/"), &[&key], None);
+        move |c: &mut Config| {
+            with_endpoints(vec![endpoint])(c);
+            c.database_url = url;
+            // Both poll often, so they race for every row.
+            c.webhooks.poll_interval_ms = 10;
+        }
+    };
+    let first = spawn_app_with(replica(), Overrides::default()).await;
+    let second = spawn_app_with(replica(), Overrides::default()).await;
+    let logins: Vec<String> = (0..4).map(|_| unique_login()).collect();
+    for login in &logins {
+        first.create_account(login).await;
+    }
+    for login in &logins {
+        reset_once(&first, login).await;
+    }
+    receiver.wait_accepted(4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = receiver.requests();
+    let ids: std::collections::HashSet<&str> =
+        requests.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(requests.len(), 4, "an event was sent twice: {requests:#?}");
+    assert_eq!(ids.len(), 4);
+    first.stop().await;
+    second.stop().await;
+    drop_database(&database_url).await;
+}
+
+/// A backlog (written straight into the outbox, as a burst of resets would) drains in order per
+/// account; prints the rate for the record.
+#[tokio::test]
+async fn a_backlog_of_400_events_drains_in_order_per_account() {
+    use recovery_service::db::entities::outbox;
+    use sea_orm::ActiveValue::{NotSet, Set};
+    let key = secret(12);
+    let receiver = Receiver::up(&key);
+    let app = spawn_app_with(
+        with_endpoints(vec![endpoint(receiver.url("/"), &[&key], None)]),
+        Overrides::default(),
+    )
+    .await;
+    // The endpoint is registered (owed what follows) once its task has run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accounts: Vec<String> = (0..40).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut written: HashMap<String, Vec<String>> = HashMap::new();
+    let now = chrono::Utc::now();
+    let rows: Vec<outbox::ActiveModel> = (0..400)
+        .map(|n| {
+            let account = &accounts[n % accounts.len()];
+            let event_id = uuid::Uuid::now_v7().to_string();
+            written
+                .entry(account.clone())
+                .or_default()
+                .push(event_id.clone());
+            outbox::ActiveModel {
+                id: NotSet,
+                event_id: Set(event_id.clone()),
+                event_type: Set("password.changed".into()),
+                aggregate_id: Set(account.clone()),
+                payload: Set(
+                    serde_json::json!({"event_id": event_id, "account_id": account}).to_string(),
+                ),
+                created_at: Set(now),
+                published_at: Set(None),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    outbox::Entity::insert_many(rows)
+        .exec_without_returning(app.database.connection())
+        .await
+        .unwrap();
+    for _ in 0..1_200 {
+        if receiver.accepted().len() >= 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 400, "not drained in {elapsed:?}");
+    println!(
+        "400 webhook events (40 accounts) delivered in {elapsed:?}: {:.0}/s",
+        400.0 / elapsed.as_secs_f64()
+    );
+    for (account, events) in &written {
+        let received: Vec<&str> = accepted
+            .iter()
+            .filter(|h| h["data"]["account_id"] == account.as_str())
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(&received, events, "events of {account} out of order");
+    }
+}
+
+#[tokio::test]
 async fn each_endpoint_gets_only_the_event_types_it_asked_for() {
     let key = secret(8);
     let receiver = Receiver::up(&key);
