@@ -165,10 +165,10 @@ impl WebhookStore for Database {
             .all(&self.conn)
             .await
             .map_err(classify)?;
-        let mut created = 0;
         let found = events.len();
-        for event in events {
-            let inserted = wd::Entity::insert(wd::ActiveModel {
+        let rows: Vec<wd::ActiveModel> = events
+            .into_iter()
+            .map(|event| wd::ActiveModel {
                 id: NotSet,
                 endpoint: Set(endpoint.to_owned()),
                 outbox_id: Set(event.id),
@@ -185,15 +185,17 @@ impl WebhookStore for Database {
                 finished_at: Set(None),
                 last_error: Set(None),
             })
+            .collect();
+        // One statement for the batch; a row another replica fanned out first is skipped.
+        let created = match wd::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([wd::Column::Endpoint, wd::Column::EventId])
             .exec_without_returning(&self.conn)
-            .await;
-            match inserted {
-                Ok(_) => created += 1,
-                // Another replica fanned it out first.
-                Err(error) if is_unique_violation(&error) => {}
-                Err(error) => return Err(classify(error)),
-            }
-        }
+            .await
+            .map_err(classify)?
+        {
+            sea_orm::TryInsertResult::Inserted(count) => count,
+            _ => 0,
+        };
         if let Some(settled) = settled
             && u64::try_from(found).unwrap_or(u64::MAX) < limit
         {
