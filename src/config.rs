@@ -470,6 +470,19 @@ impl Config {
             if shown.secret.is_some() {
                 table.insert("secret".into(), toml::Value::String("***".into()));
             }
+            // Webhook secrets: how many are set, never what they are.
+            if let Some(endpoints) = table
+                .get_mut("webhooks")
+                .and_then(|w| w.get_mut("endpoints"))
+                .and_then(toml::Value::as_array_mut)
+            {
+                for (endpoint, config) in endpoints.iter_mut().zip(&shown.webhooks.endpoints) {
+                    if let Some(endpoint) = endpoint.as_table_mut() {
+                        let hidden = vec![toml::Value::String("***".into()); config.secret.len()];
+                        endpoint.insert("secret".into(), toml::Value::Array(hidden));
+                    }
+                }
+            }
         }
         toml::to_string_pretty(&value)
             .unwrap_or_else(|error| format!("# configuration cannot be shown: {error}"))
