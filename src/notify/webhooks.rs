@@ -452,7 +452,7 @@ impl WebhookDispatcher {
         &self,
         target: &Target,
         delivery: &WebhookDelivery,
-        outcome: Result<(), String>,
+        outcome: Result<(), Failure>,
     ) -> Result<(), crate::recovery::ports::RepoError> {
         let now = self.clock.now();
         let attempts = delivery.attempts + 1;
@@ -462,7 +462,10 @@ impl WebhookDispatcher {
                 tracing::info!(endpoint = %target.id, event_id = %delivery.event_id, event_type = %delivery.event_type, attempt = attempts, "webhook delivered");
                 self.store.webhook_delivered(delivery.id, now).await
             }
-            Err(error) => {
+            Err(Failure {
+                reason: error,
+                retry_after,
+            }) => {
                 let age = now - delivery.created_at;
                 let max_age = chrono::Duration::seconds(
                     i64::try_from(self.settings.max_age_secs).unwrap_or(i64::MAX / 2),
@@ -475,7 +478,12 @@ impl WebhookDispatcher {
                         .await
                 } else {
                     crate::telemetry::metrics::webhook("failed");
-                    let wait = backoff(&self.settings, attempts);
+                    // A receiver asking for time (429/503 with Retry-After) gets at least that,
+                    // within the backoff cap.
+                    let asked = retry_after
+                        .unwrap_or_default()
+                        .min(Duration::from_millis(self.settings.max_backoff_ms));
+                    let wait = backoff(&self.settings, attempts).max(asked);
                     tracing::warn!(endpoint = %target.id, event_id = %delivery.event_id, event_type = %delivery.event_type, attempt = attempts, error = %error, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "webhook failed; will retry");
                     self.store
                         .webhook_retry(delivery.id, attempts, now + chrono_duration(wait), &error)
@@ -486,13 +494,40 @@ impl WebhookDispatcher {
     }
 }
 
-/// One signed POST. `Err` is a short reason fit for a log line and the `last_error` column
-/// ("HTTP 503", "timeout", "connect"): never the URL, a header or the body.
+/// Why an attempt failed: a short reason fit for a log line and the `last_error` column ("HTTP
+/// 503", "timeout", "connect"; never the URL, a header or the body), and the receiver's
+/// `Retry-After` if it sent one with 429 or 503.
+struct Failure {
+    reason: String,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(reason: &str) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            retry_after: None,
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is ignored: the backoff applies).
+pub fn retry_after(value: Option<&http::HeaderValue>) -> Option<Duration> {
+    value?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// One signed POST.
 async fn send(
     client: &reqwest::Client,
     target: &Target,
     delivery: &WebhookDelivery,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let body = body(delivery);
     // Wall-clock time, whatever clock schedules the retries: the receiver compares it with its
     // own clock to refuse replays.
@@ -511,20 +546,26 @@ async fn send(
         .send()
         .await
         .map_err(|error| {
-            if error.is_timeout() {
-                "timeout".to_owned()
+            Failure::new(if error.is_timeout() {
+                "timeout"
             } else if error.is_connect() {
-                "connect".to_owned()
+                "connect"
             } else {
-                "request failed".to_owned()
-            }
+                "request failed"
+            })
         })?;
     let status = response.status();
     if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("HTTP {}", status.as_u16()))
+        return Ok(());
     }
+    let asks_for_time = status == http::StatusCode::TOO_MANY_REQUESTS
+        || status == http::StatusCode::SERVICE_UNAVAILABLE;
+    Err(Failure {
+        reason: format!("HTTP {}", status.as_u16()),
+        retry_after: asks_for_time
+            .then(|| retry_after(response.headers().get(http::header::RETRY_AFTER)))
+            .flatten(),
+    })
 }
 
 #[cfg(test)]
@@ -562,6 +603,20 @@ mod tests {
         assert!(decode_secret(&format!("whsec_{}", BASE64.encode([1u8; 16]))).is_err());
         assert!(decode_secret(&format!("whsec_{}", BASE64.encode([1u8; 65]))).is_err());
         assert!(decode_secret(&format!("whsec_{}", BASE64.encode([1u8; 32]))).is_ok());
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_only() {
+        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        assert_eq!(
+            retry_after(Some(&header("120"))),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after(Some(&header("Wed, 21 Oct 2015 07:28:00 GMT"))),
+            None
+        );
+        assert_eq!(retry_after(None), None);
     }
 
     #[test]
