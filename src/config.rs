@@ -23,6 +23,7 @@ use crate::notify::events::EventSettings;
 use crate::notify::queue::DeliverySettings;
 use crate::notify::report_link::MailSettings;
 use crate::notify::smtp::SmtpSettings;
+use crate::notify::webhooks::WebhookSettings;
 use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
 use crate::recovery::handle::{CaptchaMode, DEFAULT_POW_MAX_NUMBER};
@@ -290,6 +291,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub delivery: DeliverySettings,
     pub events: EventSettings,
+    /// `[webhooks]`: the outbox's events POSTed to HTTP endpoints, signed (issue 11).
+    pub webhooks: WebhookSettings,
     pub server: ServerConfig,
     pub account_api: AccountApiConfig,
     pub recovery_api: RecoveryApiConfig,
@@ -327,6 +330,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             delivery: DeliverySettings::default(),
             events: EventSettings::default(),
+            webhooks: WebhookSettings::default(),
             server: ServerConfig::default(),
             account_api: AccountApiConfig::default(),
             recovery_api: RecoveryApiConfig::default(),
@@ -481,6 +485,7 @@ impl Config {
             // Zero would make every challenge solvable with no work at all.
             pow_max_number: f.pow_max_number.max(1_000),
             limits: self.rate_limits.clone(),
+            flow_events: self.events.include_flow_events,
         }
     }
 
@@ -495,6 +500,9 @@ impl Config {
             .as_ref()
             .map(|url| SecretString::from(redact_url(url.expose_secret())));
         shown.database_url = redact_url(&self.database_url);
+        for endpoint in &mut shown.webhooks.endpoints {
+            endpoint.url = redact_url(&endpoint.url);
+        }
         shown.otlp_endpoint = self.otlp_endpoint.as_deref().map(redact_url);
         shown.events.redis_url = self.events.redis_url.as_deref().map(|urls| {
             urls.split(',')
@@ -522,6 +530,19 @@ impl Config {
             }
             if shown.secret.is_some() {
                 table.insert("secret".into(), toml::Value::String("***".into()));
+            }
+            // Webhook secrets: how many are set, never what they are.
+            if let Some(endpoints) = table
+                .get_mut("webhooks")
+                .and_then(|w| w.get_mut("endpoints"))
+                .and_then(toml::Value::as_array_mut)
+            {
+                for (endpoint, config) in endpoints.iter_mut().zip(&shown.webhooks.endpoints) {
+                    if let Some(endpoint) = endpoint.as_table_mut() {
+                        let hidden = vec![toml::Value::String("***".into()); config.secret.len()];
+                        endpoint.insert("secret".into(), toml::Value::Array(hidden));
+                    }
+                }
             }
         }
         toml::to_string_pretty(&value)

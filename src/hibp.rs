@@ -12,6 +12,19 @@ use async_trait::async_trait;
 
 use crate::recovery::ports::{BreachError, BreachRanges};
 
+/// A reqwest client builder over rustls on ring with the webpki roots; also used for webhooks.
+pub fn client_builder() -> Result<reqwest::ClientBuilder, anyhow::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
+}
+
 pub struct HibpClient {
     client: reqwest::Client,
     url: String,
@@ -19,16 +32,7 @@ pub struct HibpClient {
 
 impl HibpClient {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, anyhow::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+        let client = client_builder()?
             .timeout(timeout)
             .connect_timeout(timeout)
             // The range endpoint is fixed; a redirect elsewhere is not followed.

@@ -23,6 +23,7 @@ use crate::db::{Database, RetentionSweeper};
 use crate::hibp::HibpClient;
 use crate::notify::events::{EventSink, OutboxRelay, SinkConnector};
 use crate::notify::queue::{DeliveryWorker, MessageSealer, NoticeQueue};
+use crate::notify::webhooks::WebhookDispatcher;
 use crate::notify::{LogNotifier, Notifier, Templates};
 use crate::proto::account_service_server::AccountServiceServer;
 use crate::proto::recovery_service_server::RecoveryServiceServer;
@@ -59,6 +60,7 @@ pub struct App {
     config: Config,
     worker: DeliveryWorker,
     relay: Option<OutboxRelay>,
+    webhooks: Option<WebhookDispatcher>,
     sweeper: RetentionSweeper,
 }
 
@@ -204,6 +206,7 @@ impl App {
             settings: config.retention.clone(),
             clock: clock.clone(),
         };
+        let webhooks = webhook_dispatcher(&config, &database, clock.clone())?;
         let relay = outbox_relay(&config, &database, clock, event_wake);
         Ok(Self {
             recovery,
@@ -211,6 +214,7 @@ impl App {
             config,
             worker,
             relay,
+            webhooks,
             sweeper,
         })
     }
@@ -227,6 +231,7 @@ impl App {
             config,
             worker,
             relay,
+            webhooks,
             sweeper,
         } = self;
         let local: SocketAddr = listener.local_addr()?;
@@ -258,6 +263,7 @@ impl App {
         let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
         let relay_task = relay.map(|relay| tokio::spawn(relay.run(stop_worker.clone())));
         let sweeper_task = tokio::spawn(sweeper.run(stop_worker.clone()));
+        let webhook_task = webhooks.map(|webhooks| tokio::spawn(webhooks.run(stop_worker.clone())));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -383,6 +389,13 @@ impl App {
                 "event relay did not stop in time; unpublished events stay in the outbox"
             );
         }
+        if let Some(webhook_task) = webhook_task
+            && tokio::time::timeout(grace, webhook_task).await.is_err()
+        {
+            tracing::warn!(
+                "webhook delivery did not stop in time; undelivered events stay in the database"
+            );
+        }
         if tokio::time::timeout(grace, sweeper_task).await.is_err() {
             // Each batch is one statement: an interrupted sweep leaves nothing half-done.
             tracing::warn!("retention sweep did not stop in time");
@@ -391,6 +404,34 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Webhook delivery, if any endpoint is configured.
+fn webhook_dispatcher(
+    config: &Config,
+    database: &Database,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<WebhookDispatcher>> {
+    if config.webhooks.endpoints.is_empty() {
+        return Ok(None);
+    }
+    let client = crate::hibp::client_builder()?
+        // A redirect could send the signed event anywhere: refused, and retried as a failure.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("recovery-service/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("webhook HTTP client")?;
+    tracing::info!(
+        endpoints = config.webhooks.endpoints.len(),
+        "webhooks: delivering outbox events"
+    );
+    WebhookDispatcher::new(
+        Arc::new(database.clone()),
+        clock,
+        config.webhooks.clone(),
+        client,
+    )
+    .map(Some)
 }
 
 /// The relay from the outbox table to the event stream, if a Redis is configured for it.

@@ -194,6 +194,36 @@ pub mod metrics {
             .add(1, &[KeyValue::new("outcome", outcome)]);
     }
 
+    /// One per webhook attempt finished: `delivered`, `failed` (will be retried) or `abandoned`
+    /// (given up after `webhooks.max_age_secs`).
+    pub fn webhook(outcome: &'static str) {
+        static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+        COUNTER
+            .get_or_init(|| counter("recovery.webhooks", "Webhook attempts by outcome"))
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// Webhook deliveries waiting for one endpoint, and the age of the oldest (sampled at
+    /// scrape time).
+    pub fn webhook_backlog(endpoint: &str, pending: u64, oldest_age_secs: f64) {
+        static GAUGES: OnceLock<(Gauge<u64>, Gauge<f64>)> = OnceLock::new();
+        let (pending_gauge, age_gauge) = GAUGES.get_or_init(|| {
+            let m = meter();
+            (
+                m.u64_gauge("recovery.webhooks.pending")
+                    .with_description("Webhook deliveries waiting, by endpoint")
+                    .build(),
+                m.f64_gauge("recovery.webhooks.oldest_age")
+                    .with_unit("s")
+                    .with_description("Age of the oldest webhook delivery waiting, by endpoint")
+                    .build(),
+            )
+        });
+        let labels = [KeyValue::new("endpoint", endpoint.to_owned())];
+        pending_gauge.record(pending, &labels);
+        age_gauge.record(oldest_age_secs, &labels);
+    }
+
     /// Rows removed by the retention sweep, labelled by table.
     pub fn retention_removed(table: &'static str, rows: u64) {
         static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();

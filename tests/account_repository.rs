@@ -103,7 +103,17 @@ every_backend!(
     timestamps_round_trip_with_sub_millisecond_precision,
     migrations_are_idempotent,
     four_replicas_migrating_a_fresh_database_at_once_all_succeed,
+    webhook_fan_out_is_idempotent_filtered_and_starts_at_registration,
+    webhook_only_the_oldest_pending_event_of_an_account_is_due,
+    webhook_an_event_committed_out_of_id_order_is_picked_up_late,
+    webhook_replicas_never_lease_the_same_delivery,
+    webhook_giving_up_is_audited_and_unblocks_the_account,
+    webhook_sweep_removes_finished_rows_only_below_the_watermark,
 );
+
+/// The `WebhookStore` cases (issue 11), in their own file.
+#[path = "repository/webhooks.rs"]
+mod webhook_cases;
 
 fn at(seconds: i64) -> DateTime<Utc> {
     // A fixed instant with a sub-second part, so precision loss would show.
@@ -216,6 +226,7 @@ fn assert_close(actual: DateTime<Utc>, expected: DateTime<Utc>, what: &str) {
 }
 
 mod cases {
+    pub use super::webhook_cases::*;
     use super::*;
 
     pub async fn an_account_is_found_by_its_case_folded_login_and_by_id(f: &Fixture) {
@@ -895,6 +906,8 @@ mod cases {
             "audit_events",
             "outbox",
             "deliveries",
+            "webhook_deliveries",
+            "webhook_endpoints",
         ] {
             conn.query_one_raw(Statement::from_string(
                 conn.get_database_backend(),

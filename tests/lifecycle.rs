@@ -167,7 +167,8 @@ mod cases {
             SweepReport {
                 audit_events: 10,
                 outbox: 10,
-                deliveries: 10
+                deliveries: 10,
+                webhook_deliveries: 0,
             }
         );
         assert_eq!(count::<audit_event::Entity>(&fx.db).await, 4);

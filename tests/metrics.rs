@@ -420,3 +420,58 @@ async fn a_path_that_is_not_one_of_our_methods_makes_no_series_of_its_own() {
         ) >= 1.0
     );
 }
+
+#[tokio::test]
+async fn webhook_attempts_and_the_backlog_per_endpoint_are_exported() {
+    // An endpoint nobody listens on: the account.deleted event fails and waits.
+    let config_dir = TempDir::new();
+    let config = config_dir.0.join("webhooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[webhooks]\npoll_interval_ms = 50\n[[webhooks.endpoints]]\nname = \"dead\"\nurl = \"http://127.0.0.1:{}/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"account.deleted\"]\n",
+            spare_port()
+        ),
+    )
+    .unwrap();
+    let server = start_with(&[("RECOVERY_CONFIG", config.to_str().unwrap())]).await;
+    let mut accounts = AccountServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc))
+        .await
+        .unwrap();
+    let account_id = accounts
+        .create_account(proto::CreateAccountRequest {
+            login_id: format!("hook-{}@example.com", uuid::Uuid::new_v4().simple()),
+            email: String::new(),
+            phone: String::new(),
+            password: "Quiet-Copper-Lantern-84".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account_id;
+    accounts
+        .delete_account(proto::DeleteAccountRequest { account_id })
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let scrape = server.scrape().await;
+        let failed = value(&scrape, "recovery_webhooks_total", &[("outcome", "failed")]);
+        let pending = value(
+            &scrape,
+            "recovery_webhooks_pending",
+            &[("endpoint", "dead")],
+        );
+        if failed >= 1.0 && pending == 1.0 {
+            assert!(
+                scrape
+                    .samples
+                    .iter()
+                    .any(|s| s.metric == "recovery_webhooks_oldest_age_seconds"),
+                "no age gauge"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the failed webhook never showed on /metrics");
+}

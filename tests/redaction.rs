@@ -131,8 +131,25 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
     // The database URL stands for the credentials it carries in production.
     let database_url = Arc::new(Mutex::new(String::new()));
     let seen = database_url.clone();
+    // A webhook endpoint nobody listens on: its failures are logged, its secret and the token
+    // in its URL never are.
+    let hook_secret = "whsec_cmVkYWN0aW9uLXdlYmhvb2stc2VjcmV0LTAxMjM0NTY3";
+    let hook_token = "hook-token-5f1e9a";
+    secrets.push(("webhook secret", hook_secret.into()));
+    secrets.push(("webhook URL token", hook_token.into()));
+    let hook_url = format!(
+        "http://127.0.0.1:{}/hooks?token={hook_token}",
+        common::servers::spare_port()
+    );
     let app = spawn_app_with(
-        move |c| *seen.lock().unwrap() = c.database_url.clone(),
+        move |c| {
+            *seen.lock().unwrap() = c.database_url.clone();
+            c.webhooks.endpoints = vec![
+                serde_json::from_value(serde_json::json!({"url": hook_url, "secret": hook_secret}))
+                    .unwrap(),
+            ];
+            c.webhooks.poll_interval_ms = 50;
+        },
         Overrides::default(),
     )
     .await;
@@ -258,6 +275,43 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
         .await;
     assert_eq!(messages.len(), 2);
     app.drain_deliveries().await;
+    // The password.changed webhook was tried (and failed: nobody listens).
+    let mut tried = false;
+    for _ in 0..100 {
+        use recovery_service::db::webhooks::webhook_delivery;
+        use sea_orm::EntityTrait;
+        let rows = webhook_delivery::Entity::find()
+            .all(app.database.connection())
+            .await
+            .unwrap();
+        if rows.iter().any(|r| r.attempts >= 1) {
+            tried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tried, "the webhook was never attempted");
+    for _ in 0..100 {
+        if capture
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("webhook failed"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        capture
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("webhook failed")),
+        "the webhook failure was not logged"
+    );
     app.stop().await;
 
     // ---- INTERNAL and UNAVAILABLE: the error chains go to the log. ----

@@ -71,6 +71,7 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
         f.report_freeze_secs,
         60..=30 * DAY_SECS,
     );
+    p.0.extend(config.webhooks.problems(config.production));
     let breach = &config.breach_check;
     p.range("breach_check.timeout_ms", breach.timeout_ms, 50..=30_000);
     p.range("breach_check.min_count", breach.min_count, 1..=u64::MAX);

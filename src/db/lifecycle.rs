@@ -153,7 +153,8 @@ pub struct RetentionSettings {
     pub audit_days: u32,
     /// Published events; the stream has them, the outbox only needs them for a replay.
     pub outbox_published_days: u32,
-    /// Delivered or dropped messages (their payload is already erased).
+    /// Delivered or dropped messages (their payload is already erased), and webhook deliveries
+    /// delivered or given up.
     pub delivery_finished_days: u32,
     /// Pause between sweeps (0: no sweep in this replica).
     pub sweep_interval_secs: u64,
@@ -180,6 +181,7 @@ pub struct SweepReport {
     pub audit_events: u64,
     pub outbox: u64,
     pub deliveries: u64,
+    pub webhook_deliveries: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -187,6 +189,7 @@ enum Swept {
     Audit,
     Outbox,
     Deliveries,
+    Webhooks,
 }
 
 impl Swept {
@@ -195,6 +198,7 @@ impl Swept {
             Swept::Audit => "audit_events",
             Swept::Outbox => "outbox",
             Swept::Deliveries => "deliveries",
+            Swept::Webhooks => "webhook_deliveries",
         }
     }
 }
@@ -217,6 +221,7 @@ impl Database {
             (Swept::Audit, settings.audit_days),
             (Swept::Outbox, settings.outbox_published_days),
             (Swept::Deliveries, settings.delivery_finished_days),
+            (Swept::Webhooks, settings.delivery_finished_days),
         ] {
             if days == 0 {
                 continue;
@@ -237,6 +242,7 @@ impl Database {
                 Swept::Audit => report.audit_events = removed,
                 Swept::Outbox => report.outbox = removed,
                 Swept::Deliveries => report.deliveries = removed,
+                Swept::Webhooks => report.webhook_deliveries = removed,
             }
         }
         Ok(report)
@@ -281,12 +287,35 @@ impl Database {
         let time = match what {
             Swept::Audit => "at",
             Swept::Outbox => "published_at",
-            Swept::Deliveries => "finished_at",
+            Swept::Deliveries | Swept::Webhooks => "finished_at",
         };
-        let table = Alias::new(what.table());
         let id = Alias::new("id");
+        let table = Alias::new(what.table());
         let at = Expr::col(Alias::new(time));
-        let only = Expr::col(Alias::new(time)).lt(cutoff);
+        let mut only = Expr::col(Alias::new(time)).lt(cutoff);
+        if let Swept::Webhooks = what {
+            // Only rows the fan-out will never look at again (at or below their endpoint's
+            // watermark): a row removed above it would be fanned out, and sent, once more.
+            let endpoints = Alias::new("webhook_endpoints");
+            let watermark = Query::select()
+                .column((endpoints.clone(), Alias::new("watermark")))
+                .from(endpoints.clone())
+                .and_where(
+                    Expr::col((endpoints, Alias::new("endpoint")))
+                        .equals((table.clone(), Alias::new("endpoint"))),
+                )
+                .to_owned();
+            only = only.and(Expr::col((table.clone(), Alias::new("outbox_id"))).lte(
+                Expr::SubQuery(
+                    None,
+                    Box::new(
+                        sea_orm::sea_query::QueryStatementBuilder::into_sub_query_statement(
+                            watermark,
+                        ),
+                    ),
+                ),
+            ));
+        }
         let mut delete = Query::delete();
         delete.from_table(table.clone());
         if backend == DbBackend::MySql {
@@ -336,6 +365,7 @@ impl RetentionSweeper {
                     audit_events = report.audit_events,
                     outbox = report.outbox,
                     deliveries = report.deliveries,
+                    webhook_deliveries = report.webhook_deliveries,
                     "retention sweep removed expired rows"
                 ),
                 // The next sweep retries; nothing is half-deleted (each batch is one statement).

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 mod lifecycle;
+mod webhooks;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(MySqlPreciseTimestamps),
             Box::new(CanonicalLogins),
             Box::new(lifecycle::DataLifecycle),
+            Box::new(webhooks::Webhooks),
         ]
     }
 }

@@ -29,6 +29,7 @@ pub mod entities;
 pub mod lifecycle;
 pub mod migration;
 pub mod stats;
+pub mod webhooks;
 
 pub use lifecycle::{RetentionSettings, RetentionSweeper, SweepReport};
 
@@ -515,9 +516,13 @@ impl AccountRepository for Database {
             .map_err(classify)
     }
 
-    async fn record_event(&self, audit: AuditRecord, event: OutboxEvent) -> Result<(), RepoError> {
+    async fn record_audit_with_event(
+        &self,
+        record: AuditRecord,
+        event: OutboxEvent,
+    ) -> Result<(), RepoError> {
         let txn = self.conn.begin().await.map_err(classify)?;
-        audit_event::Entity::insert(audit_row(audit))
+        audit_event::Entity::insert(audit_row(record))
             .exec_without_returning(&txn)
             .await
             .map_err(classify)?;

@@ -30,6 +30,9 @@ pub struct EventSettings {
     pub max_stream_length: u64,
     /// How long an appended event id is remembered to drop repeats.
     pub dedupe_ttl_secs: u64,
+    /// Also write `recovery.started` and `recovery.code_verified` to the outbox (for SIEMs, via
+    /// the stream and webhooks). Off by default.
+    pub include_flow_events: bool,
 }
 
 impl EventSettings {
@@ -50,6 +53,7 @@ impl Default for EventSettings {
             batch_size: 100,
             max_stream_length: 1_000_000,
             dedupe_ttl_secs: 7 * 24 * 3600,
+            include_flow_events: false,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod report_link;
 pub mod smtp;
 pub mod templates;
+pub mod webhooks;
 
 pub use queue::{DeliveryWorker, MessageSealer, NoticeQueue, Outgoing};
 pub use templates::{MessageKind, RenderedMessage, Templates};

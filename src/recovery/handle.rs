@@ -67,6 +67,9 @@ pub struct RecoverySettings {
     /// Largest secret number of a proof of work: a solve takes max_number / 2 hashes on average.
     pub pow_max_number: u32,
     pub limits: RateLimits,
+    /// `[events] include_flow_events`: `recovery.started` and `recovery.code_verified` also go to
+    /// the outbox (stream and webhooks), for SIEMs.
+    pub flow_events: bool,
 }
 
 impl Default for RecoverySettings {
@@ -78,6 +81,7 @@ impl Default for RecoverySettings {
             captcha_digits: 6,
             pow_max_number: DEFAULT_POW_MAX_NUMBER,
             limits: RateLimits::default(),
+            flow_events: false,
         }
     }
 }

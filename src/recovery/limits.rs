@@ -9,7 +9,7 @@ use super::flow::Flow;
 pub use super::handle::{RateLimit, RateLimits};
 use super::handle::{Recovery, RequestContext};
 use super::input::LoginId;
-use super::ports::{AuditRecord, RateDecision};
+use super::ports::{AuditRecord, OutboxEvent, RateDecision};
 
 const ACCOUNT_CODES: &str = "rl:acct-codes";
 const ACCOUNT_SENDS: &str = "rl:acct-sends";
@@ -56,8 +56,47 @@ impl Recovery {
     }
 
     /// Audit writes never fail the RPC they describe: a lost audit row is logged loudly.
+    ///
+    /// With `flow_events` on, a successful start or code verification also writes its outbox
+    /// event in the same transaction. A start writes one whether or not the login is known (with
+    /// `account_id` null when it is not), so the database sees the same writes either way; the
+    /// ordering key of such an event is its flow.
     pub(crate) async fn record(&self, record: AuditRecord) {
-        if let Err(error) = self.accounts.record_audit(record).await {
+        let flow_event = self.settings.flow_events
+            && record.result == "ok"
+            && matches!(record.event, "recovery.started" | "recovery.code_verified");
+        let written = if flow_event {
+            let event_id = uuid::Uuid::now_v7().to_string();
+            let payload = serde_json::json!({
+                "event_id": event_id,
+                "type": record.event,
+                "account_id": record.account_id,
+                "flow_id": record.flow_id,
+                "occurred_at": record.at.to_rfc3339(),
+                "client_ip": record.client_ip,
+                "user_agent": record.user_agent,
+            })
+            .to_string();
+            let event = OutboxEvent {
+                event_id,
+                event_type: record.event.to_owned(),
+                aggregate_id: record
+                    .account_id
+                    .clone()
+                    .or_else(|| record.flow_id.clone())
+                    .unwrap_or_default(),
+                payload,
+                created_at: record.at,
+            };
+            let written = self.accounts.record_audit_with_event(record, event).await;
+            if written.is_ok() {
+                self.event_wake.notify_one();
+            }
+            written
+        } else {
+            self.accounts.record_audit(record).await
+        };
+        if let Err(error) = written {
             tracing::error!(error = %error, "audit event could not be written");
         }
     }

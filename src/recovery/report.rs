@@ -111,7 +111,7 @@ impl Recovery {
             payload,
             created_at: now,
         };
-        self.accounts.record_event(audit, event).await?;
+        self.accounts.record_audit_with_event(audit, event).await?;
         self.event_wake.notify_one();
         Ok(())
     }

@@ -192,6 +192,8 @@ impl Recovery {
             "account_id": account.id,
             "occurred_at": now.to_rfc3339(),
             "flow_id": flow.id,
+            // Relying parties end the account's sessions and refresh tokens on this event.
+            "revoke_sessions": true,
         })
         .to_string();
         let notice = Notice {

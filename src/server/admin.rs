@@ -85,6 +85,21 @@ async fn metrics(State(admin): State<Admin>) -> Response {
     if let Ok(sample) = &sample {
         record_sample(sample);
     }
+    let now = admin.recovery.clock.now();
+    let webhooks = tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::recovery::ports::WebhookStore::webhook_backlog(&admin.database, now),
+    )
+    .await;
+    if let Ok(Ok(endpoints)) = webhooks {
+        for endpoint in endpoints {
+            crate::telemetry::metrics::webhook_backlog(
+                &endpoint.endpoint,
+                endpoint.pending,
+                endpoint.oldest_age_secs,
+            );
+        }
+    }
     match crate::telemetry::prom::render() {
         Some(Ok(text)) => (
             [(header::CONTENT_TYPE, crate::telemetry::prom::CONTENT_TYPE)],

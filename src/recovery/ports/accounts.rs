@@ -154,8 +154,12 @@ pub trait AccountRepository: Send + Sync + 'static {
     ) -> Result<bool, RepoError>;
     async fn commit_reset(&self, commit: ResetCommit) -> Result<ResetOutcome, RepoError>;
     async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError>;
-    /// Writes an audit row and the outbox event that announces it, in one transaction.
-    async fn record_event(&self, audit: AuditRecord, event: OutboxEvent) -> Result<(), RepoError>;
+    /// The audit row and an outbox event, in one transaction (the flow events for SIEMs).
+    async fn record_audit_with_event(
+        &self,
+        record: AuditRecord,
+        event: OutboxEvent,
+    ) -> Result<(), RepoError>;
     /// Deletes the account and its password history, drops its queued mail, strips its audit
     /// rows of client address and agent, and writes the `account.deleted` event, all at once.
     /// `false`: no such account (nothing written).

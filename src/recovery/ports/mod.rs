@@ -9,6 +9,7 @@ pub mod breach;
 pub mod delivery;
 pub mod ephemeral;
 pub mod events;
+pub mod webhooks;
 
 pub use accounts::{
     Account, AccountData, AccountErasure, AccountRepository, AuditEntry, AuditRecord,
@@ -19,3 +20,4 @@ pub use breach::{BreachError, BreachRanges};
 pub use delivery::{Deliveries, MessageKind, Notice};
 pub use ephemeral::{EphemeralStore, RateDecision, StoreError, Versioned};
 pub use events::{EventSink, StreamRetention};
+pub use webhooks::{WebhookBacklog, WebhookDelivery, WebhookStore};
