@@ -251,3 +251,59 @@ async fn a_pt_br_flow_gets_the_portuguese_mail_and_content_language() {
     let text = part(&mail, "text/plain");
     assert!(text.contains("Dispositivo: Firefox no Windows"), "{text}");
 }
+
+/// Feature 3 end to end over real SMTP: the code mail carries the report code and, with
+/// `[mail] report_url`, the link built from it; the code from the mail ends the flow.
+#[tokio::test]
+async fn the_code_mail_carries_a_report_code_and_link_that_work() {
+    let sink = Sink::start(SinkOptions::default());
+    let port = sink.port;
+    let app = spawn_app_with(
+        move |c| {
+            c.notifier = recovery_service::config::NotifierKind::Smtp;
+            c.smtp_url = Some(secrecy::SecretString::from(format!(
+                "smtp://127.0.0.1:{port}"
+            )));
+            c.mail_from = "no-reply@recovery.test".into();
+            c.mail.report_url = Some("https://id.example.com/recovery/report?code={code}".into());
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    ask_for_a_code(&app, &login, "en", &[("x-user-agent", FIREFOX_WINDOWS)]).await;
+    let raw = delivered_to(&sink, &login).await;
+    let mail = mailparse::parse_mail(&raw).unwrap();
+    let text = part(&mail, "text/plain");
+    let html = part(&mail, "text/html");
+    let prefix = "https://id.example.com/recovery/report?code=";
+    let link = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no report link in {text}"));
+    assert_eq!(link.len(), 32, "{link}");
+    assert!(link.chars().all(|c| c.is_ascii_hexdigit()), "{link}");
+    assert!(
+        text.lines().any(|line| line.trim() == link),
+        "the code is also shown on its own: {text}"
+    );
+    assert!(html.contains(link), "{html}");
+    assert!(html.contains("<a href="), "{html}");
+
+    app.recovery
+        .clone()
+        .report_unrequested_recovery(proto::ReportUnrequestedRecoveryRequest {
+            report_code: link.to_owned(),
+        })
+        .await
+        .expect("the code from the mail is accepted");
+    let again = app
+        .recovery
+        .clone()
+        .report_unrequested_recovery(proto::ReportUnrequestedRecoveryRequest {
+            report_code: link.to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::Unauthenticated);
+}
