@@ -207,6 +207,12 @@ impl App {
             clock: clock.clone(),
         };
         let webhooks = webhook_dispatcher(&config, &database, clock.clone())?;
+        if let Some(webhooks) = &webhooks {
+            webhooks
+                .register_all()
+                .await
+                .context("registering the webhook endpoints")?;
+        }
         let relay = outbox_relay(&config, &database, clock, event_wake);
         Ok(Self {
             recovery,

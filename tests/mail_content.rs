@@ -27,6 +27,14 @@ const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebK
                               (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
 
 async fn smtp_app(sink: &Sink) -> TestApp {
+    smtp_app_with(sink, |_| {}).await
+}
+
+/// A server mailing through `sink`, with `configure` applied on top.
+async fn smtp_app_with(
+    sink: &Sink,
+    configure: impl FnOnce(&mut recovery_service::config::Config),
+) -> TestApp {
     let port = sink.port;
     spawn_app_with(
         move |c| {
@@ -35,6 +43,7 @@ async fn smtp_app(sink: &Sink) -> TestApp {
                 "smtp://127.0.0.1:{port}"
             )));
             c.mail_from = "no-reply@recovery.test".into();
+            configure(c);
         },
         Overrides::default(),
     )
@@ -257,18 +266,9 @@ async fn a_pt_br_flow_gets_the_portuguese_mail_and_content_language() {
 #[tokio::test]
 async fn the_code_mail_carries_a_report_code_and_link_that_work() {
     let sink = Sink::start(SinkOptions::default());
-    let port = sink.port;
-    let app = spawn_app_with(
-        move |c| {
-            c.notifier = recovery_service::config::NotifierKind::Smtp;
-            c.smtp_url = Some(secrecy::SecretString::from(format!(
-                "smtp://127.0.0.1:{port}"
-            )));
-            c.mail_from = "no-reply@recovery.test".into();
-            c.mail.report_url = Some("https://id.example.com/recovery/report?code={code}".into());
-        },
-        Overrides::default(),
-    )
+    let app = smtp_app_with(&sink, |c| {
+        c.mail.report_url = Some("https://id.example.com/recovery/report?code={code}".into());
+    })
     .await;
     let login = unique_login();
     ask_for_a_code(&app, &login, "en", &[("x-user-agent", FIREFOX_WINDOWS)]).await;

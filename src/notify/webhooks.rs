@@ -394,6 +394,18 @@ impl WebhookDispatcher {
         }
     }
 
+    /// Records every configured endpoint's starting point in the outbox, so an endpoint receives
+    /// every event written from now on. Called before the server takes requests: a new endpoint
+    /// registered later by its loop would skip the events written in between.
+    pub async fn register_all(&self) -> Result<(), crate::recovery::ports::RepoError> {
+        for target in &self.targets {
+            self.store
+                .register_endpoint(&target.id, self.clock.now())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Fans out new events and sends what is due; returns how many rows it created or sent.
     pub async fn pass_all(&self) -> Result<u64, crate::recovery::ports::RepoError> {
         let mut handled = 0;
