@@ -527,7 +527,19 @@ async fn two_replicas_on_one_database_send_each_event_once() {
         }
     };
     let first = spawn_app_with(replica(), Overrides::default()).await;
-    let second = spawn_app_with(replica(), Overrides::default()).await;
+    // The code mails are read from the first replica's notifier, so the second must not claim
+    // them: its mail worker only wakes for its own sends, and polls once an hour.
+    let second = spawn_app_with(
+        {
+            let configure = replica();
+            move |c: &mut Config| {
+                configure(c);
+                c.delivery.poll_interval_ms = 3_600_000;
+            }
+        },
+        Overrides::default(),
+    )
+    .await;
     let logins: Vec<String> = (0..4).map(|_| unique_login()).collect();
     for login in &logins {
         first.create_account(login).await;
