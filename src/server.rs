@@ -128,6 +128,8 @@ impl App {
             .await
             .context("connecting to the database")?;
         database.migrate().await.context("migrating the database")?;
+        // Audit rows group-committed from here on; `serve` flushes them on shutdown.
+        let database = database.with_audit_log(&config.database);
         let store = match overrides.store {
             Some(store) => store,
             None => build_store(&config).await?,
@@ -377,6 +379,13 @@ impl App {
         if tokio::time::timeout(grace, sweeper_task).await.is_err() {
             // Each batch is one statement: an interrupted sweep leaves nothing half-done.
             tracing::warn!("retention sweep did not stop in time");
+        }
+        // Every call has finished: write the audit rows still queued, then close the pool.
+        if tokio::time::timeout(grace, database.flush_audit())
+            .await
+            .is_err()
+        {
+            tracing::error!("audit rows still queued could not be written in time");
         }
         database.close().await.ok();
         tracing::info!("stopped");
