@@ -8,11 +8,37 @@
 //! cannot get one within `queue_timeout` is told to back off instead of piling up. The async
 //! workers stay free for the cheap RPCs (STYLE: async code never blocks for long).
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tracing::Instrument;
+
+/// How much nicer (lower CPU priority) than the async workers CPU-bound work runs.
+const BACKGROUND_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by `BACKGROUND_NICENESS`, once per thread. Called
+/// first thing by every closure run on tokio's blocking threads (argon2, zxcvbn, captcha
+/// drawing: the service gives them no other work), so on a busy machine the scheduler runs the
+/// async workers — every cheap RPC — before the expensive work: a flood of CreateCaptcha or
+/// VerifyPassword then costs GetRecoveryFlow little latency (issue 10). Throughput of the
+/// expensive work is unchanged when the cores are otherwise idle. On Linux the nice value is
+/// per thread; raising it needs no privilege. A failure only costs the latency benefit.
+pub fn background_priority() {
+    thread_local! {
+        static LOWERED: Cell<bool> = const { Cell::new(false) };
+    }
+    if LOWERED.with(|lowered| lowered.replace(true)) {
+        return;
+    }
+    let lowered = rustix::process::getpriority_process(None).and_then(|current| {
+        rustix::process::setpriority_process(None, (current + BACKGROUND_NICENESS).min(19))
+    });
+    if let Err(error) = lowered {
+        tracing::debug!(%error, "could not lower the priority of a blocking thread");
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockingError {
@@ -64,6 +90,7 @@ impl BlockingPool {
             .map_err(|_| BlockingError::Busy)?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            background_priority();
             let _entered = span.enter();
             let result = work();
             drop(permit);

@@ -131,6 +131,8 @@ impl App {
             .await
             .context("connecting to the database")?;
         database.migrate().await.context("migrating the database")?;
+        // Audit rows group-committed from here on; `serve` flushes them on shutdown.
+        let database = database.with_audit_log(&config.database);
         let store = match overrides.store {
             Some(store) => store,
             None => build_store(&config).await?,
@@ -375,7 +377,7 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(recovery_service)
             .add_service(account_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(no_delay(listener), shutdown)
             .await
             .context("gRPC server")?;
 
@@ -405,6 +407,13 @@ impl App {
         if tokio::time::timeout(grace, sweeper_task).await.is_err() {
             // Each batch is one statement: an interrupted sweep leaves nothing half-done.
             tracing::warn!("retention sweep did not stop in time");
+        }
+        // Every call has finished: write the audit rows still queued, then close the pool.
+        if tokio::time::timeout(grace, database.flush_audit())
+            .await
+            .is_err()
+        {
+            tracing::error!("audit rows still queued could not be written in time");
         }
         database.close().await.ok();
         tracing::info!("stopped");
@@ -438,6 +447,23 @@ fn webhook_dispatcher(
         client,
     )
     .map(Some)
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic sets `TCP_NODELAY` only on sockets
+/// it accepts itself, not on an incoming stream handed to it: without this, an answer of more
+/// than one segment (a captcha picture) waited for the client's delayed ACK, ~40 ms per call
+/// (issue 10: CreateCaptcha at 1 in flight took 48 ms for under 1 ms of work).
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set");
+        }
+        Ok(stream)
+    })
 }
 
 /// The relay from the outbox table to the event stream, if a Redis is configured for it.

@@ -199,3 +199,79 @@ async fn sigterm_lets_an_in_flight_call_finish_and_then_exits_cleanly() {
         .unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+/// Audit rows are group-committed (issue 10): `StartRecovery` returns once its row is queued.
+/// A clean shutdown must still write every queued row. The flush interval is set to its
+/// maximum, so the rows are certainly still queued when SIGTERM lands.
+#[tokio::test]
+async fn sigterm_writes_every_queued_audit_row_before_exiting() {
+    use recovery_service::db::entities::audit_event;
+    use recovery_service::proto::recovery_service_client::RecoveryServiceClient;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    const CALLS: usize = 120;
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = command(&dir)
+        .arg("serve")
+        .env("RECOVERY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RECOVERY_CAPTCHA", "off")
+        .env("RECOVERY_RATE_LIMITS__ENABLED", "false")
+        .env("RECOVERY_DATABASE__AUDIT_FLUSH_INTERVAL_MS", "1000")
+        .env("RECOVERY_DATABASE__AUDIT_BATCH_ROWS", "1000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(connected) = RecoveryServiceClient::connect(address.clone()).await {
+            client = Some(connected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let client = client.expect("the server listens");
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..CALLS {
+        let mut client = client.clone();
+        calls.spawn(async move {
+            client
+                .start_recovery(recovery_service::proto::StartRecoveryRequest {
+                    login_id: format!("queued-{i}@example.com"),
+                    locale: "en".into(),
+                    ..Default::default()
+                })
+                .await
+        });
+    }
+    while let Some(answer) = calls.join_next().await {
+        let answer = answer.unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("cli.db").display());
+    let database = recovery_service::db::Database::connect(&url, &Default::default())
+        .await
+        .unwrap();
+    let started = audit_event::Entity::find()
+        .filter(audit_event::Column::Event.eq("recovery.started"))
+        .count(database.connection())
+        .await
+        .unwrap();
+    assert_eq!(started, CALLS as u64, "every queued audit row was written");
+}

@@ -546,6 +546,7 @@ async fn the_client_address_envoy_saw_is_audited_not_the_one_the_client_claims()
     assert_ok(status, &body);
     let flow_id = body["flow"]["flow_id"].as_str().unwrap();
 
+    app.database.flush_audit().await;
     let started = audit_event::Entity::find()
         .filter(audit_event::Column::FlowId.eq(flow_id))
         .filter(audit_event::Column::Event.eq("recovery.started"))

@@ -144,6 +144,8 @@ async fn fifty_parallel_resets_with_one_token_yield_one_success_and_one_history_
             .assert(Code::Unauthenticated, "TOKEN_INVALID");
     }
 
+    // Audit rows are group-committed: written within a few ms, at once on a flush.
+    app.database.flush_audit().await;
     let db = app.database.connection();
     let history = password_history::Entity::find()
         .filter(password_history::Column::RecoveryFlowId.eq(flow_id.clone()))
@@ -254,6 +256,8 @@ async fn two_flows_of_one_account_reset_at_once_leave_one_winner_and_both_in_the
     assert!(app.login_works(&login, winner).await);
     assert!(!app.login_works(&login, loser_password).await);
     assert!(!app.login_works(&login, OLD_PASSWORD).await);
+    // Audit rows are group-committed: written within a few ms, at once on a flush.
+    app.database.flush_audit().await;
     let db = app.database.connection();
     let stored = account::Entity::find_by_id(account_id.clone())
         .one(db)

@@ -102,6 +102,8 @@ async fn a_reset_writes_hash_history_audit_and_outbox_in_the_database() {
     let (flow_id, token) = app.verified_flow(&login).await;
     app.reset(&token, NEW_PASSWORD, NEW_PASSWORD).await.unwrap();
 
+    // Audit rows are group-committed: written within a few ms, at once on a flush.
+    app.database.flush_audit().await;
     let db = app.database.connection();
     let history = password_history::Entity::find()
         .filter(password_history::Column::AccountId.eq(account_id.clone()))

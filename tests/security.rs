@@ -32,6 +32,8 @@ fn from_client<T>(message: T) -> tonic::Request<T> {
 }
 
 async fn audit_rows(app: &TestApp) -> Vec<audit_event::Model> {
+    // Audit rows are group-committed: written within a few ms, at once on a flush.
+    app.database.flush_audit().await;
     audit_event::Entity::find()
         .order_by_asc(audit_event::Column::Id)
         .all(app.database.connection())
@@ -500,6 +502,8 @@ async fn redis_and_the_database_hold_no_code_token_captcha_answer_password_or_lo
 
     // The database: the sealed delivery queue, the audit trail and the outbox.
     app.drain_deliveries().await;
+    // Audit rows are group-committed: written within a few ms, at once on a flush.
+    app.database.flush_audit().await;
     let conn = app.database.connection();
     let deliveries = delivery::Entity::find().all(conn).await.unwrap();
     assert!(deliveries.len() >= 4, "{}", deliveries.len());

@@ -177,6 +177,42 @@ mod behaviour {
         assert_eq!(loaded.value, flow);
     }
 
+    /// `StartRecovery`'s one write: the flow at version 1 and its owner's index, whose TTL a
+    /// shorter-lived later flow does not cut (one script on a node, two on Cluster).
+    pub async fn an_indexed_insert_stores_the_flow_and_its_owner_entry(
+        store: Arc<dyn EphemeralStore>,
+    ) {
+        let owner = id();
+        let long_lived = Flow {
+            account_id: Some(owner.clone()),
+            ..flow(&id())
+        };
+        let short_lived = Flow {
+            account_id: Some(owner.clone()),
+            ..flow(&id())
+        };
+        store
+            .insert_indexed_flow(&long_lived, LONG_TTL)
+            .await
+            .unwrap();
+        store
+            .insert_indexed_flow(&short_lived, SHORT_TTL)
+            .await
+            .unwrap();
+        let loaded = store.load_flow(&long_lived.id).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 1);
+        assert_eq!(loaded.value, long_lived);
+        let mut expected = vec![long_lived.id.clone(), short_lived.id.clone()];
+        expected.sort();
+        let mut listed = store.account_flows(&owner).await.unwrap();
+        listed.sort();
+        assert_eq!(listed, expected);
+        tokio::time::sleep(PAST_SHORT_TTL).await;
+        assert_eq!(store.load_flow(&short_lived.id).await.unwrap(), None);
+        assert_eq!(store.account_flows(&owner).await.unwrap().len(), 2);
+        assert!(store.load_flow(&long_lived.id).await.unwrap().is_some());
+    }
+
     pub async fn an_unknown_flow_loads_as_none(store: Arc<dyn EphemeralStore>) {
         assert_eq!(store.load_flow(&id()).await.unwrap(), None);
     }
@@ -562,6 +598,7 @@ macro_rules! backend {
                 a_captcha_expires_after_its_ttl,
                 concurrent_takes_of_one_captcha_yield_it_exactly_once,
                 an_inserted_flow_loads_at_version_one,
+                an_indexed_insert_stores_the_flow_and_its_owner_entry,
                 an_unknown_flow_loads_as_none,
                 a_replace_at_the_current_version_stores_the_flow_and_bumps_the_version,
                 a_replace_with_a_stale_version_fails_and_changes_nothing,

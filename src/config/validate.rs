@@ -173,6 +173,17 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
         db.acquire_timeout_ms,
         1..=MAX_WAIT_MS,
     );
+    p.range(
+        "database.audit_flush_interval_ms",
+        db.audit_flush_interval_ms,
+        0..=1_000,
+    );
+    p.range("database.audit_batch_rows", db.audit_batch_rows, 1..=1_000);
+    p.range(
+        "database.audit_queue_rows",
+        db.audit_queue_rows,
+        1..=1_000_000,
+    );
 
     let redis = &config.redis;
     p.range(

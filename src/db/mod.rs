@@ -25,6 +25,7 @@ use crate::recovery::ports::{
     SealedDelivery,
 };
 
+mod audit_log;
 pub mod entities;
 pub mod lifecycle;
 pub mod migration;
@@ -57,6 +58,15 @@ pub struct DatabaseSettings {
     /// PostgreSQL `statement_timeout` (0: none): a runaway statement is cancelled by the
     /// server. MySQL and SQLite ignore it.
     pub statement_timeout_ms: u64,
+    /// Audit rows are group-committed (see `audit_log.rs`): written at most this long after
+    /// they were recorded, many in one INSERT. It bounds what a crash (not a clean shutdown,
+    /// which flushes) can lose. 0: one synchronous INSERT per event.
+    pub audit_flush_interval_ms: u64,
+    /// Most rows in one audit INSERT.
+    pub audit_batch_rows: u32,
+    /// Rows that may wait to be written; past that, recording an event waits for room (never
+    /// drops it).
+    pub audit_queue_rows: u32,
 }
 
 impl Default for DatabaseSettings {
@@ -69,6 +79,9 @@ impl Default for DatabaseSettings {
             idle_timeout_ms: 600_000,
             max_lifetime_ms: 1_800_000,
             statement_timeout_ms: 30_000,
+            audit_flush_interval_ms: 5,
+            audit_batch_rows: 256,
+            audit_queue_rows: 4_096,
         }
     }
 }
@@ -81,6 +94,9 @@ fn optional_ms(ms: u64) -> Option<Duration> {
 #[derive(Clone, Debug)]
 pub struct Database {
     conn: DatabaseConnection,
+    /// The group-commit writer of audit rows, once `start_audit_log` ran (the server does; the
+    /// CLI and tests of the adapter write each row at once).
+    audit: Option<audit_log::AuditLog>,
 }
 
 /// Key of the PostgreSQL advisory lock that serialises migrations between replicas (any
@@ -179,7 +195,7 @@ impl Database {
                 conn.execute_unprepared(pragma).await.map_err(classify)?;
             }
         }
-        Ok(Self { conn })
+        Ok(Self { conn, audit: None })
     }
 
     /// Applies pending migrations. Safe when several replicas start at once: each takes a
@@ -259,6 +275,23 @@ impl Database {
 
     pub async fn ping(&self) -> Result<(), RepoError> {
         self.conn.ping().await.map_err(classify)
+    }
+
+    /// From now on `record_audit` queues rows for the group-commit writer (unless
+    /// `audit_flush_interval_ms` is 0). Needs a Tokio runtime; clones made afterwards share the
+    /// writer.
+    #[must_use]
+    pub fn with_audit_log(mut self, settings: &DatabaseSettings) -> Self {
+        self.audit = audit_log::AuditLog::start(self.conn.clone(), settings);
+        self
+    }
+
+    /// Returns once every audit row recorded before the call is written. The server calls it
+    /// on shutdown; erasure and export call it so they see every row.
+    pub async fn flush_audit(&self) {
+        if let Some(audit) = &self.audit {
+            audit.flush().await;
+        }
     }
 
     pub async fn close(self) -> Result<(), RepoError> {
@@ -509,6 +542,14 @@ impl AccountRepository for Database {
     }
 
     async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError> {
+        let record = match &self.audit {
+            Some(audit) => match audit.record(record).await {
+                Ok(()) => return Ok(()),
+                // The writer is gone (runtime shutting down): write it here.
+                Err(record) => record,
+            },
+            None => record,
+        };
         audit_event::Entity::insert(audit_row(record))
             .exec_without_returning(&self.conn)
             .await
@@ -542,10 +583,13 @@ impl AccountRepository for Database {
     }
 
     async fn erase_account(&self, erasure: AccountErasure) -> Result<bool, RepoError> {
+        // Rows still queued must be written first, or they would escape the stripping.
+        self.flush_audit().await;
         lifecycle::erase(&self.conn, erasure).await
     }
 
     async fn export_account(&self, account_id: &str) -> Result<Option<AccountData>, RepoError> {
+        self.flush_audit().await;
         lifecycle::export(&self.conn, account_id).await
     }
 }

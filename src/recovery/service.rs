@@ -304,10 +304,7 @@ impl Recovery {
         flow.password_version = account.map_or(0, |a| a.password_version);
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
-        self.store.insert_flow(&flow, ttl).await?;
-        self.store
-            .add_account_flow(&flow.owner(), &flow.id, ttl)
-            .await?;
+        self.store.insert_indexed_flow(&flow, ttl).await?;
         Ok(flow)
     }
 
@@ -329,14 +326,30 @@ impl Recovery {
         &self,
         flow_id: &str,
         now: DateTime<Utc>,
+        transition: impl FnMut(&Flow) -> Result<(Option<Flow>, T), RecoveryError>,
+    ) -> Result<(Versioned<Flow>, Option<Flow>, T), RecoveryError> {
+        self.update_loaded_flow(flow_id, None, now, transition)
+            .await
+    }
+
+    /// `update_flow` whose first attempt starts from `loaded`, a version the caller has just
+    /// read (one round trip fewer); later attempts read the flow again.
+    pub(crate) async fn update_loaded_flow<T>(
+        &self,
+        flow_id: &str,
+        mut loaded: Option<Versioned<Flow>>,
+        now: DateTime<Utc>,
         mut transition: impl FnMut(&Flow) -> Result<(Option<Flow>, T), RecoveryError>,
     ) -> Result<(Versioned<Flow>, Option<Flow>, T), RecoveryError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = self
-                .store
-                .load_flow(flow_id)
-                .await?
-                .ok_or(RecoveryError::FlowNotFound)?;
+            let current = match loaded.take() {
+                Some(current) => current,
+                None => self
+                    .store
+                    .load_flow(flow_id)
+                    .await?
+                    .ok_or(RecoveryError::FlowNotFound)?,
+            };
             let (next, outcome) = transition(&current.value)?;
             let Some(next) = next else {
                 return Ok((current, None, outcome));
@@ -561,12 +574,12 @@ impl Recovery {
             .keys
             .sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
         // The flow is read first: a flow that does not exist gets nothing written for it.
-        let flow = self
+        let loaded = self
             .store
             .load_flow(flow_id)
             .await?
-            .ok_or(RecoveryError::FlowNotFound)?
-            .value;
+            .ok_or(RecoveryError::FlowNotFound)?;
+        let flow = &loaded.value;
         // The per-account budget is spent before any code is weighed, and by every code that
         // would be (the right one too): counting first is what keeps a burst of concurrent
         // guesses from overshooting it, and past it not even the right code is weighed. The dry
@@ -580,12 +593,6 @@ impl Recovery {
             self.limit(ctx, "VerifyCode", LimitScope::VerifyCode(&flow.owner()))
                 .await?;
         }
-        // The index entry is written before the flow changes: it is harmless until the flow
-        // says VERIFIED with this very token, and writing it after could lose it and strand a
-        // verified flow.
-        self.store
-            .put_token(&token_mac, flow_id, settings.token_ttl)
-            .await?;
         // One live code per account: once another flow of the owner sent a code, this flow's
         // code is wrong, answered and counted exactly like any wrong code. No pointer means no
         // code was sent for the owner within a code's lifetime, so none is newer than this one.
@@ -594,16 +601,36 @@ impl Recovery {
             .live_code(&flow.owner())
             .await?
             .is_none_or(|live_flow| live_flow == flow.id);
+        let code_matches = |flow: &Flow| {
+            live && match &flow.state {
+                FlowState::CodeSent { code_mac, .. } => self.keys.verify(
+                    CODE_PURPOSE,
+                    &[flow.id.as_bytes(), code.expose().as_bytes()],
+                    code_mac,
+                ),
+                _ => false,
+            }
+        };
+        // The index entry is written before the flow changes: it is harmless until the flow
+        // says VERIFIED with this very token, and writing it after could lose it and strand a
+        // verified flow. A code that does not match the flow as read needs no token (the
+        // cheap, common refusal: one read and one write in the store).
+        let token_indexed = code_matches(flow);
+        if token_indexed {
+            self.store
+                .put_token(&token_mac, flow_id, settings.token_ttl)
+                .await?;
+        }
         let (current, next, outcome) = self
-            .update_flow(flow_id, now, |flow| {
-                let matches = match &flow.state {
-                    FlowState::CodeSent { code_mac, .. } => self.keys.verify(
-                        CODE_PURPOSE,
-                        &[flow.id.as_bytes(), code.expose().as_bytes()],
-                        code_mac,
-                    ),
-                    _ => false,
-                } && live;
+            .update_loaded_flow(flow_id, Some(loaded), now, |flow| {
+                let matches = code_matches(flow);
+                if matches && !token_indexed {
+                    // The flow got a new code between the read and now, and this is it: nothing
+                    // is written; the caller retries (and then its token is indexed first).
+                    return Err(RecoveryError::Unavailable(anyhow::anyhow!(
+                        "flow changed during verification"
+                    )));
+                }
                 let verification = flow.verify_code(matches, token_mac.clone(), now, settings);
                 Ok((verification.next, verification.outcome))
             })

@@ -154,6 +154,7 @@ impl PasswordHasher {
         let span = tracing::Span::current();
         let pool = self.memory.clone();
         tokio::task::spawn_blocking(move || {
+            crate::blocking::background_priority();
             let _entered = span.enter();
             let mut memory = pool.take();
             let result = work(&mut memory);

@@ -26,7 +26,8 @@
 //! The braces are Redis Cluster hash tags: only the part inside them picks the slot, so every
 //! key that belongs to one flow (or captcha, account, …) lands in one slot. Each script here
 //! touches one key, and any future multi-key script must keep its keys under one tag, otherwise
-//! Cluster answers CROSSSLOT.
+//! Cluster answers CROSSSLOT. The one exception, `INSERT_INDEXED_FLOW` (a new flow and its
+//! owner's set), is never sent to a Cluster: there its two one-key scripts go out together.
 //!
 //! Secrets: keys carry ids and keyed hashes (MACs), never a secret; values are never logged
 //! nor put in an error message (a decoding error reports only its position).
@@ -103,6 +104,21 @@ if current ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+/// `INSERT_FLOW` and `ADD_TO_SET` in one script (KEYS: flow, owner's set; ARGV: JSON, ttl,
+/// flow id), for a new flow. Its two keys have different hash tags, so it runs only where there
+/// are no slots (single node, Sentinel); on Cluster the two one-key scripts are sent at once.
+const INSERT_INDEXED_FLOW: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[2]) < ttl then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
 return 1
 ";
 
@@ -213,6 +229,7 @@ struct Scripts {
     put_value: Script,
     take_value: Script,
     insert_flow: Script,
+    insert_indexed_flow: Script,
     replace_flow: Script,
     delete_key: Script,
     add_to_set: Script,
@@ -227,6 +244,7 @@ impl Scripts {
             put_value: Script::new(PUT_VALUE),
             take_value: Script::new(TAKE_VALUE),
             insert_flow: Script::new(INSERT_FLOW),
+            insert_indexed_flow: Script::new(INSERT_INDEXED_FLOW),
             replace_flow: Script::new(REPLACE_FLOW),
             delete_key: Script::new(DELETE_KEY),
             add_to_set: Script::new(ADD_TO_SET),
@@ -471,6 +489,28 @@ impl EphemeralStore for RedisStore {
             .arg(flow_id)
             .arg(ttl_ms(ttl));
         self.run_script::<()>("add_account_flow", &invocation).await
+    }
+
+    async fn insert_indexed_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
+        let owner = flow.owner();
+        if matches!(self.connection, Connection::Cluster(_)) {
+            // Two slots: the two one-key scripts, sent together (one round trip of waiting).
+            tokio::try_join!(
+                self.insert_flow(flow, ttl),
+                self.add_account_flow(&owner, &flow.id, ttl)
+            )?;
+            return Ok(());
+        }
+        let json = encode("flow", flow)?;
+        let mut invocation = self.scripts.insert_indexed_flow.prepare_invoke();
+        invocation
+            .key(self.key("flow", &flow.id))
+            .key(self.key("acct", &owner))
+            .arg(json)
+            .arg(ttl_ms(ttl))
+            .arg(flow.id.as_str());
+        self.run_script::<()>("insert_indexed_flow", &invocation)
+            .await
     }
 
     async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError> {

@@ -51,6 +51,13 @@ pub trait EphemeralStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
+    /// `insert_flow` and `add_account_flow` (under `flow.owner()`) for a new flow, in as few
+    /// round trips as the backend allows (`StartRecovery`'s hot path, issue 10).
+    async fn insert_indexed_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
+        self.insert_flow(flow, ttl).await?;
+        self.add_account_flow(&flow.owner(), &flow.id, ttl).await
+    }
+
     async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError>;
 
     /// Replaces the flow if its version is still `expected_version` (then it becomes
