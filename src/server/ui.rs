@@ -1,4 +1,5 @@
-//! The reference web front end (`web/`), served on the gRPC port: `GET /` and its two assets.
+//! The reference web front end (`web/`), served on the gRPC port: `GET /` (also at `/report`,
+//! the page behind `[mail] report_url`) and its assets.
 //! The bundle is built by esbuild and committed in `web/dist/`, and compiled into the binary,
 //! so a release build serves it with no Node and no files beside it. Its grpc-web calls go to
 //! the same origin, so no CORS is needed.
@@ -82,7 +83,9 @@ pub fn respond<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
         return None;
     }
     let path = match request.uri().path() {
-        "/index.html" => "/",
+        // The "it wasn't me" page behind `[mail] report_url` is the same page: the script
+        // shows the report screen at /report (its ?code= is read by the script, never here).
+        "/index.html" | "/report" => "/",
         path => path,
     };
     let index = ASSETS.iter().position(|asset| asset.path == path)?;
@@ -213,6 +216,19 @@ mod tests {
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+    }
+
+    #[test]
+    fn the_report_page_is_the_page_with_the_same_policy() {
+        let response = respond(&get("/report?code=0123456789abcdef0123456789abcdef"))
+            .expect("the report page");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY
+        );
+        assert_eq!(response.headers()[header::ETAG], etags()[0]);
+        assert!(respond(&get("/report/x")).is_none());
     }
 
     #[test]

@@ -79,4 +79,15 @@ export function connect(address) {
   return api;
 }
 
+/** The rich error of a call that must fail (see richError), plus its grpcCode; throws if the
+ *  call succeeds. */
+export async function rejects(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return { grpcCode: error.code, ...richError(error) };
+  }
+  throw new Error("the call succeeded");
+}
+
 export { grpc };

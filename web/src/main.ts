@@ -13,12 +13,13 @@ import {
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { StartRecoveryRequestSchema } from "./gen/identity/recovery/v1/recovery_pb";
 import { describe, type Problem } from "./errors";
-import { isKey, pickLocale, translator, type Key } from "./i18n";
+import { direction, isKey, pickLocale, translator, type Key } from "./i18n";
 import { solvePow, type PowChallenge } from "./pow";
 
 const locale = pickLocale(navigator.languages?.length ? navigator.languages : [navigator.language]);
 const t = translator(locale);
 document.documentElement.lang = locale;
+document.documentElement.dir = direction(locale);
 document.title = t("pageTitle");
 
 const client = createClient(
@@ -125,9 +126,14 @@ function flowIsOver(problem: Problem): boolean {
   );
 }
 
-function sentence(problem: Problem, secondsLeft = problem.retryAfterSeconds): string {
+/** Which screen an error is shown on: the recovery flow, or the report page (where
+ *  TOKEN_INVALID means the report code, and no flow is there to end). */
+type Screen = "flow" | "report";
+
+function sentence(problem: Problem, secondsLeft = problem.retryAfterSeconds, screen: Screen = "flow"): string {
   let key: Key = isKey(problem.reason) ? problem.reason : "UNKNOWN";
   if (key === "CODE_INVALID" && problem.attemptsLeft === 0) key = "CODE_INVALID_LAST";
+  if (screen === "report" && key === "TOKEN_INVALID") key = "reportInvalid";
   // Long waits (an hourly limit) read better in minutes, rounded up.
   const wait =
     secondsLeft < 120 ? t("seconds", { n: secondsLeft }) : t("minutes", { n: Math.ceil(secondsLeft / 60) });
@@ -136,7 +142,7 @@ function sentence(problem: Problem, secondsLeft = problem.retryAfterSeconds): st
 
 /** Shows the error on the current screen: the sentence, the fields it names, a countdown that
  *  keeps `retryButton` disabled for the RetryInfo delay, or the way to start over. */
-function showProblem(error: unknown, retryButton?: HTMLButtonElement): Problem {
+function showProblem(error: unknown, retryButton?: HTMLButtonElement, screen: Screen = "flow"): Problem {
   const problem = describe(error);
   const alert = root.querySelector<HTMLElement>("#alert");
   if (!alert) return problem;
@@ -145,12 +151,12 @@ function showProblem(error: unknown, retryButton?: HTMLButtonElement): Problem {
     const hint = document.getElementById(`${input.id}-hint`);
     if (hint) hint.textContent = "";
   }
-  const text = h("p", {}, sentence(problem));
+  const text = h("p", {}, sentence(problem, problem.retryAfterSeconds, screen));
   alert.replaceChildren(text);
   if (problem.reason !== "PASSWORD_POLICY") {
     for (const violation of problem.fields) markField(violation.field, violation.description);
   }
-  if (flowIsOver(problem)) {
+  if (screen === "flow" && flowIsOver(problem)) {
     // Nothing on this screen can succeed any more; only starting over is left.
     for (const control of root.querySelectorAll<HTMLButtonElement | HTMLInputElement>("form button, form input, .card > button")) {
       control.disabled = true;
@@ -161,7 +167,7 @@ function showProblem(error: unknown, retryButton?: HTMLButtonElement): Problem {
     button.focus();
   }
   if (COOLDOWNS.has(problem.reason) && problem.retryAfterSeconds > 0 && retryButton) {
-    countDown(problem, text, retryButton);
+    countDown(problem, text, retryButton, screen);
   }
   return problem;
 }
@@ -172,6 +178,7 @@ const FIELD_INPUTS: Record<string, string> = {
   code: "code",
   new_password: "new-password",
   new_password_confirmation: "repeat-password",
+  report_code: "report-code",
 };
 
 function markField(name: string, description: string): void {
@@ -183,14 +190,14 @@ function markField(name: string, description: string): void {
   if (hint) hint.textContent = isKey(key) ? t(key) : description;
 }
 
-function countDown(problem: Problem, text: HTMLElement, button: HTMLButtonElement): void {
+function countDown(problem: Problem, text: HTMLElement, button: HTMLButtonElement, screen: Screen): void {
   const until = Date.now() + problem.retryAfterSeconds * 1000;
   button.disabled = true;
   button.dataset.locked = "cooldown";
   const tick = () => {
     const left = Math.ceil((until - Date.now()) / 1000);
     if (left > 0) {
-      text.textContent = sentence(problem, left);
+      text.textContent = sentence(problem, left, screen);
       return;
     }
     window.clearInterval(timer);
@@ -559,4 +566,50 @@ async function startOver(): Promise<void> {
   if (flowId) await client.cancelRecovery({ flowId }).catch(() => undefined);
 }
 
-showStart();
+// ---- "It wasn't me": the page behind `[mail] report_url` ------------------------------------
+
+/** The report page, at /report (the mail's link carries ?code=…). Opening it does nothing:
+ *  mail scanners fetch every link in a message, so only the person's click on the confirm
+ *  button calls ReportUnrequestedRecovery. Without a code in the address, the person types it. */
+function showReport(fromLink: string): void {
+  const code = h("input", {
+    type: "text",
+    name: "report_code",
+    autocomplete: "off",
+    autocapitalize: "off",
+    spellcheck: "false",
+    "aria-required": "true",
+  });
+  code.value = fromLink;
+  const confirm = h("button", { type: "submit" }, t("reportConfirm"));
+  const form = h(
+    "form",
+    { novalidate: true },
+    field("report-code", t("reportCode"), code),
+    h("p", { class: "report-effect", id: "report-effect" }, t("reportEffect")),
+    confirm,
+    alertBox(),
+  );
+  show(h("h1", {}, t("reportTitle")), h("p", {}, t("reportIntro")), form);
+  confirm.setAttribute("aria-describedby", "report-effect");
+  (fromLink ? confirm : code).focus();
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    void busy([confirm], async () => {
+      try {
+        await client.reportUnrequestedRecovery({ reportCode: code.value.trim() });
+        show(h("h1", {}, t("reportDoneTitle")), h("p", { class: "done" }, t("reportDoneText")), h("p", {}, t("reportDoneHint")));
+      } catch (error) {
+        const problem = showProblem(error, confirm, "report");
+        if (problem.reason === "TOKEN_INVALID" || problem.reason === "INVALID_ARGUMENT") code.select();
+      }
+    });
+  });
+}
+
+if (window.location.pathname === "/report") {
+  showReport(new URLSearchParams(window.location.search).get("code")?.trim() ?? "");
+} else {
+  showStart();
+}

@@ -1,7 +1,9 @@
 // The web front end in a real headless Chromium (Debian's `chromium`, driven by
 // playwright-core), served by the real binary: the whole flow by keyboard on a phone-sized
 // screen, the error paths (bad input, resend cooldown, wrong codes counting down, mismatch,
-// weak password, rate limit countdown, a dead flow), the Swedish page, and the headers.
+// weak password, rate limit countdown, a dead flow), the "it wasn't me" report page behind the
+// code mail's link, the page in the browser's language (13 locales, Arabic right to left), and
+// the headers.
 // Screenshots of each step go to target/screenshots/, or to SCREENSHOTS_DIR:
 // `SCREENSHOTS_DIR=../docs/screenshots npm test` refreshes the ones the README shows.
 
@@ -10,8 +12,8 @@ import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
-import { connect } from "../grpc/client.mjs";
-import { REPO, startService } from "./support/service.mjs";
+import { connect, rejects } from "../grpc/client.mjs";
+import { REPO, freePort, startService } from "./support/service.mjs";
 
 const SHOTS = path.resolve(process.env.SCREENSHOTS_DIR ?? path.join(REPO, "target/screenshots"));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -304,6 +306,171 @@ test("a Swedish browser gets the Swedish page, and the code mail in Swedish", as
     assert.deepEqual(problems, []);
   } finally {
     await close();
+  }
+});
+
+const REPORT_EFFECT =
+  "When you confirm, we will end every open password recovery of your account and pause password recovery for 24 hours. Your password is not changed.";
+const REPORT_INVALID = "This report code is wrong, has expired or was already used. Check the code in the message.";
+
+test("the report link in the code mail asks first, and only the click reports", async () => {
+  // A service whose [mail] report_url points back at itself, so the link in the mail is followed
+  // as the person (or a mail scanner) would follow it.
+  const port = await freePort();
+  const reporting = await startService({
+    env: {
+      RECOVERY_LISTEN: `127.0.0.1:${port}`,
+      RECOVERY_MAIL__REPORT_URL: `http://127.0.0.1:${port}/report?code={code}`,
+    },
+  });
+  const login = "not.me@example.com";
+  reporting.createAccount(login, "Old-Granite-Harbor-73!");
+  const api = connect(reporting.address);
+  const { page, problems, close } = await phonePage();
+  try {
+    const { flow } = await api.StartRecovery({ login_id: login, locale: "en" });
+    await api.SendVerificationCode({ flow_id: flow.flow_id, channel: "EMAIL" });
+    const code = await reporting.waitForCode(login);
+    const report = reporting.report(login);
+    assert.ok(report, "the code mail carries a report code");
+    assert.equal(report.link, `http://127.0.0.1:${port}/report?code=${report.code}`);
+
+    // Two visits (a mail scanner's prefetch, then the person): opening the page does nothing.
+    for (let visit = 1; visit <= 2; visit++) {
+      const response = await page.goto(report.link);
+      assert.equal(response.status(), 200);
+      assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
+      await heading(page, "Report a recovery you did not ask for");
+      assert.equal(await page.getByLabel("Report code", { exact: true }).inputValue(), report.code);
+      await page.getByText(REPORT_EFFECT).waitFor();
+      assert.equal(await page.locator("#alert").textContent(), "");
+    }
+    // The flow is still open: a wrong code is counted as usual, not refused as a dead flow.
+    const wrong = code === "000000" ? "111111" : "000000";
+    const stillOpen = await rejects(api.VerifyCode({ flow_id: flow.flow_id, code: wrong }));
+    assert.equal(stillOpen.errorInfo.reason, "CODE_INVALID");
+    await shot(page, "16-report-confirm");
+
+    await page.getByRole("button", { name: "Confirm the report" }).click();
+    await heading(page, "Thank you, it is reported");
+    await page.getByText("We ended every open password recovery of your account", { exact: false }).waitFor();
+    await shot(page, "17-reported");
+    // The click ended the flow: the right code does not work any more.
+    const ended = await rejects(api.VerifyCode({ flow_id: flow.flow_id, code }));
+    assert.ok(["FLOW_NOT_FOUND", "FLOW_STATE"].includes(ended.errorInfo.reason), JSON.stringify(ended));
+
+    // The same link again: the page still asks, and the used code is refused clearly.
+    await page.goto(report.link);
+    await heading(page, "Report a recovery you did not ask for");
+    const confirm = page.getByRole("button", { name: "Confirm the report" });
+    await confirm.click();
+    assert.equal(await alertText(page), REPORT_INVALID);
+    await page.getByText("Enter the report code from the message.").waitFor();
+    assert.equal(await page.getByLabel("Report code", { exact: true }).getAttribute("aria-invalid"), "true");
+    // A typo can be corrected: the field and the button stay usable (no "Start over").
+    assert.equal(await confirm.isDisabled(), false);
+    assert.equal(await page.getByRole("button", { name: "Start over" }).count(), 0);
+    await shot(page, "18-report-used");
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    api.close();
+    await reporting.stop();
+  }
+});
+
+test("the report page without a code lets the person type it, and says what is wrong", async () => {
+  const { page, problems, close } = await phonePage();
+  try {
+    await page.goto(new URL("/report", service.url).href);
+    await heading(page, "Report a recovery you did not ask for");
+    const field = page.getByLabel("Report code", { exact: true });
+    assert.equal(await field.inputValue(), "");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "report-code");
+    await page.keyboard.press("Enter");
+    assert.equal(await alertText(page), "Please check the marked fields.");
+    assert.equal(await field.getAttribute("aria-invalid"), "true");
+    // A well-formed code nobody was given, typed as people type: in groups, upper case.
+    await typeInto(page, "Report code", "0123 4567 89AB CDEF 0123 4567 89AB CDEF");
+    await page.keyboard.press("Enter");
+    await page.getByRole("alert").getByText(REPORT_INVALID).waitFor();
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+  }
+});
+
+test("a German browser gets the German page and sends de in StartRecovery", async () => {
+  const login = "greta@example.de";
+  service.createAccount(login, "Old-Granite-Harbor-73!");
+  const { page, problems, close } = await phonePage("de-DE");
+  try {
+    await page.goto(service.url);
+    await heading(page, "Passwort vergessen?");
+    assert.equal(await page.evaluate(() => [document.documentElement.lang, document.documentElement.dir].join()), "de,ltr");
+    await captchaShown(page);
+    await typeInto(page, "Login-ID (E-Mail-Adresse)", login);
+    await typeInto(page, "Ziffern im Bild", "123456");
+    await page.getByRole("button", { name: "Anfordern" }).press("Enter");
+    await page.getByRole("button", { name: "Jetzt bestätigen" }).click();
+    await page.getByRole("button", { name: "Bestätigungscode senden" }).click();
+    await heading(page, "Bestätigungscode eingeben");
+    await service.waitForCode(login);
+    assert.deepEqual(service.subjects(login), ["Ihr Code zum Zurücksetzen des Passworts"]);
+    await page.goto(new URL("/report", service.url).href);
+    await heading(page, "Nicht angeforderte Wiederherstellung melden");
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+  }
+});
+
+test("an Arabic browser gets a right-to-left page; other languages fall back as the mails do", async () => {
+  const { page, problems, close } = await phonePage("ar-EG");
+  try {
+    await page.goto(service.url);
+    await heading(page, "هل نسيت كلمة المرور؟");
+    assert.equal(await page.evaluate(() => [document.documentElement.lang, document.documentElement.dir].join()), "ar,rtl");
+    await captchaShown(page);
+    // Right to left for real: the label starts at the right edge of its field.
+    const [label, input] = await Promise.all([
+      page.locator("label[for=login]").boundingBox(),
+      page.locator("#login").boundingBox(),
+    ]);
+    assert.ok(Math.abs(label.x + label.width - (input.x + input.width)) < 2, JSON.stringify({ label, input }));
+    await page.getByLabel("معرّف تسجيل الدخول (عنوان البريد الإلكتروني)").fill("not an e-mail");
+    await page.getByRole("button", { name: "إرسال الطلب" }).click();
+    assert.equal(await alertText(page), "يُرجى مراجعة الحقول المحدّدة.");
+    await shot(page, "19-arabic");
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= PHONE.width, `the page scrolls sideways at ${PHONE.width}px: ${width}px`);
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+  }
+  const expected = [
+    ["sv-FI", "sv", "Glömt ditt lösenord?"],
+    ["pt-BR", "pt", "Esqueceu sua senha?"],
+    ["zh-TW", "zh", "忘记密码了？"],
+    ["fr-CA", "fr", "Mot de passe oublié ?"],
+    ["es-MX", "es", "¿Ha olvidado su contraseña?"],
+    ["it-IT", "it", "Hai dimenticato la password?"],
+    ["nl-BE", "nl", "Wachtwoord vergeten?"],
+    ["pl-PL", "pl", "Nie pamiętasz hasła?"],
+    ["uk-UA", "uk", "Забули пароль?"],
+    ["ru-RU", "ru", "Забыли пароль?"],
+    ["ja-JP", "en", "Forgot your password?"],
+  ];
+  for (const [browserLocale, lang, title] of expected) {
+    const other = await phonePage(browserLocale);
+    try {
+      await other.page.goto(service.url);
+      await heading(other.page, title);
+      assert.equal(await other.page.evaluate(() => document.documentElement.lang), lang, browserLocale);
+      assert.deepEqual(other.problems, [], browserLocale);
+    } finally {
+      await other.close();
+    }
   }
 });
 

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { connect, grpc, richError } from "../grpc/client.mjs";
+import { connect, grpc, rejects } from "../grpc/client.mjs";
 import { startService } from "./support/service.mjs";
 
 let service;
@@ -17,15 +17,6 @@ after(async () => {
   api?.close();
   await service?.stop();
 });
-
-async function rejects(promise) {
-  try {
-    await promise;
-  } catch (error) {
-    return { grpcCode: error.code, ...richError(error) };
-  }
-  assert.fail("the call succeeded");
-}
 
 const LOGIN = "node.client@example.com";
 const OLD = "Old-Granite-Harbor-73!";

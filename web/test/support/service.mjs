@@ -5,6 +5,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +23,16 @@ export function binary() {
 }
 
 const ANSI = /\x1b\[[0-9;]*m/g;
+
+/** A TCP port that was free a moment ago, for a service that must know its own address before
+ *  it starts (a `[mail] report_url` pointing back at it). */
+export async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 export async function startService({ env = {}, captcha = "off", timeoutMs = 30_000 } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "recovery-node-"));
@@ -84,6 +95,21 @@ export async function startService({ env = {}, captcha = "off", timeoutMs = 30_0
         if (code) codes.push(code[1]);
       }
       return codes;
+    },
+    /** The "it wasn't me" report code of the newest code mail to `to` (32 hex digits, on a
+     *  line of its own after the one-time code), and the report link when `[mail] report_url`
+     *  is set; null when that mail has none. */
+    report(to) {
+      const bodies = output
+        .split("----- [log notifier: development only] message to ")
+        .slice(1)
+        .filter((block) => block.startsWith(`${to} `))
+        .map((block) => block.split("----- end of message -----")[0]);
+      const body = bodies.at(-1) ?? "";
+      const code = /^\s+([0-9a-f]{32})\s*$/m.exec(body)?.[1];
+      if (!code) return null;
+      const link = new RegExp(`^(\\S+${code})\\s*$`, "m").exec(body)?.[1] ?? null;
+      return { code, link };
     },
     /** Subjects of the messages to `to`, oldest first. */
     subjects(to) {
