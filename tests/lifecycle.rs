@@ -431,6 +431,8 @@ mod erasure_cases {
             .await
             .unwrap()
             .unwrap();
+        // Audit rows are group-committed: written within a few ms, at once on a flush.
+        app.database.flush_audit().await;
         let trail = audit_event::Entity::find()
             .filter(audit_event::Column::AccountId.eq(account_id.clone()))
             .all(app.database.connection())

@@ -519,6 +519,8 @@ impl TestApp {
     pub async fn audit_of(&self, account_id: &str) -> Vec<(String, String, Option<String>)> {
         use recovery_service::db::entities::audit_event;
         use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        // Audit rows are group-committed: written within a few ms, at once on a flush.
+        self.database.flush_audit().await;
         audit_event::Entity::find()
             .filter(audit_event::Column::AccountId.eq(account_id))
             .order_by_asc(audit_event::Column::Id)
