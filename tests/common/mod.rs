@@ -420,6 +420,9 @@ impl TestApp {
 
     /// Sends a code and returns it as delivered to `login`'s mailbox (the n-th message).
     pub async fn send_and_read_code(&self, flow_id: &str, login: &str) -> String {
+        // A notice still queued (the "password changed" of a reset just before) would arrive in
+        // the code's place: let the queue drain before counting.
+        self.drain_deliveries().await;
         let before = self
             .notifier
             .messages()
