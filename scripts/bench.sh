@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance, measured side by side (issue 10): one command, one report.
 #
-#   bash scripts/bench.sh           # full run (~15 min on a 2-core box), writes benches/REPORT.md
+#   bash scripts/bench.sh           # full run (~17 min on a 2-core box), writes benches/REPORT.md
 #   bash scripts/bench.sh --quick   # the same steps, short (~4 min); the report says "quick"
 #   add --no-build to use the release binaries already in the target directory;
 #   bash scripts/bench.sh --render DIR   # only rewrite the report from DIR/runs.jsonl
