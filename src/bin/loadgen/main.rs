@@ -12,6 +12,7 @@
 //! error, unless `--allow-errors`. It lives in the service's package so it always speaks the
 //! current protocol, as its own binary so none of it ships in the service.
 
+mod cpu;
 mod mail;
 mod runner;
 mod scenario;
@@ -103,6 +104,10 @@ struct RunArgs {
     /// Exit 0 even when answers were wrong or errors.
     #[arg(long)]
     allow_errors: bool,
+    /// `name=pid[,pid...]` (repeatable): report the CPU seconds these processes (and this load
+    /// generator) spent during the measured part of the run, read from `/proc/<pid>/stat`.
+    #[arg(long, value_parser = cpu::parse_group)]
+    cpu_pid: Vec<cpu::Group>,
 }
 
 #[derive(Args)]
@@ -294,6 +299,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let prepared_s = prepare_started.elapsed().as_secs_f64();
 
+    let cpu_before = cpu::sample(&args.cpu_pid);
     let mut summary = runner::run(
         args.scenario,
         clients,
@@ -303,6 +309,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         Arc::new(AtomicBool::new(false)),
     )
     .await?;
+    let cpu_seconds = cpu::delta(&cpu_before, &cpu::sample(&args.cpu_pid));
     if let Some((stop, handle)) = flood {
         stop.store(true, Ordering::Relaxed);
         summary.flood = Some(Box::new(handle.await??));
@@ -311,6 +318,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut value = serde_json::to_value(&summary)?;
     if let Some(object) = value.as_object_mut() {
         object.insert("prepare_s".into(), prepared_s.into());
+        if !args.cpu_pid.is_empty() {
+            object.insert("cpu_s".into(), serde_json::to_value(&cpu_seconds)?);
+        }
+        if args.scenario == Scenario::Recovery {
+            let steps: serde_json::Map<String, serde_json::Value> = scenario::recovery_step_means()
+                .into_iter()
+                .map(|(name, ms)| (name.to_owned(), ms.into()))
+                .collect();
+            object.insert("steps_mean_ms".into(), steps.into());
+        }
     }
     emit(args.json.as_ref(), args.label.as_deref(), value)?;
     let failed = summary.failed() + summary.flood.as_ref().map_or(0, |f| f.failed());

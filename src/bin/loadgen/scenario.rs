@@ -1,8 +1,8 @@
 //! What one request of each scenario is, what it needs prepared, and what a correct answer is.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use clap::ValueEnum;
@@ -284,27 +284,70 @@ pub async fn call(scenario: Scenario, clients: &mut Clients, setup: &Setup, item
     }
 }
 
+/// The steps of the whole recovery, in order, for the time breakdown of a `recovery` run: the
+/// mail step is from the end of SendVerificationCode until the code is read from the maildrop
+/// (delivery worker, SMTP, the sink writing the file, the maildrop's poll).
+pub const RECOVERY_STEPS: [&str; 6] = ["start", "send", "mail", "verify", "reset", "login"];
+
+/// Per step: nanoseconds summed over the completed steps, and how many completed.
+static STEP_NANOS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static STEP_COUNT: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+fn step_done(step: usize, since: &mut Instant) {
+    let now = Instant::now();
+    let nanos = u64::try_from((now - *since).as_nanos()).unwrap_or(u64::MAX);
+    STEP_NANOS[step].fetch_add(nanos, Ordering::Relaxed);
+    STEP_COUNT[step].fetch_add(1, Ordering::Relaxed);
+    *since = now;
+}
+
+/// Mean milliseconds per step of the recoveries run so far (steps with no completion left out).
+pub fn recovery_step_means() -> Vec<(&'static str, f64)> {
+    RECOVERY_STEPS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let n = STEP_COUNT[i].load(Ordering::Relaxed);
+            (n > 0).then(|| {
+                (
+                    *name,
+                    STEP_NANOS[i].load(Ordering::Relaxed) as f64 / n as f64 / 1e6,
+                )
+            })
+        })
+        .collect()
+}
+
 async fn whole_recovery(clients: &mut Clients, setup: &Setup, login: &str) -> Outcome {
+    let mut t = Instant::now();
     let flow = match start_flow(clients, setup, login).await {
         Ok(flow) => flow,
         Err(s) => return error("start", &s),
     };
+    step_done(0, &mut t);
     if let Err(s) = send_code(clients, &flow.flow_id).await {
         return error("send", &s);
     }
+    step_done(1, &mut t);
     let code = match read_code(setup, login).await {
         Ok(code) => code,
         Err(e) => return Outcome::Error(format!("mail: {e}")),
     };
+    step_done(2, &mut t);
     let token = match verify(clients, &flow.flow_id, &code).await {
         Ok(token) => token,
         Err(s) => return error("verify", &s),
     };
+    step_done(3, &mut t);
     if let Err(s) = reset(clients, &token).await {
         return error("reset", &s);
     }
+    step_done(4, &mut t);
     match verify_password(clients, login, NEW_PASSWORD).await {
-        Ok(true) => Outcome::Correct,
+        Ok(true) => {
+            step_done(5, &mut t);
+            Outcome::Correct
+        }
         Ok(false) => Outcome::Wrong("the new password does not log in".into()),
         Err(s) => error("login", &s),
     }
