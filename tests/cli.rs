@@ -146,35 +146,49 @@ fn migrate_applies_the_schema_and_is_idempotent() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_call_finish_and_then_exits_cleanly() {
-    use recovery_service::proto::account_service_client::AccountServiceClient;
-    let dir = TempDir::new();
+/// Starts `serve` on a free port with `env` added, and waits until it takes connections.
+async fn serve(
+    dir: &TempDir,
+    env: &[(&str, &str)],
+) -> (std::process::Child, tonic::transport::Channel) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = command(&dir)
+    let mut serve = command(dir);
+    serve
         .arg("serve")
         .env("RECOVERY_LISTEN", format!("127.0.0.1:{port}"))
-        // A deliberately slow hash (many passes) keeps the call in flight when the signal lands.
-        .env("RECOVERY_HASHING__M_COST_KIB", "19456")
-        .env("RECOVERY_HASHING__T_COST", "40")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let mut client = None;
+        .stderr(Stdio::null());
+    let child = serve.spawn().unwrap();
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
     for _ in 0..200 {
-        if let Ok(connected) = AccountServiceClient::connect(address.clone()).await {
-            client = Some(connected);
-            break;
+        if let Ok(channel) = endpoint.connect().await {
+            return (child, channel);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let mut client = client.expect("the server listens");
+    panic!("the server does not listen on {port}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_call_finish_and_then_exits_cleanly() {
+    use recovery_service::proto::account_service_client::AccountServiceClient;
+    let dir = TempDir::new();
+    // A deliberately slow hash (many passes) keeps the call in flight when the signal lands.
+    let (mut child, channel) = serve(
+        &dir,
+        &[
+            ("RECOVERY_HASHING__M_COST_KIB", "19456"),
+            ("RECOVERY_HASHING__T_COST", "40"),
+        ],
+    )
+    .await;
+    let mut client = AccountServiceClient::new(channel);
     let call = tokio::spawn(async move {
         client
             .create_account(recovery_service::proto::CreateAccountRequest {
@@ -210,32 +224,17 @@ async fn sigterm_writes_every_queued_audit_row_before_exiting() {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     const CALLS: usize = 120;
     let dir = TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = command(&dir)
-        .arg("serve")
-        .env("RECOVERY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RECOVERY_CAPTCHA", "off")
-        .env("RECOVERY_RATE_LIMITS__ENABLED", "false")
-        .env("RECOVERY_DATABASE__AUDIT_FLUSH_INTERVAL_MS", "1000")
-        .env("RECOVERY_DATABASE__AUDIT_BATCH_ROWS", "1000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(connected) = RecoveryServiceClient::connect(address.clone()).await {
-            client = Some(connected);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let client = client.expect("the server listens");
+    let (mut child, channel) = serve(
+        &dir,
+        &[
+            ("RECOVERY_CAPTCHA", "off"),
+            ("RECOVERY_RATE_LIMITS__ENABLED", "false"),
+            ("RECOVERY_DATABASE__AUDIT_FLUSH_INTERVAL_MS", "1000"),
+            ("RECOVERY_DATABASE__AUDIT_BATCH_ROWS", "1000"),
+        ],
+    )
+    .await;
+    let client = RecoveryServiceClient::new(channel);
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..CALLS {
         let mut client = client.clone();
