@@ -163,7 +163,7 @@ async fn serve(
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = serve.spawn().unwrap();
+    let mut child = serve.spawn().unwrap();
     let endpoint =
         tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
     for _ in 0..200 {
@@ -172,6 +172,8 @@ async fn serve(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server does not listen on {port}");
 }
 
