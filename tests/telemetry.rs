@@ -159,6 +159,22 @@ fn calls_are_exported_as_spans_parented_on_the_callers_traceparent() {
     });
 }
 
+/// Calls CreateCaptcha with a fresh `traceparent` the server must not join, and returns its
+/// exported span (found by the link to the caller's trace) and the caller's trace id.
+async fn create_captcha_with_a_traceparent_we_only_link(app: &TestApp) -> (ExportedSpan, String) {
+    let (header, trace_id, _) = traceparent();
+    app.recovery
+        .clone()
+        .create_captcha(with_traceparent(proto::CreateCaptchaRequest {}, &header))
+        .await
+        .unwrap();
+    let span = exported("linked CreateCaptcha", |span| {
+        span.name == CREATE_CAPTCHA && span.links.contains(&trace_id)
+    })
+    .await;
+    (span, trace_id)
+}
+
 #[test]
 fn an_untrusted_callers_traceparent_starts_no_trace_of_ours_and_is_only_linked() {
     shared().runtime.block_on(async {
@@ -167,16 +183,7 @@ fn an_untrusted_callers_traceparent_starts_no_trace_of_ours_and_is_only_linked()
             Default::default(),
         )
         .await;
-        let (header, trace_id, _) = traceparent();
-        app.recovery
-            .clone()
-            .create_captcha(with_traceparent(proto::CreateCaptchaRequest {}, &header))
-            .await
-            .unwrap();
-        let span = exported("linked CreateCaptcha", |span| {
-            span.name == CREATE_CAPTCHA && span.links.contains(&trace_id)
-        })
-        .await;
+        let (span, trace_id) = create_captcha_with_a_traceparent_we_only_link(&app).await;
         assert_ne!(span.trace_id, trace_id, "a new trace, not the caller's");
         assert!(span.parent_span_id.is_empty(), "a root span: {span:?}");
         assert!(
@@ -195,16 +202,7 @@ fn trust_traceparent_none_ignores_even_a_trusted_proxy() {
             Default::default(),
         )
         .await;
-        let (header, trace_id, _) = traceparent();
-        app.recovery
-            .clone()
-            .create_captcha(with_traceparent(proto::CreateCaptchaRequest {}, &header))
-            .await
-            .unwrap();
-        let span = exported("linked CreateCaptcha", |span| {
-            span.name == CREATE_CAPTCHA && span.links.contains(&trace_id)
-        })
-        .await;
+        let (span, trace_id) = create_captcha_with_a_traceparent_we_only_link(&app).await;
         assert_ne!(span.trace_id, trace_id);
         app.stop().await;
     });
