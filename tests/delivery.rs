@@ -243,3 +243,138 @@ async fn with_the_smtp_server_stopped_the_code_arrives_once_after_it_restarts() 
     assert_eq!(sink.messages().len(), 1, "the code was mailed twice");
     app.stop().await;
 }
+
+/// A notifier that refuses every message while down; once up, it holds each message until
+/// `crowd` are in its hands at once (or 5 s have passed), and records the most it held together,
+/// whether one recipient ever had two messages in flight, and the order messages were delivered.
+#[derive(Clone)]
+struct Crowd {
+    crowd: usize,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    failures: Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: Arc<std::sync::Mutex<Vec<String>>>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    same_recipient_overlapped: Arc<std::sync::atomic::AtomicBool>,
+    delivered: Arc<std::sync::Mutex<Vec<recovery_service::notify::Email>>>,
+}
+
+impl Crowd {
+    fn down(crowd: usize) -> Self {
+        Self {
+            crowd,
+            down: Arc::new(true.into()),
+            failures: Arc::default(),
+            in_flight: Arc::default(),
+            most: Arc::default(),
+            same_recipient_overlapped: Arc::default(),
+            delivered: Arc::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl recovery_service::notify::Notifier for Crowd {
+    async fn send(
+        &self,
+        email: &recovery_service::notify::Email,
+    ) -> Result<(), recovery_service::notify::NotifyError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(recovery_service::notify::NotifyError::Transient(
+                "connection refused (injected)".into(),
+            ));
+        }
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            if in_flight.contains(&email.to) {
+                self.same_recipient_overlapped.store(true, Ordering::SeqCst);
+            }
+            in_flight.push(email.to.clone());
+            self.most.fetch_max(in_flight.len(), Ordering::SeqCst);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.most.load(Ordering::SeqCst) < self.crowd
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            if let Some(at) = in_flight.iter().position(|to| *to == email.to) {
+                in_flight.remove(at);
+            }
+        }
+        self.delivered.lock().unwrap().push(email.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_batch_goes_out_to_several_recipients_at_once_and_to_each_in_queue_order() {
+    // Four recipients, and the first of them gets a second code: five messages, one batch once
+    // the relay is back, four lanes. Sent one at a time, the notifier would never hold four.
+    let mail = Crowd::down(4);
+    let app = spawn_app_with(
+        |c| {
+            c.flow.resend_cooldown_secs = 0;
+            c.delivery.concurrency = 4;
+        },
+        Overrides {
+            notifier: Some(Arc::new(mail.clone())),
+            ..Default::default()
+        },
+    )
+    .await;
+    let logins: Vec<String> = (0..4).map(|_| unique_login()).collect();
+    let mut first_flow = None;
+    for (n, login) in logins.iter().enumerate() {
+        app.create_account(login).await;
+        let flow = app.start(login).await;
+        let sends = if n == 0 { 2 } else { 1 };
+        for _ in 0..sends {
+            let before = mail.failures.load(Ordering::SeqCst);
+            app.send_code(&flow.flow_id).await.unwrap();
+            wait_until(async || mail.failures.load(Ordering::SeqCst) > before).await;
+            // Each first attempt fails at its own instant, so the retries are due in this order.
+            app.clock.advance(Duration::from_millis(10));
+        }
+        first_flow.get_or_insert(flow);
+    }
+
+    mail.down.store(false, Ordering::SeqCst);
+    app.clock.advance(Duration::from_secs(2));
+    wait_until(async || mail.delivered.lock().unwrap().len() == 5).await;
+
+    assert_eq!(
+        mail.most.load(Ordering::SeqCst),
+        4,
+        "the four recipients' messages were not in flight together"
+    );
+    assert!(
+        !mail.same_recipient_overlapped.load(Ordering::SeqCst),
+        "one recipient had two messages in flight at once"
+    );
+    // The first recipient's two code mails arrived in the order they were asked for: the last
+    // one holds the code that works (a resend replaces the live code).
+    let to_first: Vec<_> = mail
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|email| email.to == logins[0])
+        .cloned()
+        .collect();
+    assert_eq!(to_first.len(), 2);
+    let flow = first_flow.unwrap();
+    assert!(
+        app.verify(&flow.flow_id, &code_in(&to_first[0]))
+            .await
+            .is_err(),
+        "the first code still works after a resend"
+    );
+    app.verify(&flow.flow_id, &code_in(&to_first[1]))
+        .await
+        .unwrap();
+    assert!(rows(&app).await.iter().all(|row| row.status == "delivered"));
+    app.stop().await;
+}

@@ -204,6 +204,7 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
         10..=3_600_000,
     );
     p.range("delivery.batch_size", d.batch_size, 1..=10_000);
+    p.range("delivery.concurrency", d.concurrency, 1..=256);
     p.range(
         "delivery.max_backoff_ms",
         d.max_backoff_ms,

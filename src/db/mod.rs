@@ -619,6 +619,8 @@ impl DeliveryQueue for Database {
                     .add(delivery::Column::LockedUntil.lt(now)),
             )
             .order_by_asc(delivery::Column::NextAttemptAt)
+            // Ids are UUIDv7, in the order the messages were queued: ties go out oldest first.
+            .order_by_asc(delivery::Column::Id)
             .limit(limit)
             .all(&self.conn)
             .await

@@ -11,12 +11,15 @@
 //! Flows for unknown logins enqueue a message too (without recipient), which the worker drops:
 //! the database sees the same writes either way.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -217,6 +220,10 @@ pub struct DeliverySettings {
     /// How often the worker looks for due messages when nothing woke it.
     pub poll_interval_ms: u64,
     pub batch_size: u64,
+    /// Messages of a batch handed to the notifier at once, each to a different recipient (one
+    /// recipient's messages go out one after the other, in queue order). Keep it at or below
+    /// `smtp.pool_max_size`: sends beyond the pool open a connection each and close it after.
+    pub concurrency: u64,
     /// First retry after this; doubles per attempt up to `max_backoff_ms`.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -231,12 +238,29 @@ impl Default for DeliverySettings {
         Self {
             poll_interval_ms: 1_000,
             batch_size: 32,
+            concurrency: 4,
             initial_backoff_ms: 1_000,
             max_backoff_ms: 60_000,
             lease_ms: 60_000,
             notice_lifetime_secs: 7 * 24 * 3600,
         }
     }
+}
+
+/// A claimed message, opened: to send, or to drop and why.
+enum Opened {
+    Send {
+        /// Boxed: the message is large next to the other variant.
+        message: Box<Outgoing>,
+        to: String,
+    },
+    Drop(DropReason),
+}
+
+#[derive(Clone, Copy)]
+enum DropReason {
+    Unreadable,
+    NoRecipient,
 }
 
 /// Sends what the queue holds.
@@ -275,6 +299,13 @@ impl DeliveryWorker {
     }
 
     /// One pass over the due messages; returns how many were handled.
+    ///
+    /// The batch is split into lanes, one per recipient, run `concurrency` at a time: a relay
+    /// answers each message after a round trip or two, and one lane at a time would make the
+    /// slowest step of a recovery a queue behind other people's mail. Within a lane messages go
+    /// out in the order they were claimed, so a person never gets a "password changed" notice
+    /// before the code mail it follows. An error of the queue itself ends the pass after the
+    /// lanes already running finish; what was not handled is claimed again when its lease ends.
     pub async fn run_once(&self) -> Result<usize, RepoError> {
         let now = self.clock.now();
         let lease_until = now + chrono_ms(self.settings.lease_ms);
@@ -283,10 +314,63 @@ impl DeliveryWorker {
             .claim_due(now, lease_until, self.settings.batch_size)
             .await?;
         let count = batch.len();
-        for item in batch {
-            self.handle(item).await?;
+        let lanes = self.lanes(batch);
+        let concurrency = usize::try_from(self.settings.concurrency.max(1)).unwrap_or(1);
+        let mut running = futures_util::stream::iter(lanes.into_iter().map(|lane| async move {
+            for (item, opened) in lane {
+                self.handle(item, opened).await?;
+            }
+            Ok::<(), RepoError>(())
+        }))
+        .buffer_unordered(concurrency);
+        let mut first_error = None;
+        while let Some(result) = running.next().await {
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
         }
-        Ok(count)
+        first_error.map_or(Ok(count), Err)
+    }
+
+    /// Opens every claimed message and groups them by recipient, keeping the claim order inside
+    /// each group. A message that will not be sent (expired, unreadable, a decoy) is a lane of
+    /// its own: dropping it waits for no one. (Expiry is checked when a message's turn comes.)
+    fn lanes(&self, batch: Vec<QueuedDelivery>) -> Vec<Vec<(QueuedDelivery, Opened)>> {
+        let mut lanes: Vec<Vec<(QueuedDelivery, Opened)>> = Vec::new();
+        let mut by_recipient: HashMap<String, usize> = HashMap::new();
+        for item in batch {
+            let opened = self.open(&item);
+            let recipient = match &opened {
+                Opened::Send { to, .. } => Some(to.to_lowercase()),
+                Opened::Drop(_) => None,
+            };
+            match recipient.and_then(|to| match by_recipient.entry(to) {
+                Entry::Occupied(lane) => Some(*lane.get()),
+                Entry::Vacant(slot) => {
+                    slot.insert(lanes.len());
+                    None
+                }
+            }) {
+                Some(lane) => lanes[lane].push((item, opened)),
+                None => lanes.push(vec![(item, opened)]),
+            }
+        }
+        lanes
+    }
+
+    /// What to do with a claimed message, decided without touching the network.
+    fn open(&self, item: &QueuedDelivery) -> Opened {
+        let Some(message) = self.sealer.open(&item.kind, &item.ciphertext) else {
+            return Opened::Drop(DropReason::Unreadable);
+        };
+        match message.to.clone() {
+            Some(to) => Opened::Send {
+                message: Box::new(message),
+                to,
+            },
+            // A decoy queued for an unknown login: dropped as quietly as it was queued.
+            None => Opened::Drop(DropReason::NoRecipient),
+        }
     }
 
     /// Ends a message without sending it, and counts why.
@@ -301,19 +385,22 @@ impl DeliveryWorker {
     }
 
     #[tracing::instrument(skip_all, fields(delivery_id = %item.id, kind = %item.kind, attempt = item.attempts + 1))]
-    async fn handle(&self, item: QueuedDelivery) -> Result<(), RepoError> {
+    async fn handle(&self, item: QueuedDelivery, opened: Opened) -> Result<(), RepoError> {
         let now = self.clock.now();
+        // Checked at the message's turn: the lane's earlier messages can have taken a while.
         if now >= item.not_after {
             tracing::info!("message expired before delivery; dropped");
             return self.drop_message(&item.id, "expired", now).await;
         }
-        let Some(message) = self.sealer.open(&item.kind, &item.ciphertext) else {
-            tracing::warn!("queued message cannot be opened (secret rotated away?); dropped");
-            return self.drop_message(&item.id, "unreadable", now).await;
-        };
-        let Some(to) = message.to.clone() else {
-            // A decoy queued for an unknown login: dropped as quietly as it was queued.
-            return self.drop_message(&item.id, "no recipient", now).await;
+        let (message, to) = match opened {
+            Opened::Send { message, to } => (message, to),
+            Opened::Drop(DropReason::Unreadable) => {
+                tracing::warn!("queued message cannot be opened (secret rotated away?); dropped");
+                return self.drop_message(&item.id, "unreadable", now).await;
+            }
+            Opened::Drop(DropReason::NoRecipient) => {
+                return self.drop_message(&item.id, "no recipient", now).await;
+            }
         };
         let email = match self.render(&message, to, now) {
             Ok(email) => Email {

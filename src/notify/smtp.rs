@@ -51,8 +51,8 @@ pub struct SmtpSettings {
     /// Limit on opening the TCP connection to the relay.
     pub connect_timeout_ms: u64,
     /// Limit on handing over one message: connection, TLS, AUTH, every command and reply. lettre
-    /// bounds only the TCP connect, and a relay that accepts and then says nothing would stall
-    /// the delivery worker, which sends one message at a time, for good.
+    /// bounds only the TCP connect, and a relay that accepts and then says nothing would hold a
+    /// lane of the delivery worker (`delivery.concurrency`) for good.
     pub send_timeout_ms: u64,
     /// Idle connections kept open for reuse; more are opened when needed and closed after use.
     pub pool_max_size: u32,
