@@ -11,6 +11,7 @@ use common::smtp_sink::*;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mailparse::{MailHeaderMap, ParsedMail};
@@ -175,6 +176,65 @@ async fn a_plain_relay_receives_a_multipart_message_with_the_code_in_both_parts(
     assert_is_the_recovery_message(&messages[1], "bertil@example.com");
 }
 
+#[tokio::test]
+async fn messages_share_a_pooled_connection_until_it_has_been_idle_too_long() {
+    let sink = Sink::start(SinkOptions::default());
+    let settings = SmtpSettings {
+        pool_idle_timeout_secs: 1,
+        ..SmtpSettings::default()
+    };
+    let notifier = from_config(&config(&sink.url("smtp://", ""), settings)).unwrap();
+
+    notifier.send(&email("anna@example.com")).await.unwrap();
+    notifier.send(&email("bertil@example.com")).await.unwrap();
+    // Past the idle timeout (and a reaper pass): the parked connection is closed, not reused.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    notifier.send(&email("cecilia@example.com")).await.unwrap();
+
+    let ports = sink.peer_ports();
+    assert_eq!(ports.len(), 3);
+    assert_eq!(
+        ports[0], ports[1],
+        "the second message opened a connection of its own"
+    );
+    assert_ne!(
+        ports[1], ports[2],
+        "a connection idle past the timeout was reused"
+    );
+}
+
+#[tokio::test]
+async fn messages_sent_at_once_go_over_several_connections_and_all_arrive() {
+    let sink = Sink::start(SinkOptions::default());
+    let notifier = Arc::new(notifier(&sink.url("smtp://", "")));
+
+    let sends: Vec<_> = (0..8)
+        .map(|n| {
+            let notifier = notifier.clone();
+            tokio::spawn(async move { notifier.send(&email(&format!("p{n}@example.com"))).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+
+    let mut recipients: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|raw| header(&mailparse::parse_mail(raw).unwrap(), "To"))
+        .collect();
+    recipients.sort();
+    let expected: Vec<String> = (0..8).map(|n| format!("p{n}@example.com")).collect();
+    assert_eq!(recipients, expected);
+    let mut ports = sink.peer_ports();
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(
+        ports.len() > 1,
+        "eight messages at once went over one connection"
+    );
+}
+
 /// The queue names each message by its delivery id, so a copy sent again after a lost
 /// acknowledgement is recognisable as the same message; without one, each send gets its own.
 #[tokio::test]
@@ -306,6 +366,21 @@ async fn smtps_delivers_over_implicit_tls() {
 }
 
 #[tokio::test]
+async fn smtps_does_not_trust_a_certificate_from_an_unknown_ca() {
+    let pki = TestPki::generate();
+    let sink = Sink::start(SinkOptions {
+        implicit_tls: Some(pki.server_cert_and_key()),
+        ..SinkOptions::default()
+    });
+    let notifier = notifier(&sink.url("smtps://", ""));
+
+    let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
+
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
 async fn starttls_required_never_falls_back_to_clear_text() {
     let sink = Sink::start(SinkOptions::default());
     let notifier = notifier(&sink.url("smtp://", "?tls=required"));
@@ -369,7 +444,7 @@ async fn after_a_send_is_cut_off_the_next_message_goes_over_a_fresh_connection()
     let notifier = from_config(&config).unwrap();
 
     expect_transient(notifier.send(&email("anna@example.com")).await);
-    // Time for lettre to put the cut connection back in its pool, as it would in production.
+    // Time for a cut connection to come back to the pool, were it put back (it must not be).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     notifier.send(&email("bertil@example.com")).await.unwrap();

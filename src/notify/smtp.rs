@@ -22,7 +22,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,10 +30,9 @@ use async_trait::async_trait;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
-use lettre::{Address, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, Message};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +40,9 @@ use super::{Email, Notifier, NotifyError};
 use crate::secrets::masking::mask_email;
 
 mod check;
+mod pool;
+
+use pool::{Pool, Protection, Relay, SendError};
 
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 
@@ -271,13 +273,10 @@ impl fmt::Debug for SmtpEndpoint {
     }
 }
 
-/// Sends e-mail through an SMTP relay, keeping a small pool of connections.
+/// Sends e-mail through an SMTP relay, keeping a small pool of connections (`pool.rs`: why not
+/// lettre's own).
 pub struct SmtpNotifier {
-    /// Kept to start a fresh pool after a send was cut off by the deadline (see `send`).
-    builder: AsyncSmtpTransportBuilder,
-    /// A cheap handle (an `Arc` around the pool); cloned out so the lock is never held across
-    /// an await.
-    transport: Mutex<AsyncSmtpTransport<Tokio1Executor>>,
+    pool: Arc<Pool>,
     send_timeout: Duration,
     from: Mailbox,
     /// Domain of the Message-ID: the sender's, not this host's name, which would leak the
@@ -314,8 +313,8 @@ impl SmtpNotifier {
         mail_from: &str,
         settings: &SmtpSettings,
     ) -> anyhow::Result<Self> {
-        // lettre's pool starts its idle-connection reaper with `tokio::spawn`, which panics
-        // outside a runtime; say so instead.
+        // The pool starts its idle-connection reaper with `tokio::spawn`, which panics outside
+        // a runtime; say so instead.
         tokio::runtime::Handle::try_current()
             .context("the SMTP notifier must be built inside the tokio runtime")?;
 
@@ -324,12 +323,15 @@ impl SmtpNotifier {
             .with_context(|| format!("RECOVERY_MAIL_FROM {mail_from:?} is not a valid address"))?;
         let message_id_domain = from.email.domain().to_owned();
 
-        let tls_parameters = || tls_parameters(&endpoint.host, settings.ca_file.as_ref());
-        let tls = match endpoint.security {
-            SmtpSecurity::Plain => Tls::None,
-            SmtpSecurity::StartTlsRequired => Tls::Required(tls_parameters()?),
-            SmtpSecurity::StartTlsOpportunistic => Tls::Opportunistic(tls_parameters()?),
-            SmtpSecurity::ImplicitTls => Tls::Wrapper(tls_parameters()?),
+        let protection = match endpoint.security {
+            SmtpSecurity::Plain => Protection::Plain,
+            SmtpSecurity::StartTlsRequired | SmtpSecurity::StartTlsOpportunistic => {
+                Protection::StartTls {
+                    parameters: tls_parameters(&endpoint.host, settings.ca_file.as_ref())?,
+                    required: endpoint.security == SmtpSecurity::StartTlsRequired,
+                }
+            }
+            SmtpSecurity::ImplicitTls => implicit_tls(&endpoint.host, settings.ca_file.as_ref())?,
         };
         if endpoint.security == SmtpSecurity::Plain {
             if settings.ca_file.is_some() {
@@ -347,46 +349,33 @@ impl SmtpNotifier {
             }
         }
 
-        // `builder_dangerous` is lettre's builder with no TLS preset; the TLS mode is set right
-        // below from the URL, so nothing is left to lettre's defaults.
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(endpoint.host.clone())
-                .port(endpoint.port)
-                .tls(tls)
-                .timeout(Some(Duration::from_millis(
-                    settings.connect_timeout_ms.max(1),
-                )))
-                .pool_config(
-                    PoolConfig::new()
-                        .max_size(settings.pool_max_size.max(1))
-                        .idle_timeout(Duration::from_secs(settings.pool_idle_timeout_secs.max(1))),
-                );
-        if let Some(name) = &settings.hello_name {
-            builder = builder.hello_name(client_id(name)?);
-        }
-        if let Some((user, password)) = &endpoint.credentials {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_owned(),
-            ));
-        }
+        let relay = Relay {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            protection,
+            hello: match &settings.hello_name {
+                Some(name) => client_id(name)?,
+                None => ClientId::default(),
+            },
+            credentials: endpoint.credentials.as_ref().map(|(user, password)| {
+                Credentials::new(user.clone(), password.expose_secret().to_owned())
+            }),
+            connect_timeout: Duration::from_millis(settings.connect_timeout_ms.max(1)),
+        };
+        let pool = Pool::start(
+            relay,
+            usize::try_from(settings.pool_max_size.max(1)).unwrap_or(1),
+            Duration::from_secs(settings.pool_idle_timeout_secs.max(1)),
+        );
 
         tracing::info!(relay = %endpoint, from = %from, "SMTP notifier configured");
         Ok(Self {
-            transport: Mutex::new(builder.clone().build()),
-            builder,
+            pool,
             send_timeout: Duration::from_millis(settings.send_timeout_ms.max(1)),
             from,
             message_id_domain,
             endpoint,
         })
-    }
-
-    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
-        self.transport
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Where messages go, without the password.
@@ -427,11 +416,14 @@ impl SmtpNotifier {
     }
 }
 
+fn read_ca_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading smtp.ca_file {}", path.display()))
+}
+
 fn tls_parameters(host: &str, ca_file: Option<&PathBuf>) -> anyhow::Result<TlsParameters> {
     let mut builder = TlsParameters::builder(host.to_owned());
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading smtp.ca_file {}", path.display()))?;
+        let pem = read_ca_file(path)?;
         let certificates = Certificate::from_pem(&pem).with_context(|| {
             format!(
                 "smtp.ca_file {} is not a PEM certificate bundle",
@@ -441,6 +433,43 @@ fn tls_parameters(host: &str, ca_file: Option<&PathBuf>) -> anyhow::Result<TlsPa
         builder = builder.add_root_certificate(certificates);
     }
     builder.build_rustls().context("setting up TLS for SMTP")
+}
+
+/// TLS from the first byte (`smtps`), trusting what STARTTLS trusts: the Mozilla roots plus
+/// `smtp.ca_file`, with ring as the one crypto provider.
+fn implicit_tls(host: &str, ca_file: Option<&PathBuf>) -> anyhow::Result<Protection> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let pem = read_ca_file(path)?;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            let certificate = certificate.with_context(|| {
+                format!(
+                    "smtp.ca_file {} is not a PEM certificate bundle",
+                    path.display()
+                )
+            })?;
+            roots
+                .add(certificate)
+                .with_context(|| format!("a certificate in smtp.ca_file {}", path.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("setting up TLS for SMTP")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host:?} is not a name TLS can check a certificate against"))?;
+    Ok(Protection::Implicit {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+    })
 }
 
 /// The EHLO argument goes on the wire as is: allow only a host name or an address, so a
@@ -505,28 +534,26 @@ fn classify(error: &lettre::transport::smtp::Error, to: &str) -> NotifyError {
 impl Notifier for SmtpNotifier {
     async fn send(&self, email: &Email) -> Result<(), NotifyError> {
         let message = self.message(email)?;
-        let sent = tokio::time::timeout(self.send_timeout, self.transport().send(message)).await;
+        let raw = message.formatted();
+        let sent =
+            tokio::time::timeout(self.send_timeout, self.pool.send(message.envelope(), &raw)).await;
         match sent {
-            Ok(Ok(_)) => {
+            Ok(Ok(())) => {
                 tracing::debug!(to = %mask_email(&email.to), kind = ?email.kind, "message handed to the SMTP relay");
                 Ok(())
             }
-            Ok(Err(error)) => Err(classify(&error, &email.to)),
-            Err(_elapsed) => {
-                // The exchange was cut mid-command, and lettre puts the connection back in the
-                // pool, where the relay's late reply would be read as the answer to the next
-                // message's command. Start a fresh pool: the old one closes its connections
-                // (this one included) once the last handle to it is gone.
-                *self
-                    .transport
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = self.builder.clone().build();
-                Err(NotifyError::Transient(format!(
-                    "SMTP timed out: no answer from {} within {} ms",
-                    self.endpoint,
-                    self.send_timeout.as_millis()
-                )))
-            }
+            Ok(Err(SendError::Smtp(error))) => Err(classify(&error, &email.to)),
+            Ok(Err(SendError::Connect(reason))) => Err(NotifyError::Transient(format!(
+                "SMTP failed: {} unreachable: {reason}",
+                self.endpoint
+            ))),
+            // The cut exchange's connection went with the dropped future, never back to the
+            // pool: the relay's late reply cannot be read as the next message's answer.
+            Err(_elapsed) => Err(NotifyError::Transient(format!(
+                "SMTP timed out: no answer from {} within {} ms",
+                self.endpoint,
+                self.send_timeout.as_millis()
+            ))),
         }
     }
 }

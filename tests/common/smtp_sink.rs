@@ -168,6 +168,18 @@ impl Sink {
             .collect()
     }
 
+    /// The client port each message came from, in the order they were accepted: one port per
+    /// connection, so equal ports mean a reused connection.
+    pub fn peer_ports(&self) -> Vec<u16> {
+        (1..=self.messages().len())
+            .map(|n| {
+                let peer = std::fs::read_to_string(self.maildrop.path().join(format!("{n}.peer")))
+                    .unwrap();
+                peer.split_whitespace().nth(1).unwrap().parse().unwrap()
+            })
+            .collect()
+    }
+
     /// Where the sink stores messages (`<n>.eml`).
     pub fn maildrop(&self) -> &Path {
         self.maildrop.path()

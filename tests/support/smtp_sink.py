@@ -1,7 +1,8 @@
 """A real SMTP server for the notifier tests (aiosmtpd).
 
 Stores every accepted message as <n>.eml in the given directory, written under a temporary
-name and renamed, so a reader never sees half a file. Runs until killed.
+name and renamed, so a reader never sees half a file, and the client's address and port as
+<n>.peer beside it (which connection carried it). Runs until killed.
 
     python3 smtp_sink.py --port 2525 --dir /tmp/mail
         [--auth USER:PASSWORD]          # require AUTH (PLAIN/LOGIN), allowed without TLS
@@ -36,6 +37,8 @@ class MaildropHandler:
             number = next(self.counter)
         if number == 1 and self.stall:
             await asyncio.sleep(self.stall)
+        with open(os.path.join(self.directory, f"{number}.peer"), "w") as out:
+            out.write(f"{session.peer[0]} {session.peer[1]}")
         final = os.path.join(self.directory, f"{number}.eml")
         partial = final + ".part"
         with open(partial, "wb") as out:
