@@ -241,11 +241,11 @@ pub mod metrics {
         opentelemetry::global::meter("recovery-service")
     }
 
-    /// The fully-qualified gRPC method names whose success is a step of the flow.
-    const START: &str = "/identity.recovery.v1.RecoveryService/StartRecovery";
-    const SEND: &str = "/identity.recovery.v1.RecoveryService/SendVerificationCode";
-    const VERIFY: &str = "/identity.recovery.v1.RecoveryService/VerifyCode";
-    const RESET: &str = "/identity.recovery.v1.RecoveryService/ResetPassword";
+    /// The gRPC methods (`package.Service/Method`) whose success is a step of the flow.
+    const START: &str = "identity.recovery.v1.RecoveryService/StartRecovery";
+    const SEND: &str = "identity.recovery.v1.RecoveryService/SendVerificationCode";
+    const VERIFY: &str = "identity.recovery.v1.RecoveryService/VerifyCode";
+    const RESET: &str = "identity.recovery.v1.RecoveryService/ResetPassword";
 
     /// Seconds; from 5 ms (a cached read) to 10 s (past the argon2 queue timeout).
     const DURATION_BUCKETS: [f64; 12] = [
@@ -254,12 +254,18 @@ pub mod metrics {
 
     /// One finished call: `rpc.server.call.duration` (OpenTelemetry RPC semantic conventions:
     /// seconds, by `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), whose
-    /// count is the call count; plus the flow counters a success stands for. `path` is caller
-    /// input: a method this server does not have (UNIMPLEMENTED) is recorded as `_OTHER`, as
-    /// the conventions say, so a scanner cannot blow up the number of series.
-    pub fn rpc_finished(path: &str, grpc_status: i64, elapsed: std::time::Duration) {
+    /// count is the call count; plus the flow counters a success stands for. `route` is one of
+    /// our methods (`package.Service/Method`, from `server::routes::known`), `None` for any other
+    /// path: a method this server does not have (UNIMPLEMENTED) is recorded as `_OTHER`, as the
+    /// conventions say, so a scanner cannot blow up the number of series. The labels borrow the
+    /// `'static` route: recording a call allocates nothing (issue 10).
+    pub fn rpc_finished(
+        route: Option<&'static str>,
+        grpc_status: i64,
+        elapsed: std::time::Duration,
+    ) {
         static HISTOGRAM: OnceLock<Histogram<f64>> = OnceLock::new();
-        let (service, method) = match path.trim_start_matches('/').split_once('/') {
+        let (service, method) = match route.and_then(|route| route.split_once('/')) {
             Some((service, method)) if grpc_status != 12 => (service, method),
             _ => ("_OTHER", "_OTHER"),
         };
@@ -276,19 +282,19 @@ pub mod metrics {
                 elapsed.as_secs_f64(),
                 &[
                     KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", service.to_owned()),
-                    KeyValue::new("rpc.method", method.to_owned()),
+                    KeyValue::new("rpc.service", service),
+                    KeyValue::new("rpc.method", method),
                     KeyValue::new("rpc.grpc.status_code", grpc_status),
                 ],
             );
         if grpc_status != 0 {
             return;
         }
-        match path {
-            START => flow_step(FlowStep::Started),
-            SEND => flow_step(FlowStep::CodeSent),
-            VERIFY => flow_step(FlowStep::CodeVerified),
-            RESET => flow_step(FlowStep::PasswordReset),
+        match route {
+            Some(START) => flow_step(FlowStep::Started),
+            Some(SEND) => flow_step(FlowStep::CodeSent),
+            Some(VERIFY) => flow_step(FlowStep::CodeVerified),
+            Some(RESET) => flow_step(FlowStep::PasswordReset),
             _ => {}
         }
     }

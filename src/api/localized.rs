@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 use tonic_types::StatusExt;
 
@@ -56,19 +57,33 @@ fn about_a_flow(reason: &str) -> bool {
     )
 }
 
-fn accepted<T>(request: &Request<T>) -> Vec<String> {
-    request
-        .metadata()
-        .get("accept-language")
-        .and_then(|value| value.to_str().ok())
-        .map(accept_language)
-        .unwrap_or_default()
+/// The caller's raw `accept-language`, kept (a reference-counted copy, no allocation) before the
+/// request is consumed and parsed only if an error is answered: most calls succeed, and a
+/// success never needed it (issue 10).
+struct Accepted(Option<MetadataValue<Ascii>>);
+
+impl Accepted {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self(request.metadata().get("accept-language").cloned())
+    }
+
+    fn tags(&self) -> Vec<String> {
+        self.0
+            .as_ref()
+            .and_then(|value| value.to_str().ok())
+            .map(accept_language)
+            .unwrap_or_default()
+    }
+}
+
+fn accepted<T>(request: &Request<T>) -> Accepted {
+    Accepted::of(request)
 }
 
 /// For errors answered before a service is reached (the interceptors): the caller's language.
 pub fn by_accept_language<T>(status: Status, request: &Request<T>) -> Status {
     let catalogue = Catalogue::embedded();
-    let locale = catalogue.pick(accepted(request).iter().map(String::as_str));
+    let locale = catalogue.pick(accepted(request).tags().iter().map(String::as_str));
     localize(status, catalogue, locale)
 }
 
@@ -76,7 +91,7 @@ impl<S> Localized<S> {
     async fn answer<T>(
         &self,
         result: Result<Response<T>, Status>,
-        accepted: Vec<String>,
+        accepted: Accepted,
         hint: Hint,
     ) -> Result<Response<T>, Status> {
         let status = match result {
@@ -102,6 +117,7 @@ impl<S> Localized<S> {
             _ => None,
         };
         let catalogue = Catalogue::embedded();
+        let accepted = accepted.tags();
         let locale = catalogue.pick(
             flow_locale
                 .iter()

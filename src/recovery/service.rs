@@ -569,10 +569,6 @@ impl Recovery {
                 VerificationCode::wrong_shape("code", digits),
             ]));
         }
-        let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
-        let token_mac = self
-            .keys
-            .sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
         // The flow is read first: a flow that does not exist gets nothing written for it.
         let loaded = self
             .store
@@ -615,12 +611,21 @@ impl Recovery {
         // says VERIFIED with this very token, and writing it after could lose it and strand a
         // verified flow. A code that does not match the flow as read needs no token (the
         // cheap, common refusal: one read and one write in the store).
+        // The reset token is drawn and signed only then: a wrong code never needs one (issue 10:
+        // every wrong code paid a random draw and a MAC for nothing).
         let token_indexed = code_matches(flow);
-        if token_indexed {
+        let issued = if token_indexed {
+            let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
+            let token_mac = self
+                .keys
+                .sign(TOKEN_PURPOSE, &[token.expose_secret().as_bytes()]);
             self.store
                 .put_token(&token_mac, flow_id, settings.token_ttl)
                 .await?;
-        }
+            Some((token, token_mac))
+        } else {
+            None
+        };
         let (current, next, outcome) = self
             .update_loaded_flow(flow_id, Some(loaded), now, |flow| {
                 let matches = code_matches(flow);
@@ -631,7 +636,12 @@ impl Recovery {
                         "flow changed during verification"
                     )));
                 }
-                let verification = flow.verify_code(matches, token_mac.clone(), now, settings);
+                // Matching here implies `issued` (refused just above otherwise); a flow that
+                // does not match never stores the MAC it is given.
+                let token_mac = issued
+                    .as_ref()
+                    .map_or_else(String::new, |(_, mac)| mac.clone());
+                let verification = flow.verify_code(matches, token_mac, now, settings);
                 Ok((verification.next, verification.outcome))
             })
             .await?;
@@ -655,6 +665,12 @@ impl Recovery {
         ))
         .await;
         outcome?;
+        let Some((token, _)) = issued else {
+            // Unreachable: a verification succeeds only for a code that matched as read.
+            return Err(RecoveryError::Internal(anyhow::anyhow!(
+                "a code verified without a token"
+            )));
+        };
         let expires_at = match next.map(|f| f.state) {
             Some(FlowState::Verified {
                 token_expires_at, ..

@@ -53,8 +53,8 @@ where
         // Only our methods name a series (`routes::known`); any other path is `_OTHER`, whatever
         // status it got (an interceptor answers PERMISSION_DENIED before the router can say
         // UNIMPLEMENTED, so the status alone does not bound the label).
-        let path = super::routes::known(request.uri().path())
-            .map_or_else(String::new, |route| format!("/{route}"));
+        // `&'static`: nothing is allocated per call to name the series.
+        let route = super::routes::known(request.uri().path());
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -66,7 +66,7 @@ where
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.parse::<i64>().ok())
                     .unwrap_or(0);
-                crate::telemetry::metrics::rpc_finished(&path, code, started.elapsed());
+                crate::telemetry::metrics::rpc_finished(route, code, started.elapsed());
             }
             result
         })

@@ -63,6 +63,10 @@ pub struct GrpcTrace<S> {
     layer: GrpcTraceLayer,
 }
 
+/// The W3C trace-context header; the propagator installed by `telemetry::init` reads nothing
+/// without it.
+const TRACEPARENT: &str = "traceparent";
+
 struct Headers<'a>(&'a http::HeaderMap);
 
 impl Extractor for Headers<'_> {
@@ -126,15 +130,20 @@ where
                 )
             }
         };
-        let remote = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&Headers(request.headers()))
-        });
-        if self.layer.trusts(peer(&request)) {
-            let _ = span.set_parent(remote);
-        } else {
-            let remote = remote.span().span_context().clone();
-            if remote.is_valid() {
-                span.add_link(remote);
+        // Without a `traceparent` there is no remote context to join or link (the W3C
+        // propagator reads nothing else), and a span the filter turned off records neither:
+        // the global propagator is then not consulted at all (issue 10: every call paid it).
+        if !span.is_disabled() && request.headers().contains_key(TRACEPARENT) {
+            let remote = opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.extract(&Headers(request.headers()))
+            });
+            if self.layer.trusts(peer(&request)) {
+                let _ = span.set_parent(remote);
+            } else {
+                let remote = remote.span().span_context().clone();
+                if remote.is_valid() {
+                    span.add_link(remote);
+                }
             }
         }
         Box::pin(self.inner.call(request).instrument(span))
