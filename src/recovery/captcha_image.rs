@@ -767,16 +767,34 @@ fn composite(coverage: &[f32], rng: &mut Xoshiro256) -> Vec<u8> {
     for (x, base) in gradient.iter_mut().enumerate() {
         *base = bg_left + (bg_right - bg_left) * (x as f32 / WIDTH as f32);
     }
-    let mut pixels = Vec::with_capacity(coverage.len());
-    for row in coverage.chunks_exact(WIDTH) {
-        pixels.extend(row.iter().zip(&gradient).map(|(&c, &base)| {
-            let bg = base + rng.range(-14.0, 10.0);
-            let fg = ink + rng.range(-10.0, 10.0);
+    // One 64-bit draw per pixel feeds both noises, the background's from its top 24 bits and
+    // the ink's from the next 24 (every output bit of xoshiro256** is equally good): the same
+    // uniform, independent noise as two draws gave, at half the generator steps. A row's draws
+    // come first, so the blending loop has no serial dependency and the compiler can vectorise it.
+    let mut noise = [0u64; WIDTH];
+    let mut pixels = vec![0u8; coverage.len()];
+    for (row, out) in coverage
+        .chunks_exact(WIDTH)
+        .zip(pixels.chunks_exact_mut(WIDTH))
+    {
+        for bits in &mut noise {
+            *bits = rng.next_u64();
+        }
+        for (((&c, &base), &bits), pixel) in row.iter().zip(&gradient).zip(&noise).zip(out) {
+            let bg = base + range_of_bits(-14.0, 10.0, bits >> 40);
+            let fg = ink + range_of_bits(-10.0, 10.0, bits >> 16);
             let c = c.clamp(0.0, 1.0);
-            round_to_u8(bg * (1.0 - c) + fg * c)
-        }));
+            *pixel = round_to_u8(bg * (1.0 - c) + fg * c);
+        }
     }
     pixels
+}
+
+/// Uniform in [lo, hi) from the low 24 bits of `bits`, as `Xoshiro256::range` maps a draw.
+fn range_of_bits(lo: f32, hi: f32, bits: u64) -> f32 {
+    // 24 bits fit the f32 mantissa exactly (and an i32, which converts fastest).
+    let unit = ((bits & 0xFF_FFFF) as i32) as f32 / (1u32 << 24) as f32;
+    lo + (hi - lo) * unit
 }
 
 /// `value.round().clamp(0.0, 255.0) as u8` (half away from zero) without the `roundf` call
