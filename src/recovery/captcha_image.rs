@@ -144,8 +144,9 @@ impl Xoshiro256 {
 
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f32 {
-        // 24 random bits fit the f32 mantissa exactly.
-        (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32
+        // 24 random bits fit the f32 mantissa exactly. Through u32: converting a u64 to f32
+        // takes a branchy sequence on x86-64; the value is the same.
+        ((self.next_u64() >> 40) as u32) as f32 / (1u32 << 24) as f32
     }
 
     /// Uniform in [lo, hi).
@@ -257,6 +258,9 @@ struct Capsule {
     ay: f32,
     sx: f32,
     sy: f32,
+    /// `1 / (sx² + sy²)`, 0 for a dot. The squared length is 1 or 2, so multiplying by this is
+    /// exactly the division `seg_dist_sq` does, without a division per sample; a dot's `t` is 0.
+    inv_len_sq: f32,
 }
 
 /// Sample cells `floor(u), floor(v)` that can have ink: one column and row of margin around the
@@ -271,6 +275,9 @@ const ALL_INK: (u16, u16) = (u16::MAX, u16::MAX);
 /// on a sub-cell's edge gets the answer the exact test would give.
 const INSIDE_MARGIN: f32 = 0.002;
 const OUTSIDE_MARGIN: f32 = 0.01;
+/// How far past the grid's edge a sample is still looked up: ink reaches 0.05 cell past it
+/// (pen radius 0.55 around centres 0.5 inside), plus a margin far above float rounding.
+const INK_MARGIN: f32 = 0.1;
 
 /// A glyph's strokes, precomputed per sample sub-cell: whether it is all ink, or else the
 /// capsules that can reach into it. Rendering tests ~56,000 supersamples against the glyphs;
@@ -324,7 +331,15 @@ impl GlyphStrokes {
                         .filter(|(lc, lr)| glyph_bit(bits, col + lc, row + lr))
                         .map(|&(lc, lr)| (lc as f32, lr as f32));
                     for (sx, sy) in std::iter::once((0.0, 0.0)).chain(links) {
-                        let capsule = Capsule { ax, ay, sx, sy };
+                        let len_sq: f32 = sx * sx + sy * sy;
+                        let inv_len_sq = if len_sq > 0.0 { 1.0 / len_sq } else { 0.0 };
+                        let capsule = Capsule {
+                            ax,
+                            ay,
+                            sx,
+                            sy,
+                            inv_len_sq,
+                        };
                         all_ink |= capsule.covers(rect);
                         if capsule.may_reach(rect) {
                             capsules.push(capsule);
@@ -347,13 +362,23 @@ impl GlyphStrokes {
 
     /// Whether the grid point `(u, v)` is within the pen radius of a stroke.
     fn ink_at(&self, u: f32, v: f32) -> bool {
-        let fu = (u + 1.0) * SUBDIV as f32;
-        let fv = (v + 1.0) * SUBDIV as f32;
-        // Also false for NaN.
-        if !(fu >= 0.0 && fv >= 0.0) {
+        // Ink lies within the pen radius (0.55) of the outer cell centres (0.5 from the edges),
+        // so nothing outside the grid widened by 0.05 cell can have any. A third or more of the
+        // samples a glyph visits are out there (the warp's slack around its box); four
+        // comparisons turn them away before the table lookup. Also false for NaN.
+        if !(u > -INK_MARGIN
+            && u < GLYPH_COLS as f32 + INK_MARGIN
+            && v > -INK_MARGIN
+            && v < GLYPH_ROWS as f32 + INK_MARGIN)
+        {
             return false;
         }
-        let (col, row) = (fu as usize, fv as usize);
+        // Both positive now (u, v > -0.1).
+        let fu = (u + 1.0) * SUBDIV as f32;
+        let fv = (v + 1.0) * SUBDIV as f32;
+        // Through i32: `f32 as usize` is a long saturating sequence on x86-64, and this runs
+        // for every supersample. Huge values saturate and fail the bound check below.
+        let (col, row) = (fu as i32 as usize, fv as i32 as usize);
         if col >= TABLE_COLS || row >= TABLE_ROWS {
             return false;
         }
@@ -369,11 +394,9 @@ impl GlyphStrokes {
             .unwrap_or_default();
         capsules.iter().any(|c| {
             let (du, dv) = (u - c.ax, v - c.ay);
-            if c.sx == 0.0 && c.sy == 0.0 {
-                du * du + dv * dv <= RADIUS_SQ
-            } else {
-                seg_dist_sq(du, dv, c.sx, c.sy) <= RADIUS_SQ
-            }
+            let t = ((du * c.sx + dv * c.sy) * c.inv_len_sq).clamp(0.0, 1.0);
+            let (eu, ev) = (du - c.sx * t, dv - c.sy * t);
+            eu * eu + ev * ev <= RADIUS_SQ
         })
     }
 }
@@ -586,26 +609,51 @@ fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
                 [0, 1].map(|i| map.column(x as f32 + SUB[i], shifts[i]))
             })
             .collect();
+        // A sample row whose `v = col_v + row_v` is off the grid for every column has no ink
+        // (`ink_at`'s first test; rounded addition is monotonic, so the extremes decide).
+        let (col_v_min, col_v_max) = columns
+            .iter()
+            .flatten()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &(_, v)| {
+                (lo.min(v), hi.max(v))
+            });
+        let on_grid = |row_v: f32| {
+            row_v + col_v_max > -INK_MARGIN && row_v + col_v_min < GLYPH_ROWS as f32 + INK_MARGIN
+        };
         for y in ys {
             let (Some(row_shift), Some(row)) =
                 (shift_x.get(y), ink.get_mut(y * WIDTH..(y + 1) * WIDTH))
             else {
                 continue;
             };
-            let rows = [0, 1].map(|i| map.row(y as f32 + SUB[i], row_shift[i]));
+            let [(ru0, rv0), (ru1, rv1)] = [0, 1].map(|i| map.row(y as f32 + SUB[i], row_shift[i]));
+            let (live0, live1) = (on_grid(rv0), on_grid(rv1));
+            if !live0 && !live1 {
+                continue;
+            }
             let Some(masks) = row.get_mut(xs.clone()) else {
                 continue;
             };
-            for (mask, column) in masks.iter_mut().zip(&columns) {
-                let mut bit = 1u8;
-                for &(row_u, row_v) in &rows {
-                    for &(col_u, col_v) in column {
-                        if *mask & bit == 0 && glyph.strokes.ink_at(col_u + row_u, col_v + row_v) {
-                            *mask |= bit;
-                        }
-                        bit <<= 1;
+            // Written out rather than as loops over the 2x2 samples: this is the hot loop.
+            for (mask, &[(cu0, cv0), (cu1, cv1)]) in masks.iter_mut().zip(&columns) {
+                let mut m = *mask;
+                if live0 {
+                    if m & 1 == 0 && glyph.strokes.ink_at(cu0 + ru0, cv0 + rv0) {
+                        m |= 1;
+                    }
+                    if m & 2 == 0 && glyph.strokes.ink_at(cu1 + ru0, cv1 + rv0) {
+                        m |= 2;
                     }
                 }
+                if live1 {
+                    if m & 4 == 0 && glyph.strokes.ink_at(cu0 + ru1, cv0 + rv1) {
+                        m |= 4;
+                    }
+                    if m & 8 == 0 && glyph.strokes.ink_at(cu1 + ru1, cv1 + rv1) {
+                        m |= 8;
+                    }
+                }
+                *mask = m;
             }
         }
     }
@@ -662,13 +710,24 @@ fn stamp_disc(coverage: &mut [f32], cx: f32, cy: f32, radius: f32, ink: f32) {
     let reach = radius + 1.0;
     let x_lo = (cx - reach).floor().max(0.0) as usize;
     let y_lo = (cy - reach).floor().max(0.0) as usize;
-    let x_hi = ((cx + reach).ceil().max(0.0) as usize).min(WIDTH.saturating_sub(1));
-    let y_hi = ((cy + reach).ceil().max(0.0) as usize).min(HEIGHT.saturating_sub(1));
+    // A pixel's centre is within `radius + 0.5` only if `cx - radius - 1 < x < cx + radius`:
+    // the left bound is that tight already, the right one (was `cx + reach`) is made so.
+    let x_hi = ((cx + radius).ceil().max(0.0) as usize).min(WIDTH.saturating_sub(1));
+    let y_hi = ((cy + radius).ceil().max(0.0) as usize).min(HEIGHT.saturating_sub(1));
+    // Pixels at or beyond `radius + 0.5` get no ink; skipping them by their squared distance
+    // saves most of the square roots. The bound is a little generous so float rounding never
+    // skips a pixel the exact test would have inked.
+    let edge = radius + 0.5;
+    let skip_sq = edge * edge * 1.0001;
     for y in y_lo..=y_hi {
+        let ddy = y as f32 + 0.5 - cy;
         for x in x_lo..=x_hi {
             let ddx = x as f32 + 0.5 - cx;
-            let ddy = y as f32 + 0.5 - cy;
-            let a = (radius + 0.5 - (ddx * ddx + ddy * ddy).sqrt()).clamp(0.0, 1.0);
+            let dist_sq = ddx * ddx + ddy * ddy;
+            if dist_sq >= skip_sq {
+                continue;
+            }
+            let a = (edge - dist_sq.sqrt()).clamp(0.0, 1.0);
             if a <= 0.0 {
                 continue;
             }
@@ -703,18 +762,54 @@ fn composite(coverage: &[f32], rng: &mut Xoshiro256) -> Vec<u8> {
     let bg_left = rng.range(220.0, 245.0);
     let bg_right = rng.range(220.0, 245.0);
     let ink = rng.range(20.0, 60.0);
-    coverage
-        .iter()
-        .enumerate()
-        .map(|(idx, &c)| {
-            let x = (idx % WIDTH) as f32 / WIDTH as f32;
-            let bg = bg_left + (bg_right - bg_left) * x + rng.range(-14.0, 10.0);
-            let fg = ink + rng.range(-10.0, 10.0);
+    // The gradient depends on the column only: one table instead of a division per pixel.
+    let mut gradient = [0.0f32; WIDTH];
+    for (x, base) in gradient.iter_mut().enumerate() {
+        *base = bg_left + (bg_right - bg_left) * (x as f32 / WIDTH as f32);
+    }
+    // One 64-bit draw per pixel feeds both noises, the background's from its top 24 bits and
+    // the ink's from the next 24 (every output bit of xoshiro256** is equally good): the same
+    // uniform, independent noise as two draws gave, at half the generator steps. A row's draws
+    // come first, so the blending loop has no serial dependency and the compiler can vectorise it.
+    let mut noise = [0u64; WIDTH];
+    let mut pixels = vec![0u8; coverage.len()];
+    for (row, out) in coverage
+        .chunks_exact(WIDTH)
+        .zip(pixels.chunks_exact_mut(WIDTH))
+    {
+        for bits in &mut noise {
+            *bits = rng.next_u64();
+        }
+        for (((&c, &base), &bits), pixel) in row.iter().zip(&gradient).zip(&noise).zip(out) {
+            let bg = base + range_of_bits(-14.0, 10.0, bits >> 40);
+            let fg = ink + range_of_bits(-10.0, 10.0, bits >> 16);
             let c = c.clamp(0.0, 1.0);
-            // `as u8` saturates, and the clamp documents the intent.
-            (bg * (1.0 - c) + fg * c).round().clamp(0.0, 255.0) as u8
-        })
-        .collect()
+            *pixel = round_to_u8(bg * (1.0 - c) + fg * c);
+        }
+    }
+    pixels
+}
+
+/// Uniform in [lo, hi) from the low 24 bits of `bits`, as `Xoshiro256::range` maps a draw.
+fn range_of_bits(lo: f32, hi: f32, bits: u64) -> f32 {
+    // 24 bits fit the f32 mantissa exactly (and an i32, which converts fastest).
+    let unit = ((bits & 0xFF_FFFF) as i32) as f32 / (1u32 << 24) as f32;
+    lo + (hi - lo) * unit
+}
+
+/// `value.round().clamp(0.0, 255.0) as u8` (half away from zero) without the `roundf` call
+/// that the baseline x86-64 target makes for `round`: below 2^23 the fraction `value -
+/// trunc(value)` is exact, so comparing it with one half rounds exactly as `round` does.
+/// Negative values and NaN end at 0, as before.
+fn round_to_u8(value: f32) -> u8 {
+    // `as` saturates (NaN gives 0); gray levels are far inside i32.
+    let truncated = value as i32;
+    let rounded = if value - truncated as f32 >= 0.5 {
+        truncated.saturating_add(1)
+    } else {
+        truncated
+    };
+    rounded.clamp(0, 255) as u8
 }
 
 fn encode_png(pixels: &[u8]) -> Result<Vec<u8>, CaptchaImageError> {
@@ -837,6 +932,89 @@ mod tests {
             differing * 20_000 <= samples,
             "{differing} of {samples} supersamples differ from the reference"
         );
+    }
+
+    #[test]
+    fn round_to_u8_rounds_like_round_and_clamp() {
+        let mut value = -300.0f32;
+        while value < 300.0 {
+            for v in [value, value + 0.5, -value] {
+                assert_eq!(round_to_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+            }
+            value += 0.0007;
+        }
+        for v in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.5,
+            254.5,
+            255.5,
+            -0.5,
+        ] {
+            assert_eq!(round_to_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
+    }
+
+    /// `stamp_disc` as it was before its bounds were tightened and far pixels skipped early.
+    fn reference_stamp_disc(coverage: &mut [f32], cx: f32, cy: f32, radius: f32, ink: f32) {
+        let reach = radius + 1.0;
+        let x_lo = (cx - reach).floor().max(0.0) as usize;
+        let y_lo = (cy - reach).floor().max(0.0) as usize;
+        let x_hi = ((cx + reach).ceil().max(0.0) as usize).min(WIDTH - 1);
+        let y_hi = ((cy + reach).ceil().max(0.0) as usize).min(HEIGHT - 1);
+        for y in y_lo..=y_hi {
+            for x in x_lo..=x_hi {
+                let ddx = x as f32 + 0.5 - cx;
+                let ddy = y as f32 + 0.5 - cy;
+                let a = (radius + 0.5 - (ddx * ddx + ddy * ddy).sqrt()).clamp(0.0, 1.0);
+                if a <= 0.0 {
+                    continue;
+                }
+                let cell = &mut coverage[y * WIDTH + x];
+                *cell = *cell * (1.0 - a) + ink * a;
+            }
+        }
+    }
+
+    #[test]
+    fn stamped_discs_are_the_reference_discs() {
+        let mut rng = Xoshiro256::from_seed(seed(9));
+        let mut fast = vec![0.0f32; WIDTH * HEIGHT];
+        let mut reference = fast.clone();
+        for n in 0..20_000 {
+            let (cx, cy) = (rng.range(-3.0, 203.0), rng.range(-3.0, 73.0));
+            // Now and then exactly on a pixel edge or centre, where rounding would show.
+            let (cx, cy) = match n % 4 {
+                0 => (cx.round(), cy.round()),
+                1 => (cx.floor() + 0.5, cy.floor() + 0.5),
+                _ => (cx, cy),
+            };
+            let radius = rng.range(0.3, 0.9);
+            let ink = rng.unit();
+            stamp_disc(&mut fast, cx, cy, radius, ink);
+            reference_stamp_disc(&mut reference, cx, cy, radius, ink);
+        }
+        assert!(fast.iter().any(|&c| c > 0.0));
+        assert!(fast == reference, "the discs differ from the reference");
+    }
+
+    #[test]
+    fn background_and_ink_noise_keep_their_ranges() {
+        // Paper is 220-245 plus noise in [-14, 10); ink 20-60 plus noise in [-10, 10).
+        let mut rng = Xoshiro256::from_seed(seed(5));
+        let paper = composite(&vec![0.0; WIDTH * HEIGHT], &mut rng);
+        let ink = composite(&vec![1.0; WIDTH * HEIGHT], &mut rng);
+        assert!(paper.iter().all(|&p| (206..=255).contains(&p)));
+        assert!(ink.iter().all(|&p| (10..=70).contains(&p)));
+        // Noise, not a flat tone: many distinct levels in each.
+        for pixels in [&paper, &ink] {
+            let mut levels = [false; 256];
+            for &p in pixels.iter() {
+                levels[usize::from(p)] = true;
+            }
+            assert!(levels.iter().filter(|&&l| l).count() > 15);
+        }
     }
 
     #[test]
