@@ -121,7 +121,11 @@ pub struct ServerConfig {
     /// Largest request accepted, in bytes.
     pub max_message_bytes: usize,
     pub request_timeout_ms: u64,
-    /// Requests handled at once per connection.
+    /// Requests handled at once per connection, and HTTP/2's stream limit (calls past it wait
+    /// at the client). 32: the expensive calls are bounded by a handful of permits anyway, so
+    /// more in service only queues them here; with 256, a flood of 1,000 resets over 8
+    /// connections held ~35 KiB per waiting call and peaked at 157–174 MiB RSS, with 32 at
+    /// 133 MiB (issue 10). A client that needs more in flight opens more connections.
     pub concurrency_limit: usize,
     /// Peers whose `x-forwarded-for` is believed: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
     /// bare addresses (= /32, /128). The client is the right-most forwarded address that is
@@ -143,7 +147,7 @@ impl Default for ServerConfig {
             // anything larger is refused by the codec before it is decoded.
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
-            concurrency_limit: 256,
+            concurrency_limit: 32,
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
             shutdown_grace_secs: 20,

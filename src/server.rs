@@ -359,6 +359,9 @@ impl App {
         server
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .concurrency_limit_per_connection(config.server.concurrency_limit)
+            // The same number as HTTP/2's stream limit: calls past it wait at the client rather
+            // than as accepted streams in this process's memory (issue 10).
+            .max_concurrent_streams(u32::try_from(config.server.concurrency_limit).ok())
             .accept_http1(true)
             // Outermost, so a browser's preflight is answered before anything else looks at it.
             .layer(tower::util::option_layer(cors::layer(
