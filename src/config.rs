@@ -121,11 +121,11 @@ pub struct ServerConfig {
     /// Largest request accepted, in bytes.
     pub max_message_bytes: usize,
     pub request_timeout_ms: u64,
-    /// Requests handled at once per connection, and HTTP/2's stream limit (calls past it wait
-    /// at the client). 32: the expensive calls are bounded by a handful of permits anyway, so
-    /// more in service only queues them here; with 256, a flood of 1,000 resets over 8
-    /// connections held ~35 KiB per waiting call and peaked at 157–174 MiB RSS, with 32 at
-    /// 133 MiB (issue 10). A client that needs more in flight opens more connections.
+    /// Requests handled at once per connection; more wait, before any of their work started,
+    /// until one finishes. 32: the expensive calls are bounded by a handful of permits anyway, so
+    /// more in service only queue there, each holding its work's state (~35 KiB for a reset
+    /// waiting for the database: with 256, a flood of 1,000 resets over 8 connections peaked at
+    /// 157–174 MiB RSS; issue 10, benches/REPORT.md).
     pub concurrency_limit: usize,
     /// Peers whose `x-forwarded-for` is believed: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
     /// bare addresses (= /32, /128). The client is the right-most forwarded address that is

@@ -359,9 +359,11 @@ impl App {
         server
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .concurrency_limit_per_connection(config.server.concurrency_limit)
-            // The same number as HTTP/2's stream limit: calls past it wait at the client rather
-            // than as accepted streams in this process's memory (issue 10).
-            .max_concurrent_streams(u32::try_from(config.server.concurrency_limit).ok())
+            // No HTTP/2 stream limit (SETTINGS_MAX_CONCURRENT_STREAMS): h2 enforces it from the
+            // connection's first frame, so a client that opens a burst of calls before it has
+            // read the server's SETTINGS gets REFUSED_STREAM, which tonic and others answer with
+            // UNAVAILABLE (seen in the benchmark's preparation, issue 10). Calls past
+            // `concurrency_limit` wait here instead, before any of their work has started.
             .accept_http1(true)
             // Outermost, so a browser's preflight is answered before anything else looks at it.
             .layer(tower::util::option_layer(cors::layer(
