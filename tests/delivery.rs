@@ -250,8 +250,8 @@ async fn with_the_smtp_server_stopped_the_code_arrives_once_after_it_restarts() 
 #[derive(Clone)]
 struct Crowd {
     crowd: usize,
-    down: Arc<std::sync::atomic::AtomicBool>,
-    failures: Arc<std::sync::atomic::AtomicUsize>,
+    /// Refuses (and counts) every message while down.
+    gate: FlakyNotifier,
     in_flight: Arc<std::sync::Mutex<Vec<String>>>,
     most: Arc<std::sync::atomic::AtomicUsize>,
     same_recipient_overlapped: Arc<std::sync::atomic::AtomicBool>,
@@ -262,8 +262,7 @@ impl Crowd {
     fn down(crowd: usize) -> Self {
         Self {
             crowd,
-            down: Arc::new(true.into()),
-            failures: Arc::default(),
+            gate: FlakyNotifier::down(),
             in_flight: Arc::default(),
             most: Arc::default(),
             same_recipient_overlapped: Arc::default(),
@@ -278,11 +277,8 @@ impl recovery_service::notify::Notifier for Crowd {
         &self,
         email: &recovery_service::notify::Email,
     ) -> Result<(), recovery_service::notify::NotifyError> {
-        if self.down.load(Ordering::SeqCst) {
-            self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(recovery_service::notify::NotifyError::Transient(
-                "connection refused (injected)".into(),
-            ));
+        if self.gate.is_down() {
+            return recovery_service::notify::Notifier::send(&self.gate, email).await;
         }
         {
             let mut in_flight = self.in_flight.lock().unwrap();
@@ -332,16 +328,16 @@ async fn a_batch_goes_out_to_several_recipients_at_once_and_to_each_in_queue_ord
         let flow = app.start(login).await;
         let sends = if n == 0 { 2 } else { 1 };
         for _ in 0..sends {
-            let before = mail.failures.load(Ordering::SeqCst);
+            let before = mail.gate.failures.load(Ordering::SeqCst);
             app.send_code(&flow.flow_id).await.unwrap();
-            wait_until(async || mail.failures.load(Ordering::SeqCst) > before).await;
+            wait_until(async || mail.gate.failures.load(Ordering::SeqCst) > before).await;
             // Each first attempt fails at its own instant, so the retries are due in this order.
             app.clock.advance(Duration::from_millis(10));
         }
         first_flow.get_or_insert(flow);
     }
 
-    mail.down.store(false, Ordering::SeqCst);
+    mail.gate.bring_up();
     app.clock.advance(Duration::from_secs(2));
     wait_until(async || mail.delivered.lock().unwrap().len() == 5).await;
 

@@ -329,20 +329,31 @@ async fn starttls_required_delivers_to_a_relay_whose_certificate_comes_from_the_
     assert_is_the_recovery_message(&messages[0], "anna@example.com");
 }
 
+/// A relay whose certificate the test CA signed, reached with only the Mozilla roots (no
+/// `ca_file`): the handshake fails and nothing is sent.
+fn assert_an_unknown_ca_is_refused(
+    tls: impl FnOnce((PathBuf, PathBuf)) -> SinkOptions,
+    scheme: &str,
+    query: &str,
+) -> impl std::future::Future<Output = ()> {
+    let pki = TestPki::generate();
+    let sink = Sink::start(tls(pki.server_cert_and_key()));
+    let notifier = notifier(&sink.url(scheme, query));
+    async move {
+        let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
+        assert!(reason.contains("UnknownIssuer"), "{reason}");
+        assert!(sink.messages().is_empty());
+        drop(pki);
+    }
+}
+
 #[tokio::test]
 async fn starttls_required_does_not_trust_a_certificate_from_an_unknown_ca() {
-    let pki = TestPki::generate();
-    let sink = Sink::start(SinkOptions {
-        starttls: Some(pki.server_cert_and_key()),
+    let tls = |pair| SinkOptions {
+        starttls: Some(pair),
         ..SinkOptions::default()
-    });
-    // No ca_file: only the Mozilla roots, which never signed the test CA.
-    let notifier = notifier(&sink.url("smtp://", "?tls=required"));
-
-    let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
-
-    assert!(reason.contains("UnknownIssuer"), "{reason}");
-    assert!(sink.messages().is_empty());
+    };
+    assert_an_unknown_ca_is_refused(tls, "smtp://", "?tls=required").await;
 }
 
 #[tokio::test]
@@ -367,17 +378,11 @@ async fn smtps_delivers_over_implicit_tls() {
 
 #[tokio::test]
 async fn smtps_does_not_trust_a_certificate_from_an_unknown_ca() {
-    let pki = TestPki::generate();
-    let sink = Sink::start(SinkOptions {
-        implicit_tls: Some(pki.server_cert_and_key()),
+    let tls = |pair| SinkOptions {
+        implicit_tls: Some(pair),
         ..SinkOptions::default()
-    });
-    let notifier = notifier(&sink.url("smtps://", ""));
-
-    let reason = expect_transient(notifier.send(&email("anna@example.com")).await);
-
-    assert!(reason.contains("UnknownIssuer"), "{reason}");
-    assert!(sink.messages().is_empty());
+    };
+    assert_an_unknown_ca_is_refused(tls, "smtps://", "").await;
 }
 
 #[tokio::test]

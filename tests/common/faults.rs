@@ -205,6 +205,10 @@ impl FlakyNotifier {
     pub fn bring_up(&self) {
         self.down.store(false, Ordering::SeqCst);
     }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
