@@ -63,10 +63,6 @@ fn about_a_flow(reason: &str) -> bool {
 struct Accepted(Option<MetadataValue<Ascii>>);
 
 impl Accepted {
-    fn of<T>(request: &Request<T>) -> Self {
-        Self(request.metadata().get("accept-language").cloned())
-    }
-
     fn tags(&self) -> Vec<String> {
         self.0
             .as_ref()
@@ -77,7 +73,7 @@ impl Accepted {
 }
 
 fn accepted<T>(request: &Request<T>) -> Accepted {
-    Accepted::of(request)
+    Accepted(request.metadata().get("accept-language").cloned())
 }
 
 /// For errors answered before a service is reached (the interceptors): the caller's language.
