@@ -65,14 +65,13 @@ pub fn render_png(digits: &str, seed: [u8; 32]) -> Result<Vec<u8>, CaptchaImageE
     let glyph_ids = parse_digits(digits)?;
     let mut rng = Xoshiro256::from_seed(seed);
 
-    // Ink coverage in [0, 1] per pixel; composited over a noisy background
-    // at the end so lines and glyphs share exactly the same ink tone and
-    // cannot be separated by a simple threshold on colour.
-    let mut coverage = vec![0.0f32; WIDTH * HEIGHT];
+    // Ink coverage in [0, 1] per pixel, glyphs first; composited over a noisy
+    // background at the end so lines and glyphs share exactly the same ink
+    // tone and cannot be separated by a simple threshold on colour.
 
     let glyphs = layout_glyphs(&glyph_ids, &mut rng);
     let warp = Warp::random(&mut rng);
-    draw_glyphs(&mut coverage, &glyphs, &warp);
+    let mut coverage = draw_glyphs(&glyphs, &warp);
     draw_clutter_lines(&mut coverage, &mut rng);
     sprinkle_dots(&mut coverage, &mut rng);
 
@@ -269,29 +268,57 @@ struct Capsule {
 const SUBDIV: usize = 4;
 const TABLE_COLS: usize = (GLYPH_COLS + 3) * SUBDIV;
 const TABLE_ROWS: usize = (GLYPH_ROWS + 3) * SUBDIV;
+const TABLE_LEN: usize = TABLE_COLS * TABLE_ROWS;
+/// A sub-cell no capsule reaches: no ink wherever a sample lands in it. Such a sub-cell's entry
+/// is its clearance instead (see `GlyphStrokes::cells`), below this bound; 0 is the least.
+const NO_INK: u32 = 0;
+const CLEARANCE_LIMIT: u32 = 1 << 16;
+/// Clearances are stored in 1/1024 cell, rounded down.
+const CLEARANCE_PER_CELL: f32 = 1024.0;
+/// Taken off every clearance: far above float rounding and the fixed-point index's error.
+const CLEARANCE_MARGIN: f32 = 0.01;
 /// A sub-cell wholly inside one capsule: ink wherever a sample lands in it.
-const ALL_INK: (u16, u16) = (u16::MAX, u16::MAX);
+const ALL_INK: u32 = u32::MAX;
 /// Margins of the sub-cell classification, far above float rounding (~1e-6 here), so a sample
 /// on a sub-cell's edge gets the answer the exact test would give.
 const INSIDE_MARGIN: f32 = 0.002;
 const OUTSIDE_MARGIN: f32 = 0.01;
-/// How far past the grid's edge a sample is still looked up: ink reaches 0.05 cell past it
-/// (pen radius 0.55 around centres 0.5 inside), plus a margin far above float rounding.
+/// How far past the grid's edge a sample row's column window (`GridMap::ink_window`) reaches:
+/// ink reaches 0.05 cell past it (pen radius 0.55 around centres 0.5 inside), plus a margin far
+/// above float rounding.
 const INK_MARGIN: f32 = 0.1;
 
-/// A glyph's strokes, precomputed per sample sub-cell: whether it is all ink, or else the
-/// capsules that can reach into it. Rendering tests ~56,000 supersamples against the glyphs;
-/// walking the 4x4 window of grid cells and their links for each (and `floorf`/`sinf` calls)
-/// was nearly all of a captcha's CPU time (perf), while what a sub-cell can touch never changes.
-/// The per-sample test is the same as before, so the picture is the one the window walk drew,
-/// up to samples within float rounding of a stroke's edge
-/// (`the_precomputed_strokes_draw_the_reference_picture`).
+/// A glyph's strokes, precomputed per sample sub-cell: whether it is all ink, all paper (and
+/// how far from ink), or else the capsules that can reach into it. Walking the 4x4 window of
+/// grid cells and their links for every supersample (and `floorf`/`sinf` calls) was nearly all
+/// of a captcha's CPU time (perf), while what a sub-cell can touch never changes. Where a
+/// sample needs the capsules, the test is the same as before, so the picture is the one the
+/// window walk drew, up to samples within float rounding of a stroke's edge
+/// (`the_precomputed_strokes_draw_the_reference_picture`). Built once per process (~50 million
+/// instructions for the ten digits).
 struct GlyphStrokes {
-    /// `(start, end)` into `capsules` per sample sub-cell, row-major over `TABLE_COLS`, or
-    /// `ALL_INK`.
-    cells: Vec<(u16, u16)>,
+    /// Per sample sub-cell, row-major over `TABLE_COLS`: `ALL_INK`; the capsules that can reach
+    /// it as `start | end << 16` into `capsules` (`start < end`, so at least `CLEARANCE_LIMIT`);
+    /// or, when none can, its clearance: how much farther than the pen radius from every stroke
+    /// each of its points is, in 1/1024 cell (0 when not known to be any; always 0 in the last
+    /// column and row, which stand for samples off the table). A fixed-size array, so an index
+    /// clamped into the table needs no bounds check.
+    cells: [u32; TABLE_LEN],
+    /// Per sub-cell that lists capsules, the same split one level finer: its `FINE` x `FINE`
+    /// parts, row-major, two bits each (`FINE_PAPER`, `FINE_INK` or `FINE_TEST`). Most samples
+    /// that land in such a sub-cell land in a part that is wholly paper or wholly ink, so the
+    /// capsules are tested for only a third or so of them.
+    fine: [u32; TABLE_LEN],
     capsules: Vec<Capsule>,
 }
+
+/// Parts per side of a sub-cell in `GlyphStrokes::fine`: the next `FINE_BITS` bits of the
+/// fixed-point coordinates after the sub-cell's own.
+const FINE_BITS: u32 = 2;
+const FINE: usize = 1 << FINE_BITS;
+const FINE_PAPER: u32 = 0;
+const FINE_INK: u32 = 1;
+const FINE_TEST: u32 = 2;
 
 fn glyph_bit(bits: &[u8; GLYPH_ROWS], col: i32, row: i32) -> bool {
     let (Ok(col), Ok(row)) = (usize::try_from(col), usize::try_from(row)) else {
@@ -306,9 +333,25 @@ fn glyph_bit(bits: &[u8; GLYPH_ROWS], col: i32, row: i32) -> bool {
 
 impl GlyphStrokes {
     fn build(bits: &[u8; GLYPH_ROWS]) -> Self {
-        let mut cells = vec![(0u16, 0u16); TABLE_COLS * TABLE_ROWS];
+        let mut cells = [NO_INK; TABLE_LEN];
+        let mut fine = [FINE_PAPER; TABLE_LEN];
         let mut capsules = Vec::new();
-        for (slot, cell) in cells.iter_mut().enumerate() {
+        // Every stroke of the glyph, for the clearances: the segments between 8-connected set
+        // cells, and a dot on each set cell (isolated ones have only that).
+        let mut strokes = Vec::new();
+        for row in 0..GLYPH_ROWS as i32 {
+            for col in 0..GLYPH_COLS as i32 {
+                if glyph_bit(bits, col, row) {
+                    strokes.push(Capsule::new(col, row, (0, 0)));
+                    for (lc, lr) in LINKS {
+                        if glyph_bit(bits, col + lc, row + lr) {
+                            strokes.push(Capsule::new(col, row, (lc, lr)));
+                        }
+                    }
+                }
+            }
+        }
+        for (slot, (cell, fine)) in cells.iter_mut().zip(&mut fine).enumerate() {
             let (col_slot, row_slot) = (slot % TABLE_COLS, slot / TABLE_COLS);
             // Grid cell (cu, cv), offset by the one-cell margin, and the sub-cell's rectangle.
             let cu = (col_slot / SUBDIV) as i32 - 1;
@@ -317,95 +360,255 @@ impl GlyphStrokes {
             let u0 = cu as f32 + (col_slot % SUBDIV) as f32 * step;
             let v0 = cv as f32 + (row_slot % SUBDIV) as f32 * step;
             let rect = (u0, v0, u0 + step, v0 + step);
-            let start = capsules.len();
             let mut all_ink = false;
+            let mut reaching: Vec<Capsule> = Vec::new();
             // The same window the sampler used to walk: rows cv-2..=cv+1, cols cu-2..=cu+1.
             for row in cv - 2..=cv + 1 {
                 for col in cu - 2..=cu + 1 {
                     if !glyph_bit(bits, col, row) {
                         continue;
                     }
-                    let (ax, ay) = (col as f32 + 0.5, row as f32 + 0.5);
                     let links = LINKS
                         .iter()
-                        .filter(|(lc, lr)| glyph_bit(bits, col + lc, row + lr))
-                        .map(|&(lc, lr)| (lc as f32, lr as f32));
-                    for (sx, sy) in std::iter::once((0.0, 0.0)).chain(links) {
-                        let len_sq: f32 = sx * sx + sy * sy;
-                        let inv_len_sq = if len_sq > 0.0 { 1.0 / len_sq } else { 0.0 };
-                        let capsule = Capsule {
-                            ax,
-                            ay,
-                            sx,
-                            sy,
-                            inv_len_sq,
-                        };
+                        .filter(|(lc, lr)| glyph_bit(bits, col + lc, row + lr));
+                    for &link in std::iter::once(&(0, 0)).chain(links) {
+                        let capsule = Capsule::new(col, row, link);
                         all_ink |= capsule.covers(rect);
                         if capsule.may_reach(rect) {
-                            capsules.push(capsule);
+                            reaching.push(capsule);
                         }
                     }
                 }
             }
             if all_ink {
-                capsules.truncate(start);
                 *cell = ALL_INK;
-            } else {
-                *cell = (
-                    u16::try_from(start).unwrap_or(0),
-                    u16::try_from(capsules.len()).unwrap_or(0),
-                );
+                continue;
             }
+            // A dot on the end of a listed segment lies inside that segment's capsule (its end
+            // cap is the same disc), so testing it as well could only repeat a hit.
+            let needed = reaching.iter().filter(|dot| {
+                dot.inv_len_sq > 0.0
+                    || !reaching.iter().any(|seg| {
+                        seg.inv_len_sq > 0.0
+                            && [(seg.ax, seg.ay), (seg.ax + seg.sx, seg.ay + seg.sy)]
+                                .contains(&(dot.ax, dot.ay))
+                    })
+            });
+            let start = capsules.len();
+            capsules.extend(needed);
+            if capsules.len() == start {
+                // The last column and row stand for every sample off the table (`sample`), so
+                // their clearance would be wrong (there is no ink there, the table reaching at
+                // least 0.95 cell past it on every side).
+                let border = col_slot == TABLE_COLS - 1 || row_slot == TABLE_ROWS - 1;
+                *cell = if border {
+                    NO_INK
+                } else {
+                    clearance(rect, &strokes)
+                };
+                continue;
+            }
+            // Classified as the sub-cells are, with the same margins.
+            let part = step / FINE as f32;
+            for (index, (fu, fv)) in (0..FINE * FINE).map(|i| (i % FINE, i / FINE)).enumerate() {
+                let (pu, pv) = (u0 + fu as f32 * part, v0 + fv as f32 * part);
+                let part_rect = (pu, pv, pu + part, pv + part);
+                let class = if reaching.iter().any(|c| c.covers(part_rect)) {
+                    FINE_INK
+                } else if reaching.iter().any(|c| c.may_reach(part_rect)) {
+                    FINE_TEST
+                } else {
+                    FINE_PAPER
+                };
+                *fine |= class << (2 * index);
+            }
+            // Fewer than 2^16 capsules per glyph (a few hundred); were it not so, the sub-cell
+            // would read as paper (clearance 0) rather than index the wrong capsules.
+            *cell = match (u16::try_from(start), u16::try_from(capsules.len())) {
+                (Ok(start), Ok(end)) if start < end => u32::from(start) | u32::from(end) << 16,
+                _ => NO_INK,
+            };
         }
-        Self { cells, capsules }
+        Self {
+            cells,
+            fine,
+            capsules,
+        }
     }
 
-    /// Whether the grid point `(u, v)` is within the pen radius of a stroke.
-    fn ink_at(&self, u: f32, v: f32) -> bool {
-        // Ink lies within the pen radius (0.55) of the outer cell centres (0.5 from the edges),
-        // so nothing outside the grid widened by 0.05 cell can have any. A third or more of the
-        // samples a glyph visits are out there (the warp's slack around its box); four
-        // comparisons turn them away before the table lookup. Also false for NaN.
-        if !(u > -INK_MARGIN
-            && u < GLYPH_COLS as f32 + INK_MARGIN
-            && v > -INK_MARGIN
-            && v < GLYPH_ROWS as f32 + INK_MARGIN)
-        {
-            return false;
+    /// Whether the sample whose grid point is `column + row` is within the pen radius of a
+    /// stroke, and if not, the clearance of its sub-cell (`cells`), possibly 0.
+    fn sample(&self, column: &GridTerm, row: &GridTerm) -> Sample {
+        // The sub-cell from the fixed-point terms: integer additions and shifts instead of two
+        // saturating float-to-int conversions per sample (`>>` floors, negatives included).
+        // Each term is within 2^29, so the sums cannot overflow. Samples off the table, negative
+        // ones too once taken as unsigned, end in its last column or row, without a branch:
+        // those sub-cells are plain `NO_INK`, no ink and no clearance (`build`).
+        let (fixed_u, fixed_v) = (column.iu + row.iu, column.iv + row.iv);
+        let col = ((fixed_u >> FRAC_BITS) as u32).min(TABLE_COLS as u32 - 1);
+        let row_slot = ((fixed_v >> FRAC_BITS) as u32).min(TABLE_ROWS as u32 - 1);
+        let slot = row_slot as usize * TABLE_COLS + col as usize;
+        let cell = self.cells.get(slot).copied().unwrap_or(NO_INK);
+        if cell < CLEARANCE_LIMIT {
+            return Sample::Paper { clearance: cell };
         }
-        // Both positive now (u, v > -0.1).
-        let fu = (u + 1.0) * SUBDIV as f32;
-        let fv = (v + 1.0) * SUBDIV as f32;
-        // Through i32: `f32 as usize` is a long saturating sequence on x86-64, and this runs
-        // for every supersample. Huge values saturate and fail the bound check below.
-        let (col, row) = (fu as i32 as usize, fv as i32 as usize);
-        if col >= TABLE_COLS || row >= TABLE_ROWS {
-            return false;
-        }
-        let Some(&cell) = self.cells.get(row * TABLE_COLS + col) else {
-            return false;
-        };
         if cell == ALL_INK {
-            return true;
+            return Sample::Ink;
         }
+        // The part of the sub-cell: the next bits down (two's complement keeps flooring them
+        // right for negative coordinates, and such a sub-cell is never off the table).
+        let part_u = (fixed_u >> (FRAC_BITS - FINE_BITS)) as u32 & (FINE as u32 - 1);
+        let part_v = (fixed_v >> (FRAC_BITS - FINE_BITS)) as u32 & (FINE as u32 - 1);
+        let fine = self.fine.get(slot).copied().unwrap_or(FINE_TEST);
+        match (fine >> (2 * (part_v * FINE as u32 + part_u))) & 3 {
+            FINE_PAPER => return Sample::Paper { clearance: NO_INK },
+            FINE_INK => return Sample::Ink,
+            _ => {}
+        }
+        let (start, end) = (cell & 0xFFFF, cell >> 16);
         let capsules = self
             .capsules
-            .get(usize::from(cell.0)..usize::from(cell.1))
+            .get(start as usize..end as usize)
             .unwrap_or_default();
-        capsules.iter().any(|c| {
+        let (u, v) = (column.u + row.u, column.v + row.v);
+        let ink = capsules.iter().any(|c| {
             let (du, dv) = (u - c.ax, v - c.ay);
             let t = ((du * c.sx + dv * c.sy) * c.inv_len_sq).clamp(0.0, 1.0);
             let (eu, ev) = (du - c.sx * t, dv - c.sy * t);
             eu * eu + ev * ev <= RADIUS_SQ
-        })
+        });
+        if ink {
+            Sample::Ink
+        } else {
+            Sample::Paper { clearance: NO_INK }
+        }
+    }
+}
+
+/// How many samples after one with a given clearance have no ink either: neighbouring samples'
+/// grid points are at most `stride` apart, so the `n`-th next one is within `n * stride` of it,
+/// still clear of every stroke while that is below the clearance (whose `CLEARANCE_MARGIN`
+/// covers float rounding in the grid points).
+struct SkipRule {
+    /// Samples per 1/1024 cell of clearance, times 2^16 (rounded down, so never too many).
+    per_clearance: u64,
+}
+
+impl SkipRule {
+    fn new(stride: f32) -> Self {
+        // A tenth of a percent more, for the rounding in `stride` itself. NaN gives 0: no skips.
+        let stride = stride * 1.001;
+        let per_clearance = (65_536.0 / (stride * CLEARANCE_PER_CELL)).min(65_536.0);
+        Self {
+            per_clearance: if stride > 0.0 {
+                per_clearance as u64
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Samples after one with `clearance` that certainly have no ink.
+    fn samples(&self, clearance: u32) -> usize {
+        usize::try_from((u64::from(clearance) * self.per_clearance) >> 16).unwrap_or_default()
+    }
+}
+
+/// What `GlyphStrokes::sample` found.
+enum Sample {
+    Ink,
+    /// No ink, and none within `clearance` (in 1/1024 cell) of the sample either.
+    Paper {
+        clearance: u32,
+    },
+}
+
+/// How much farther than the pen radius from every stroke each point
+/// of `rect` is, in 1/1024 cell rounded down, less `CLEARANCE_MARGIN`; 0 if not more than that.
+/// A lower bound: from the rectangle's centre, as in `Capsule::may_reach`.
+fn clearance((u0, v0, u1, v1): (f32, f32, f32, f32), strokes: &[Capsule]) -> u32 {
+    let (half_w, half_h) = ((u1 - u0) / 2.0, (v1 - v0) / 2.0);
+    let (cu, cv) = (u0 + half_w, v0 + half_h);
+    let nearest_sq = strokes
+        .iter()
+        .map(|c| seg_dist_sq(cu - c.ax, cv - c.ay, c.sx, c.sy))
+        .fold(f32::MAX, f32::min);
+    let clear =
+        nearest_sq.sqrt() - (half_w * half_w + half_h * half_h).sqrt() - RADIUS - CLEARANCE_MARGIN;
+    // Saturating `as`, and below `CLEARANCE_LIMIT`: a clearance of 64 cells is more than any.
+    ((clear * CLEARANCE_PER_CELL).max(0.0) as u32).min(CLEARANCE_LIMIT - 1)
+}
+
+/// Fraction bits of the fixed-point sub-cell coordinates that `sample` indexes the tables with.
+const FRAC_BITS: u32 = 16;
+/// Grid cells to fixed-point sub-cells.
+const FIXED_PER_CELL: f32 = (SUBDIV << FRAC_BITS) as f32;
+/// Bound on a fixed-point term, so a column's plus a row's never overflows an `i32`. It is
+/// 2048 cells, far off the table, so clamping a term changes no lookup.
+const FIXED_LIMIT: f32 = (1u32 << 29) as f32;
+
+/// A column's or a row's part of a sample's grid point `(u, v)`: as floats for the capsule
+/// test, and as fixed-point sub-cells (`(u + offset) * SUBDIV * 2^FRAC_BITS`, truncated) for the
+/// table index. The sum of a column's and a row's fixed-point parts is off from the exact
+/// sub-cell coordinate by under 2^-14 sub-cell (two truncations plus float rounding), so it
+/// picks another sub-cell than the float sum would only for points within ~10^-5 cell of a
+/// sub-cell's edge; a sub-cell's entry is right that far outside it (`INSIDE_MARGIN`,
+/// `OUTSIDE_MARGIN`), so the answer is the same.
+#[derive(Clone, Copy, Default)]
+struct GridTerm {
+    u: f32,
+    v: f32,
+    iu: i32,
+    iv: i32,
+}
+
+impl GridTerm {
+    fn new((u, v): (f32, f32), offset: f32) -> Self {
+        // `clamp` keeps the sum in range; `as` then cannot saturate. (NaN would give 0, but no
+        // grid point is NaN: every placement and warp parameter is a finite draw.)
+        let fixed =
+            |x: f32| ((x + offset) * FIXED_PER_CELL).clamp(-FIXED_LIMIT, FIXED_LIMIT) as i32;
+        Self {
+            u,
+            v,
+            iu: fixed(u),
+            iv: fixed(v),
+        }
     }
 }
 
 impl Capsule {
+    /// The dot on set cell `(col, row)` for a `link` of `(0, 0)`, else the segment from there to
+    /// the neighbour `link` away.
+    fn new(col: i32, row: i32, (lc, lr): (i32, i32)) -> Self {
+        let (sx, sy) = (lc as f32, lr as f32);
+        let len_sq = sx * sx + sy * sy;
+        Self {
+            ax: col as f32 + 0.5,
+            ay: row as f32 + 0.5,
+            sx,
+            sy,
+            inv_len_sq: if len_sq > 0.0 { 1.0 / len_sq } else { 0.0 },
+        }
+    }
+
     /// Conservative: false only when no point of `rect` (u0, v0, u1, v1) is within the pen
-    /// radius (bounding boxes).
+    /// radius: when their bounding boxes are apart, or when the rectangle's centre is farther
+    /// from the segment than the pen radius plus the centre's distance to the corners (the
+    /// distance to a segment changes no faster than the point moves).
     fn may_reach(&self, (u0, v0, u1, v1): (f32, f32, f32, f32)) -> bool {
         let reach = RADIUS + OUTSIDE_MARGIN;
+        let (half_w, half_h) = ((u1 - u0) / 2.0, (v1 - v0) / 2.0);
+        let centre_reach = reach + (half_w * half_w + half_h * half_h).sqrt();
+        let centre_dist_sq = seg_dist_sq(
+            u0 + half_w - self.ax,
+            v0 + half_h - self.ay,
+            self.sx,
+            self.sy,
+        );
+        if centre_dist_sq > centre_reach * centre_reach {
+            return false;
+        }
         let (x0, x1) = (
             self.ax.min(self.ax + self.sx),
             self.ax.max(self.ax + self.sx),
@@ -436,7 +639,8 @@ fn strokes_of(digit: usize) -> &'static GlyphStrokes {
 }
 
 static EMPTY_STROKES: GlyphStrokes = GlyphStrokes {
-    cells: Vec::new(),
+    cells: [NO_INK; TABLE_LEN],
+    fine: [FINE_PAPER; TABLE_LEN],
     capsules: Vec::new(),
 };
 
@@ -468,6 +672,34 @@ impl GridMap {
             self.au * shift_x + self.bu * y + self.cu,
             self.av * shift_x + self.bv * y + self.cv,
         )
+    }
+
+    /// The sample `x` (image coordinate, before the warp) where a sample with row part
+    /// `(row_u, row_v)` can be within `INK_MARGIN` of the grid, as an open interval. The column
+    /// part is `au * x + bu * shift_y(x)` (and the same for `v`) with `|shift_y| <= max_shift_y`
+    /// (`|sin| <= 1`), so `u` is `au * x + row_u` give or take `|bu| * max_shift_y`: linear in
+    /// `x` but for that slack.
+    fn ink_window(&self, (row_u, row_v): (f32, f32), max_shift_y: f32) -> (f32, f32) {
+        let (u_lo, u_hi) = linear_window(self.au, row_u, self.bu.abs() * max_shift_y, GLYPH_COLS);
+        let (v_lo, v_hi) = linear_window(self.av, row_v, self.bv.abs() * max_shift_y, GLYPH_ROWS);
+        (u_lo.max(v_lo), u_hi.min(v_hi))
+    }
+}
+
+/// The `x` for which `a * x + c`, give or take `slack`, can be within `INK_MARGIN` of `0..cells`,
+/// as an open interval (empty when its start is not below its end).
+fn linear_window(a: f32, c: f32, slack: f32, cells: usize) -> (f32, f32) {
+    // Need `lo < a * x < hi`.
+    let lo = -INK_MARGIN - slack - c;
+    let hi = cells as f32 + INK_MARGIN + slack - c;
+    if a > 0.0 {
+        (lo / a, hi / a)
+    } else if a < 0.0 {
+        (hi / a, lo / a)
+    } else if lo < 0.0 && hi > 0.0 {
+        (f32::MIN, f32::MAX)
+    } else {
+        (f32::MAX, f32::MIN)
     }
 }
 
@@ -585,7 +817,8 @@ impl Warp {
 /// pixel staircase that makes bitmap fonts trivial to match.
 const SUB: [f32; 2] = [0.25, 0.75];
 
-fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
+/// The glyphs' ink coverage of every pixel (row-major): the share of its supersamples on ink.
+fn draw_glyphs(glyphs: &[PlacedGlyph], warp: &Warp) -> Vec<f32> {
     // The warp's x shift depends only on the sample's y and its y shift only on the sample's x:
     // two small tables instead of two `sin` per supersample.
     let shift_x: Vec<[f32; 2]> = (0..HEIGHT)
@@ -599,68 +832,73 @@ fn draw_glyphs(coverage: &mut [f32], glyphs: &[PlacedGlyph], warp: &Warp) {
     // its grid coordinates, affine in the warped sample, split into a per-column and a per-row
     // term: one addition per coordinate and sample.
     let mut ink = vec![0u8; WIDTH * HEIGHT];
+    let max_shift_y = warp.ay.abs();
     for glyph in glyphs {
         let map = glyph.grid_map();
         let (xs, ys) = glyph.pixel_span(warp);
-        let columns: Vec<[(f32, f32); 2]> = xs
+        // Both samples of each pixel column, left to right, and the most any two neighbours'
+        // grid points are apart.
+        let columns: Vec<GridTerm> = xs
             .clone()
-            .map(|x| {
+            .flat_map(|x| {
                 let shifts = shift_y.get(x).copied().unwrap_or_default();
-                [0, 1].map(|i| map.column(x as f32 + SUB[i], shifts[i]))
+                [0, 1].map(|i| GridTerm::new(map.column(x as f32 + SUB[i], shifts[i]), 0.0))
             })
             .collect();
-        // A sample row whose `v = col_v + row_v` is off the grid for every column has no ink
-        // (`ink_at`'s first test; rounded addition is monotonic, so the extremes decide).
-        let (col_v_min, col_v_max) = columns
-            .iter()
-            .flatten()
-            .fold((f32::MAX, f32::MIN), |(lo, hi), &(_, v)| {
-                (lo.min(v), hi.max(v))
-            });
-        let on_grid = |row_v: f32| {
-            row_v + col_v_max > -INK_MARGIN && row_v + col_v_min < GLYPH_ROWS as f32 + INK_MARGIN
-        };
+        let stride = columns
+            .windows(2)
+            .map(|pair| match pair {
+                [a, b] => (b.u - a.u).hypot(b.v - a.v),
+                _ => 0.0,
+            })
+            .fold(0.0f32, f32::max);
+        let skip = SkipRule::new(stride);
         for y in ys {
-            let (Some(row_shift), Some(row)) =
-                (shift_x.get(y), ink.get_mut(y * WIDTH..(y + 1) * WIDTH))
-            else {
+            let (Some(row_shift), Some(masks)) = (
+                shift_x.get(y),
+                ink.get_mut(y * WIDTH + xs.start..y * WIDTH + xs.end),
+            ) else {
                 continue;
             };
-            let [(ru0, rv0), (ru1, rv1)] = [0, 1].map(|i| map.row(y as f32 + SUB[i], row_shift[i]));
-            let (live0, live1) = (on_grid(rv0), on_grid(rv1));
-            if !live0 && !live1 {
-                continue;
-            }
-            let Some(masks) = row.get_mut(xs.clone()) else {
-                continue;
-            };
-            // Written out rather than as loops over the 2x2 samples: this is the hot loop.
-            for (mask, &[(cu0, cv0), (cu1, cv1)]) in masks.iter_mut().zip(&columns) {
-                let mut m = *mask;
-                if live0 {
-                    if m & 1 == 0 && glyph.strokes.ink_at(cu0 + ru0, cv0 + rv0) {
-                        m |= 1;
+            for (i, &oy) in SUB.iter().enumerate() {
+                let row_part = map.row(y as f32 + oy, row_shift[i]);
+                // Only the columns where this sample row can be near the glyph's grid: a third
+                // or more of the pixel span is not (the warp's slack around the glyph's box, and
+                // the box's rotated corners). The window is for `INK_MARGIN` (0.1 cell) while ink
+                // reaches 0.05 cell past the grid; that gap dwarfs float rounding (~10^-6 cell),
+                // so no sample with ink is left out. The bounds are widened by a pixel besides:
+                // a pixel's samples sit a quarter pixel either side of its middle.
+                let (lo, hi) = map.ink_window(row_part, max_shift_y);
+                // Clamped into the span first, so truncating is flooring (and NaN gives 0).
+                let span = xs.start as f32..=xs.end as f32;
+                let first = ((lo - 1.0).clamp(*span.start(), *span.end()) as usize)
+                    .saturating_sub(xs.start);
+                let end = ((hi + 1.0).clamp(*span.start(), *span.end()) as usize)
+                    .saturating_sub(xs.start);
+                let row_term = GridTerm::new(row_part, 1.0);
+                let left = 1u8 << (2 * i);
+                // Sample `k` is pixel `k / 2`'s left (even) or right (odd) sample.
+                let mut k = 2 * first;
+                while k < 2 * end {
+                    let Some(column) = columns.get(k) else {
+                        break;
+                    };
+                    match glyph.strokes.sample(column, &row_term) {
+                        Sample::Ink => {
+                            if let Some(mask) = masks.get_mut(k / 2) {
+                                *mask |= left << (k % 2);
+                            }
+                        }
+                        Sample::Paper { clearance } => k += skip.samples(clearance),
                     }
-                    if m & 2 == 0 && glyph.strokes.ink_at(cu1 + ru0, cv1 + rv0) {
-                        m |= 2;
-                    }
+                    k += 1;
                 }
-                if live1 {
-                    if m & 4 == 0 && glyph.strokes.ink_at(cu0 + ru1, cv0 + rv1) {
-                        m |= 4;
-                    }
-                    if m & 8 == 0 && glyph.strokes.ink_at(cu1 + ru1, cv1 + rv1) {
-                        m |= 8;
-                    }
-                }
-                *mask = m;
             }
         }
     }
-    for (cell, mask) in coverage.iter_mut().zip(ink) {
-        let hits = mask.count_ones() as u8;
-        *cell = cell.max(f32::from(hits) / 4.0);
-    }
+    ink.into_iter()
+        .map(|mask| mask.count_ones() as f32 / 4.0)
+        .collect()
 }
 
 /// Lines and arcs in the same ink as the digits that cross several glyphs:
@@ -708,12 +946,14 @@ fn draw_clutter_lines(coverage: &mut [f32], rng: &mut Xoshiro256) {
 /// Adds an anti-aliased disc; `ink` of 1.0 darkens, 0.0 paints background.
 fn stamp_disc(coverage: &mut [f32], cx: f32, cy: f32, radius: f32, ink: f32) {
     let reach = radius + 1.0;
-    let x_lo = (cx - reach).floor().max(0.0) as usize;
-    let y_lo = (cy - reach).floor().max(0.0) as usize;
+    // `floor(v).max(0.0) as usize`: truncating floors a non-negative value, and whatever is
+    // below 0 (NaN too) ends at 0 either way. `floor` is a libm call on baseline x86-64.
+    let x_lo = (cx - reach).max(0.0) as usize;
+    let y_lo = (cy - reach).max(0.0) as usize;
     // A pixel's centre is within `radius + 0.5` only if `cx - radius - 1 < x < cx + radius`:
     // the left bound is that tight already, the right one (was `cx + reach`) is made so.
-    let x_hi = ((cx + radius).ceil().max(0.0) as usize).min(WIDTH.saturating_sub(1));
-    let y_hi = ((cy + radius).ceil().max(0.0) as usize).min(HEIGHT.saturating_sub(1));
+    let x_hi = ceil_index(cx + radius, WIDTH.saturating_sub(1));
+    let y_hi = ceil_index(cy + radius, HEIGHT.saturating_sub(1));
     // Pixels at or beyond `radius + 0.5` get no ink; skipping them by their squared distance
     // saves most of the square roots. The bound is a little generous so float rounding never
     // skips a pixel the exact test would have inked.
@@ -736,6 +976,16 @@ fn stamp_disc(coverage: &mut [f32], cx: f32, cy: f32, radius: f32, ink: f32) {
             }
         }
     }
+}
+
+/// `(value.ceil().max(0.0) as usize).min(last)` without the libm call for `ceil`: clamping
+/// first changes nothing (`ceil` is monotonic and keeps the integer `last`, and maps what is
+/// below 0, NaN too, to at most 0), and on `0.0..=last` truncating and adding one for a
+/// fraction is exactly `ceil` (`last` is far below 2^24, so `truncated as f32` is exact).
+fn ceil_index(value: f32, last: usize) -> usize {
+    let value = value.max(0.0).min(last as f32);
+    let truncated = value as usize;
+    truncated + usize::from((truncated as f32) < value)
 }
 
 /// Speckle both ways: dark dots add false stroke fragments, light dots punch
@@ -770,46 +1020,58 @@ fn composite(coverage: &[f32], rng: &mut Xoshiro256) -> Vec<u8> {
     // One 64-bit draw per pixel feeds both noises, the background's from its top 24 bits and
     // the ink's from the next 24 (every output bit of xoshiro256** is equally good): the same
     // uniform, independent noise as two draws gave, at half the generator steps. A row's draws
-    // come first, so the blending loop has no serial dependency and the compiler can vectorise it.
-    let mut noise = [0u64; WIDTH];
-    let mut pixels = vec![0u8; coverage.len()];
-    for (row, out) in coverage
-        .chunks_exact(WIDTH)
-        .zip(pixels.chunks_exact_mut(WIDTH))
-    {
-        for bits in &mut noise {
-            *bits = rng.next_u64();
+    // come first, split into two 24-bit halves, so the blending loop has no serial dependency
+    // and the compiler vectorises it (64-bit lanes it would not).
+    let (mut paper_bits, mut pen_bits) = ([0u32; WIDTH], [0u32; WIDTH]);
+    let mut pixels = Vec::with_capacity(coverage.len());
+    for row in coverage.chunks_exact(WIDTH) {
+        for (paper, pen) in paper_bits.iter_mut().zip(&mut pen_bits) {
+            let bits = rng.next_u64();
+            (*paper, *pen) = ((bits >> 40) as u32, (bits >> 16) as u32);
         }
-        for (((&c, &base), &bits), pixel) in row.iter().zip(&gradient).zip(&noise).zip(out) {
-            let bg = base + range_of_bits(-14.0, 10.0, bits >> 40);
-            let fg = ink + range_of_bits(-10.0, 10.0, bits >> 16);
-            let c = c.clamp(0.0, 1.0);
-            *pixel = round_to_u8(bg * (1.0 - c) + fg * c);
-        }
+        let noise = paper_bits.iter().zip(&pen_bits);
+        pixels.extend(
+            row.iter()
+                .zip(&gradient)
+                .zip(noise)
+                .map(|((&c, &base), (&paper, &pen))| {
+                    let bg = base + range_of_bits(-14.0, 10.0, paper);
+                    let fg = ink + range_of_bits(-10.0, 10.0, pen);
+                    let c = c.clamp(0.0, 1.0);
+                    round_to_u8(bg * (1.0 - c) + fg * c)
+                }),
+        );
     }
     pixels
 }
 
 /// Uniform in [lo, hi) from the low 24 bits of `bits`, as `Xoshiro256::range` maps a draw.
-fn range_of_bits(lo: f32, hi: f32, bits: u64) -> f32 {
+fn range_of_bits(lo: f32, hi: f32, bits: u32) -> f32 {
     // 24 bits fit the f32 mantissa exactly (and an i32, which converts fastest).
     let unit = ((bits & 0xFF_FFFF) as i32) as f32 / (1u32 << 24) as f32;
     lo + (hi - lo) * unit
 }
 
 /// `value.round().clamp(0.0, 255.0) as u8` (half away from zero) without the `roundf` call
-/// that the baseline x86-64 target makes for `round`: below 2^23 the fraction `value -
-/// trunc(value)` is exact, so comparing it with one half rounds exactly as `round` does.
-/// Negative values and NaN end at 0, as before.
+/// that the baseline x86-64 target makes for `round`, and without float-to-int conversions,
+/// whose saturation keeps the compiler from vectorising the loop (`as i32` and `as u8` both end
+/// up scalar). Clamping first gives the same result (rounding is monotonic and keeps 0 and 255)
+/// and maps NaN to 0 (`max` returns the other operand).
 fn round_to_u8(value: f32) -> u8 {
-    // `as` saturates (NaN gives 0); gray levels are far inside i32.
-    let truncated = value as i32;
-    let rounded = if value - truncated as f32 >= 0.5 {
-        truncated.saturating_add(1)
-    } else {
-        truncated
-    };
-    rounded.clamp(0, 255) as u8
+    /// 2^23: from there on the spacing of `f32` values is exactly 1.
+    const SNAP: f32 = 8_388_608.0;
+    // Not `clamp`, which keeps NaN.
+    let value = value.max(0.0);
+    let value = value.min(255.0);
+    // `SNAP + value` is `SNAP` plus `value` rounded to the nearest integer, ties to even (`SNAP`
+    // is even), so its low byte is that integer (at most 255). Subtracting `SNAP` again is
+    // exact, and so is `value - nearest` (within one half), which is exactly 0.5 only for a tie
+    // rounded down: half away from zero rounds that one up (to at most 255, so still in the low
+    // byte).
+    let snapped = value + SNAP;
+    let nearest = snapped - SNAP;
+    let rounded = snapped.to_bits() + u32::from(value - nearest == 0.5);
+    rounded as u8
 }
 
 fn encode_png(pixels: &[u8]) -> Result<Vec<u8>, CaptchaImageError> {
@@ -915,8 +1177,7 @@ mod tests {
                     Xoshiro256::from_seed(seed(variant.wrapping_mul(13).wrapping_add(n as u8)));
                 let glyphs = layout_glyphs(&ids, &mut rng);
                 let warp = Warp::random(&mut rng);
-                let mut fast = vec![0.0f32; WIDTH * HEIGHT];
-                draw_glyphs(&mut fast, &glyphs, &warp);
+                let fast = draw_glyphs(&glyphs, &warp);
                 let reference = reference_glyph_coverage(&glyphs, &warp);
                 assert!(fast.iter().any(|&c| c > 0.0), "no ink for {digits}");
                 for (a, b) in fast.iter().zip(&reference) {
