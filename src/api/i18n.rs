@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 use tonic::Status;
-use tonic_types::{LocalizedMessage, StatusExt};
+use tonic_types::{ErrorDetails, LocalizedMessage, StatusExt};
 
 pub const DEFAULT_LOCALE: &str = "en";
 
@@ -143,7 +143,18 @@ pub fn accept_language(header: &str) -> Vec<String> {
 /// for its `ErrorInfo` reason, and one per password-policy violation. A status without
 /// `ErrorInfo` (one tonic made itself) or with a reason the catalogue lacks is returned as is.
 pub fn localize(status: Status, catalogue: &Catalogue, locale: &str) -> Status {
-    let mut details = status.get_error_details();
+    let details = status.get_error_details();
+    localize_decoded(status, details, catalogue, locale)
+}
+
+/// [`localize`] with the status's details already decoded (`status.get_error_details()`), for
+/// a caller that read them itself: the details are decoded once per answer, not twice.
+pub fn localize_decoded(
+    status: Status,
+    mut details: ErrorDetails,
+    catalogue: &Catalogue,
+    locale: &str,
+) -> Status {
     let Some(reason) = details.error_info().map(|info| info.reason.clone()) else {
         return status;
     };

@@ -15,7 +15,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 use tonic_types::StatusExt;
 
-use super::i18n::{Catalogue, accept_language, localize};
+use super::i18n::{Catalogue, accept_language, localize, localize_decoded};
 use crate::proto;
 use crate::proto::account_service_server::AccountService;
 use crate::proto::recovery_service_server::RecoveryService;
@@ -94,8 +94,8 @@ impl<S> Localized<S> {
             Ok(response) => return Ok(response),
             Err(status) => status,
         };
-        let reason = status
-            .get_error_details()
+        let details = status.get_error_details();
+        let reason = details
             .error_info()
             .map(|info| info.reason.clone())
             .unwrap_or_default();
@@ -120,7 +120,7 @@ impl<S> Localized<S> {
                 .chain(accepted.iter())
                 .map(String::as_str),
         );
-        Err(localize(status, catalogue, locale))
+        Err(localize_decoded(status, details, catalogue, locale))
     }
 }
 
