@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use recovery_service::accounts::{
@@ -110,6 +111,27 @@ every_backend!(
     webhook_giving_up_is_audited_and_unblocks_the_account,
     webhook_sweep_removes_finished_rows_only_below_the_watermark,
 );
+
+/// On the backends with a server (SQLite has none to cut a connection), as
+/// `an_idle_connection_cut_by_the_server::<backend>`.
+mod an_idle_connection_cut_by_the_server {
+    async fn case(backend: &'static str) {
+        let fixture = super::Fixture::new(backend).await;
+        super::cases::a_connection_the_server_closed_while_idle_is_replaced_not_failed(&fixture)
+            .await;
+        fixture.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        case("postgres").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql() {
+        case("mysql").await;
+    }
+}
 
 /// The `WebhookStore` cases (issue 11), in their own file.
 #[path = "repository/webhooks.rs"]
@@ -862,6 +884,55 @@ mod cases {
             row.not_after,
             created_at + chrono::Duration::minutes(10),
             "deliveries.not_after",
+        );
+    }
+
+    /// A database restart (here: the server ending every session of the database) breaks the
+    /// pool's idle connections; the next call after `PING_IF_IDLE_FOR` gets a working one.
+    pub async fn a_connection_the_server_closed_while_idle_is_replaced_not_failed(f: &Fixture) {
+        f.db.create_account(new_account("idle@example.com", "h0"))
+            .await
+            .unwrap();
+        let admin = sea_orm::Database::connect(&f.url).await.unwrap();
+        let backend = admin.get_database_backend();
+        let sessions = match backend {
+            sea_orm::DbBackend::Postgres => {
+                "SELECT pid::bigint AS id FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            }
+            _ => {
+                "SELECT CAST(id AS SIGNED) AS id FROM information_schema.processlist \
+                 WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            }
+        };
+        let rows = admin
+            .query_all_raw(Statement::from_string(backend, sessions.to_owned()))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|row| row.try_get::<i64>("", "id").unwrap())
+            .collect();
+        assert!(!ids.is_empty(), "the pool holds no idle connection to cut");
+        for id in ids {
+            let kill = match backend {
+                sea_orm::DbBackend::Postgres => format!("SELECT pg_terminate_backend({id})"),
+                _ => format!("KILL {id}"),
+            };
+            admin
+                .execute_raw(Statement::from_string(backend, kill))
+                .await
+                .unwrap();
+        }
+        admin.close().await.ok();
+        tokio::time::sleep(recovery_service::db::PING_IF_IDLE_FOR + Duration::from_millis(200))
+            .await;
+        let found =
+            f.db.find_by_login(&canonical_login("idle@example.com"))
+                .await;
+        assert!(
+            matches!(found, Ok(Some(_))),
+            "the first call after the cut failed: {found:?}"
         );
     }
 

@@ -86,6 +86,12 @@ impl Default for DatabaseSettings {
     }
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out. A database
+/// restart or fail-over takes longer than this, so the connections it broke have been idle
+/// that long when they are next used; a connection used within the last second before the
+/// restart fails its one next call (UNAVAILABLE, which callers retry) and is then closed.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// 0 means "no limit" in the settings above.
 fn optional_ms(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
@@ -176,9 +182,12 @@ impl Database {
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
             .idle_timeout(optional_ms(settings.idle_timeout_ms))
             .max_lifetime(optional_ms(settings.max_lifetime_ms))
-            // A pooled connection is checked before use, so one broken by a database restart
-            // is replaced instead of failing the call.
-            .test_before_acquire(true)
+            // A pooled connection idle for a while is checked before use, so one broken by a
+            // database restart, a fail-over or a proxy's idle cut is replaced instead of failing
+            // the call. A connection in steady use is not: pinging on every checkout was one
+            // more round trip per query (SQLx also pings on every release), and on PostgreSQL
+            // the ping is a query of its own (issue 10).
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .sqlx_logging(false);
         if let Some(timeout) = optional_ms(settings.statement_timeout_ms) {
             options.statement_timeout(timeout);
