@@ -94,6 +94,38 @@ async fn a_wrong_code_is_explained_in_the_flows_language_whatever_the_header_say
     );
 }
 
+/// The language comes from the flow VerifyCode read itself: answering the error reads no flow
+/// again (issue 10: on Redis that second read was a round trip on every wrong code).
+#[tokio::test]
+async fn a_wrong_code_is_answered_in_the_flows_language_from_the_one_read_of_it() {
+    let (app, store) = common::faults::spawn_app_on_faulty_store().await;
+    let (_, flow_id) = flow_in(&app, "sv-SE").await;
+    app.send_code(&flow_id).await.unwrap();
+    let reads_before = store.flow_reads();
+    let status = app
+        .recovery
+        .clone()
+        .verify_code(with_language(
+            proto::VerifyCodeRequest {
+                flow_id,
+                code: "000000".into(),
+            },
+            "ru",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "CODE_INVALID");
+    assert_eq!(
+        localized(&status),
+        ("sv".to_owned(), text("sv", "errors", "CODE_INVALID"))
+    );
+    assert_eq!(
+        store.flow_reads() - reads_before,
+        1,
+        "flow reads by one wrong code"
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_flow_is_explained_in_the_callers_accept_language() {
     let app = spawn_app().await;

@@ -21,6 +21,7 @@ use crate::proto::account_service_server::AccountService;
 use crate::proto::recovery_service_server::RecoveryService;
 use crate::recovery::Recovery;
 use crate::recovery::input::ResetToken;
+use crate::recovery::locale::noting_flow_locale;
 
 /// A gRPC service whose errors are localized.
 pub struct Localized<S> {
@@ -41,6 +42,18 @@ enum Hint {
     Token(SecretString),
     /// `StartRecovery`'s own `locale` field: the language the flow is about to get.
     Requested(String),
+    /// The language of the flow the call itself read (`noting_flow_locale`).
+    Read(String),
+}
+
+impl Hint {
+    /// A `Flow` or `Token` hint becomes `Read` when the call read its flow: no second read.
+    fn or_read(self, read: Option<String>) -> Self {
+        match (self, read) {
+            (Self::Flow(_) | Self::Token(_), Some(locale)) => Self::Read(locale),
+            (hint, _) => hint,
+        }
+    }
 }
 
 /// Reasons that are about a flow the caller already holds, so its language is known.
@@ -101,6 +114,7 @@ impl<S> Localized<S> {
             .unwrap_or_default();
         let flow_locale = match hint {
             Hint::Requested(locale) if !locale.trim().is_empty() => Some(locale),
+            Hint::Read(locale) if about_a_flow(&reason) => Some(locale),
             Hint::Flow(flow_id) if about_a_flow(&reason) => {
                 self.recovery.flow_locale(&flow_id).await
             }
@@ -151,8 +165,8 @@ impl<S: RecoveryService> RecoveryService for Localized<S> {
     ) -> Result<Response<proto::RecoveryFlow>, Status> {
         let accepted = accepted(&request);
         let hint = Hint::Flow(request.get_ref().flow_id.clone());
-        let result = self.inner.get_recovery_flow(request).await;
-        self.answer(result, accepted, hint).await
+        let (result, read) = noting_flow_locale(self.inner.get_recovery_flow(request)).await;
+        self.answer(result, accepted, hint.or_read(read)).await
     }
 
     async fn send_verification_code(
@@ -161,8 +175,8 @@ impl<S: RecoveryService> RecoveryService for Localized<S> {
     ) -> Result<Response<proto::SendVerificationCodeResponse>, Status> {
         let accepted = accepted(&request);
         let hint = Hint::Flow(request.get_ref().flow_id.clone());
-        let result = self.inner.send_verification_code(request).await;
-        self.answer(result, accepted, hint).await
+        let (result, read) = noting_flow_locale(self.inner.send_verification_code(request)).await;
+        self.answer(result, accepted, hint.or_read(read)).await
     }
 
     async fn verify_code(
@@ -171,8 +185,8 @@ impl<S: RecoveryService> RecoveryService for Localized<S> {
     ) -> Result<Response<proto::VerifyCodeResponse>, Status> {
         let accepted = accepted(&request);
         let hint = Hint::Flow(request.get_ref().flow_id.clone());
-        let result = self.inner.verify_code(request).await;
-        self.answer(result, accepted, hint).await
+        let (result, read) = noting_flow_locale(self.inner.verify_code(request)).await;
+        self.answer(result, accepted, hint.or_read(read)).await
     }
 
     async fn reset_password(
@@ -181,8 +195,8 @@ impl<S: RecoveryService> RecoveryService for Localized<S> {
     ) -> Result<Response<proto::ResetPasswordResponse>, Status> {
         let accepted = accepted(&request);
         let hint = Hint::Token(SecretString::from(request.get_ref().reset_token.clone()));
-        let result = self.inner.reset_password(request).await;
-        self.answer(result, accepted, hint).await
+        let (result, read) = noting_flow_locale(self.inner.reset_password(request)).await;
+        self.answer(result, accepted, hint.or_read(read)).await
     }
 
     async fn validate_password(
@@ -200,8 +214,8 @@ impl<S: RecoveryService> RecoveryService for Localized<S> {
     ) -> Result<Response<proto::CancelRecoveryResponse>, Status> {
         let accepted = accepted(&request);
         let hint = Hint::Flow(request.get_ref().flow_id.clone());
-        let result = self.inner.cancel_recovery(request).await;
-        self.answer(result, accepted, hint).await
+        let (result, read) = noting_flow_locale(self.inner.cancel_recovery(request)).await;
+        self.answer(result, accepted, hint.or_read(read)).await
     }
     async fn report_unrequested_recovery(
         &self,

@@ -35,7 +35,7 @@ impl Recovery {
             let Some(flow_id) = self.store.token_flow(&mac).await? else {
                 continue;
             };
-            let Some(flow) = self.store.load_flow(&flow_id).await? else {
+            let Some(flow) = self.read_flow(&flow_id).await? else {
                 continue;
             };
             if flow

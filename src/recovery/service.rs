@@ -108,8 +108,7 @@ impl Recovery {
         now: DateTime<Utc>,
     ) -> Result<Versioned<Flow>, RecoveryError> {
         let loaded = self
-            .store
-            .load_flow(flow_id)
+            .read_flow(flow_id)
             .await?
             .ok_or(RecoveryError::FlowNotFound)?;
         loaded.value.ensure_alive(now)?;
@@ -345,8 +344,7 @@ impl Recovery {
             let current = match loaded.take() {
                 Some(current) => current,
                 None => self
-                    .store
-                    .load_flow(flow_id)
+                    .read_flow(flow_id)
                     .await?
                     .ok_or(RecoveryError::FlowNotFound)?,
             };
@@ -571,8 +569,7 @@ impl Recovery {
         }
         // The flow is read first: a flow that does not exist gets nothing written for it.
         let loaded = self
-            .store
-            .load_flow(flow_id)
+            .read_flow(flow_id)
             .await?
             .ok_or(RecoveryError::FlowNotFound)?;
         let flow = &loaded.value;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ pub async fn spawn_app_on_faulty_store() -> (super::TestApp, FaultyStore) {
 pub struct FaultyStore {
     inner: Arc<MemoryStore>,
     mode: Arc<AtomicU8>,
+    flow_reads: Arc<AtomicUsize>,
 }
 
 const HEALTHY: u8 = 0;
@@ -34,6 +35,11 @@ const BROKEN: u8 = 2;
 impl FaultyStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many times a flow was read so far.
+    pub fn flow_reads(&self) -> usize {
+        self.flow_reads.load(Ordering::SeqCst)
     }
 
     pub fn heal(&self) {
@@ -86,6 +92,7 @@ impl EphemeralStore for FaultyStore {
     }
     async fn load_flow(&self, id: &str) -> Result<Option<Versioned<Flow>>, StoreError> {
         self.check()?;
+        self.flow_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_flow(id).await
     }
     async fn replace_flow(
