@@ -435,12 +435,7 @@ fn webhook_dispatcher(
     if config.webhooks.endpoints.is_empty() {
         return Ok(None);
     }
-    let client = crate::hibp::client_builder()?
-        // A redirect could send the signed event anywhere: refused, and retried as a failure.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("recovery-service/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("webhook HTTP client")?;
+    let client = crate::notify::webhooks::http_client()?;
     tracing::info!(
         endpoints = config.webhooks.endpoints.len(),
         "webhooks: delivering outbox events"

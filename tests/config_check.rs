@@ -167,6 +167,7 @@ fn connect_reports_every_dependency_ok_when_all_answer() {
         "# database   ok",
         "# redis      ok",
         "# smtp       ok",
+        "# webhook    skipped",
         "# tls        skipped",
     ] {
         assert!(stdout.contains(line), "{line} missing in\n{stdout}");
@@ -210,8 +211,83 @@ fn connect_fails_and_names_each_dependency_that_does_not_answer() {
     }
     assert!(stdout.contains("/nonexistent/cert.pem"), "{stdout}");
     assert!(
-        stderr(&output).contains("3 of 5 checks failed"),
+        stderr(&output).contains("3 of 6 checks failed"),
         "{}",
         stderr(&output)
+    );
+}
+
+/// An HTTP server on a free port that answers every request `status`, for the webhook probe.
+fn http_answering(status: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n")
+                && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+            {
+                request.push(byte[0]);
+            }
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn connect_probes_every_webhook_endpoint_without_showing_its_path() {
+    let dir = TempDir::new();
+    let answering = http_answering("405 Method Not Allowed");
+    let closed = free_port();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let output = with_file(
+        &dir,
+        &format!(
+            "[[webhooks.endpoints]]\nname = \"audit-sink\"\n\
+             url = \"http://127.0.0.1:{answering}/hooks/T0KEN-IN-PATH?sig=T0KEN-IN-QUERY\"\n\
+             secret = \"{secret}\"\n\
+             [[webhooks.endpoints]]\nname = \"gone\"\n\
+             url = \"http://127.0.0.1:{closed}/hooks\"\nsecret = \"{secret}\"\ntimeout_ms = 2000\n"
+        ),
+        &["config", "check", "--connect"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!output.status.success(), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("# webhook") && l.contains(name))
+            .unwrap_or_else(|| panic!("no webhook line for {name} in\n{stdout}"))
+            .to_owned()
+    };
+    let reached = line("audit-sink");
+    assert!(
+        reached.starts_with("# webhook    ok")
+            && reached.contains(&format!("http://127.0.0.1:{answering}"))
+            && reached.contains("HTTP 405 to HEAD"),
+        "{reached}"
+    );
+    let refused = line("gone");
+    assert!(
+        refused.starts_with("# webhook    FAILED") && refused.contains("cannot connect"),
+        "{refused}"
+    );
+    let checks = stdout.lines().filter(|l| l.starts_with("# ")).count();
+    assert!(
+        stderr(&output).contains(&format!("1 of {checks} checks failed")),
+        "{}",
+        stderr(&output)
+    );
+    // The check lines name the endpoint by its name and origin (the configuration printed
+    // above them is the operator's own, redacted by `config show`'s rules).
+    let probes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("# ")).collect();
+    assert!(
+        !probes.iter().any(|l| l.contains("T0KEN")) && !stderr(&output).contains("T0KEN"),
+        "a URL's path or query was shown:\n{probes:#?}"
     );
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::smtp_sink::{ScratchDir, free_port};
 use common::*;
+use recovery_service::clock::Clock;
 use recovery_service::config::Config;
 use recovery_service::db::webhooks::webhook_delivery;
 use recovery_service::notify::webhooks::WebhookEndpoint;
@@ -51,6 +52,8 @@ struct Receiver {
     port: u16,
     secret: String,
     log: PathBuf,
+    /// Extra arguments of the script (`--busy`, `--retry-after`).
+    args: Vec<String>,
     _dir: ScratchDir,
 }
 
@@ -64,8 +67,23 @@ impl Receiver {
             port: free_port(),
             secret: secret.to_owned(),
             log: dir.path().join("requests.jsonl"),
+            args: Vec::new(),
             _dir: dir,
         }
+    }
+
+    /// A receiver that answers its first `answers` requests 503 with `Retry-After`
+    /// (`"90"`, or `"date:+90"` for an HTTP-date 90 s after the answer's `Date`).
+    fn busy(secret: &str, answers: u32, retry_after: &str) -> Self {
+        let mut receiver = Self::down(secret);
+        receiver.args = vec![
+            "--busy".to_owned(),
+            answers.to_string(),
+            "--retry-after".to_owned(),
+            retry_after.to_owned(),
+        ];
+        receiver.start();
+        receiver
     }
 
     fn up(secret: &str) -> Self {
@@ -84,6 +102,7 @@ impl Receiver {
             .args(["--secret", &self.secret])
             .arg("--log")
             .arg(&self.log)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -130,10 +149,11 @@ impl Receiver {
             .collect()
     }
 
+    /// The requests that verified and were answered 204.
     fn accepted(&self) -> Vec<Value> {
         self.requests()
             .into_iter()
-            .filter(|r| r["verified"] == true)
+            .filter(|r| r["verified"] == true && r["status"] == 204)
             .collect()
     }
 
@@ -219,6 +239,29 @@ async fn outbox_ids(app: &TestApp, event_type: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|row| (row.aggregate_id, row.event_id))
         .collect()
+}
+
+/// Waits until `count` deliveries are recorded as delivered. The receiver logs a request before
+/// its answer reaches the service, so a test that stops the receiver right after
+/// `wait_accepted` could cut that answer off: the service would then see a failed attempt and
+/// schedule a retry on the manual clock, which only the test advances.
+async fn wait_delivered(app: &TestApp, count: usize) {
+    for _ in 0..300 {
+        if rows(app)
+            .await
+            .iter()
+            .filter(|r| r.status == "delivered")
+            .count()
+            >= count
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{count} deliveries expected to be recorded: {:#?}",
+        rows(app).await
+    );
 }
 
 /// Waits until `count` delivery rows exist and the oldest pending one of each account has been
@@ -379,6 +422,7 @@ async fn rotation_signs_with_both_secrets_so_old_and_new_receivers_verify() {
     reset_once(&app, &login).await;
     let accepted = receiver.wait_accepted(1).await;
     assert_eq!(accepted[0]["signatures"], 2);
+    wait_delivered(&app, 1).await;
 
     // The receiver switches to the new secret; the service still signs with both.
     receiver.restart_with(&new);
@@ -387,6 +431,52 @@ async fn rotation_signs_with_both_secrets_so_old_and_new_receivers_verify() {
     assert_eq!(accepted.len(), 2);
     assert_ne!(accepted[0]["id"], accepted[1]["id"]);
     assert!(receiver.requests().iter().all(|r| r["verified"] == true));
+}
+
+/// A receiver answering 503 with `Retry-After` is not called again before the wait it asked for,
+/// in either form of the header, and gets the event after it.
+async fn a_busy_receiver_is_left_alone_for_its_retry_after(retry_after: &str, key: String) {
+    let receiver = Receiver::busy(&key, 1, retry_after);
+    let url = receiver.url("/");
+    let app = spawn_app_with(
+        move |c: &mut Config| {
+            with_endpoints(vec![endpoint(url, &[&key], None)])(c);
+            // The cap would otherwise cut the 90 s asked for down to 1 s.
+            c.webhooks.max_backoff_ms = 600_000;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    reset_once(&app, &login).await;
+    wait_attempted(&app, 1).await;
+    let row = rows(&app).await.remove(0);
+    assert_eq!((row.status.as_str(), row.attempts), ("pending", 1));
+    assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
+    let waits = (row.next_attempt_at - app.clock.now()).num_seconds();
+    assert!((89..=91).contains(&waits), "waits {waits} s: {row:#?}");
+
+    app.clock.advance(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "called again before its Retry-After"
+    );
+    app.clock.advance(Duration::from_secs(31));
+    receiver.wait_accepted(1).await;
+    wait_delivered(&app, 1).await;
+}
+
+#[tokio::test]
+async fn a_busy_receivers_retry_after_in_seconds_is_honoured() {
+    a_busy_receiver_is_left_alone_for_its_retry_after("90", secret(13)).await;
+}
+
+#[tokio::test]
+async fn a_busy_receivers_retry_after_as_an_http_date_is_honoured() {
+    a_busy_receiver_is_left_alone_for_its_retry_after("date:+90", secret(14)).await;
 }
 
 #[tokio::test]
@@ -403,6 +493,7 @@ async fn a_receiver_down_mid_run_gets_every_event_once_and_in_order_per_account(
     app.create_account(&bob).await;
     reset_once(&app, &alice).await;
     receiver.wait_accepted(1).await;
+    wait_delivered(&app, 1).await;
 
     // Down: four more events of two accounts pile up, the first attempts fail.
     receiver.stop();

@@ -523,15 +523,64 @@ impl Failure {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is ignored: the backoff applies).
-pub fn retry_after(value: Option<&http::HeaderValue>) -> Option<Duration> {
-    value?
+/// The HTTP client webhooks are sent with (the service's one TLS set-up). It follows no
+/// redirect: a redirect could send the signed event anywhere, so it is refused and retried as a
+/// failure.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    crate::hibp::client_builder()?
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("recovery-service/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("webhook HTTP client")
+}
+
+/// `config check --connect`: whether `endpoint` can be reached (name resolution, connection, TLS
+/// with the service's trust roots) within its `timeout_ms`, by a `HEAD` of its URL: no event is
+/// sent and nothing is signed. Any HTTP answer counts as reached (a receiver may well refuse a
+/// `HEAD` with 405); the answer's status is reported. Errors never quote the URL (its query may
+/// hold a token).
+pub async fn probe(client: &reqwest::Client, endpoint: &WebhookEndpoint) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(&endpoint.url)
+        .map_err(|_| anyhow::anyhow!("webhook endpoint {}: invalid URL", endpoint.id()))?;
+    let response = client
+        .head(url)
+        .timeout(Duration::from_millis(endpoint.timeout_ms))
+        .send()
+        .await
+        .map_err(|error| {
+            let kind = if error.is_timeout() {
+                format!("no answer within {} ms", endpoint.timeout_ms)
+            } else if error.is_connect() {
+                "cannot connect".to_owned()
+            } else {
+                "request failed".to_owned()
+            };
+            anyhow::Error::new(error.without_url()).context(kind)
+        })?;
+    Ok(format!("HTTP {} to HEAD", response.status().as_u16()))
+}
+
+/// How long a receiver's `Retry-After` asks to wait (RFC 9110 §10.2.3): delay-seconds, or an
+/// HTTP-date. A date is measured from the response's own `Date` when it has one, so a receiver
+/// whose clock is off from ours still gets the wait it meant; without one, from `now`. A date
+/// already past asks for no wait (the backoff applies); a value that is neither form is ignored.
+pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let until = httpdate::parse_http_date(value).ok()?;
+    let from = headers
+        .get(http::header::DATE)
+        .and_then(|date| date.to_str().ok())
+        .and_then(|date| httpdate::parse_http_date(date.trim()).ok())
+        .unwrap_or(now);
+    Some(until.duration_since(from).unwrap_or_default())
 }
 
 /// One signed POST.
@@ -575,7 +624,7 @@ async fn send(
     Err(Failure {
         reason: format!("HTTP {}", status.as_u16()),
         retry_after: asks_for_time
-            .then(|| retry_after(response.headers().get(http::header::RETRY_AFTER)))
+            .then(|| retry_after(response.headers(), SystemTime::now()))
             .flatten(),
     })
 }
@@ -618,17 +667,41 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_read_in_seconds_only() {
-        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+    fn retry_after_is_read_in_seconds_or_as_an_http_date() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_str(value).unwrap());
+            }
+            map
+        };
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let wait = |pairs: &[(&'static str, &str)]| retry_after(&headers(pairs), now);
         assert_eq!(
-            retry_after(Some(&header("120"))),
+            wait(&[("retry-after", "120")]),
             Some(Duration::from_secs(120))
         );
+        // A date: from our clock when the response has no Date ...
         assert_eq!(
-            retry_after(Some(&header("Wed, 21 Oct 2015 07:28:00 GMT"))),
-            None
+            wait(&[("retry-after", "Wed, 21 Oct 2015 07:29:30 GMT")]),
+            Some(Duration::from_secs(90))
         );
-        assert_eq!(retry_after(None), None);
+        // ... and from the receiver's own Date when it has one (its clock is 1 h behind ours).
+        assert_eq!(
+            wait(&[
+                ("retry-after", "Wed, 21 Oct 2015 06:29:00 GMT"),
+                ("date", "Wed, 21 Oct 2015 06:28:00 GMT"),
+            ]),
+            Some(Duration::from_secs(60))
+        );
+        // A date already past asks for nothing more than the backoff.
+        assert_eq!(
+            wait(&[("retry-after", "Wed, 21 Oct 2015 07:00:00 GMT")]),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(wait(&[("retry-after", "soon")]), None);
+        assert_eq!(wait(&[("retry-after", "-5")]), None);
+        assert_eq!(wait(&[]), None);
     }
 
     #[test]

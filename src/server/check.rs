@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{Config, NotifierKind};
 use crate::db::Database;
+use crate::notify::webhooks;
 use crate::store::{EphemeralStore, RedisStore};
 
 /// Longest any one check may take, on top of its own connect timeouts, so a black-holed address
@@ -89,6 +90,52 @@ async fn redis(name: &'static str, url: &str, config: &Config) -> Check {
     .await
 }
 
+/// One check per webhook endpoint, all at once (each is bounded by its own `timeout_ms`).
+async fn webhooks(config: &Config) -> Vec<Check> {
+    let endpoints = &config.webhooks.endpoints;
+    if endpoints.is_empty() {
+        return vec![Check {
+            name: "webhook",
+            outcome: Outcome::Skipped("no endpoint configured".to_owned()),
+        }];
+    }
+    let client = match crate::notify::webhooks::http_client() {
+        Ok(client) => client,
+        Err(error) => {
+            return vec![Check {
+                name: "webhook",
+                outcome: Outcome::Failed(reasons(&error)),
+            }];
+        }
+    };
+    let probes = endpoints.iter().map(|endpoint| {
+        let client = &client;
+        async move {
+            // The origin only: a webhook URL's path or query may hold a token.
+            let origin = reqwest::Url::parse(&endpoint.url).map_or_else(
+                |_| "invalid URL".to_owned(),
+                |url| url.origin().ascii_serialization(),
+            );
+            let shown = format!("{} ({origin})", endpoint.id());
+            let outcome =
+                match tokio::time::timeout(CHECK_DEADLINE, webhooks::probe(client, endpoint)).await
+                {
+                    Ok(Ok(answer)) => Outcome::Ok(format!("{shown}: {answer}")),
+                    Ok(Err(error)) => Outcome::Failed(format!("{shown}: {}", reasons(&error))),
+                    Err(_) => Outcome::Failed(format!(
+                        "{shown}: no answer within {}s",
+                        CHECK_DEADLINE.as_secs()
+                    )),
+                };
+            Check {
+                name: "webhook",
+                outcome,
+            }
+        }
+    });
+    futures_util::future::join_all(probes).await
+}
+
 /// Every check, in a fixed order. Secrets never appear: URLs are shown redacted.
 pub async fn connect_all(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
@@ -148,6 +195,7 @@ pub async fn connect_all(config: &Config) -> Vec<Check> {
             outcome: Outcome::Skipped("notifier is log".to_owned()),
         },
     });
+    checks.extend(webhooks(config).await);
     checks.push(Check {
         name: "tls",
         outcome: match super::tls::server_tls(&config.tls) {
