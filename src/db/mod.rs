@@ -192,18 +192,24 @@ impl Database {
         if let Some(timeout) = optional_ms(settings.statement_timeout_ms) {
             options.statement_timeout(timeout);
         }
+        // SQLite's settings are per connection, so they are set on every connection the pool
+        // opens (an `execute_unprepared` after connecting reaches only one of them). A larger
+        // `wal_autocheckpoint` was tried against the checkpoints' share of a wrong-code flood
+        // (issue 10) and measured no different: the log of an append-mostly audit table is
+        // mostly distinct new pages, which a checkpoint must copy however rarely it runs.
+        options.map_sqlx_sqlite_opts(|sqlite| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            sqlite
+                // Readers proceed during a write.
+                .journal_mode(SqliteJournalMode::Wal)
+                // Every commit is on disk before the call is answered: a password change must
+                // survive a power cut (NORMAL would only survive a process crash).
+                .synchronous(SqliteSynchronous::Full)
+                // Concurrent writers wait instead of failing with SQLITE_BUSY.
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
         let conn = SeaDatabase::connect(options).await.map_err(classify)?;
-        if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            // WAL lets readers proceed during a write; busy_timeout makes concurrent writers
-            // wait instead of failing with SQLITE_BUSY.
-            for pragma in [
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA busy_timeout=5000",
-                "PRAGMA foreign_keys=ON",
-            ] {
-                conn.execute_unprepared(pragma).await.map_err(classify)?;
-            }
-        }
         Ok(Self { conn, audit: None })
     }
 
