@@ -131,8 +131,11 @@ impl App {
             .await
             .context("connecting to the database")?;
         database.migrate().await.context("migrating the database")?;
-        // Audit rows group-committed from here on; `serve` flushes them on shutdown.
-        let database = database.with_audit_log(&config.database);
+        // Audit rows group-committed from here on (`serve` flushes them on shutdown), and
+        // lookups by login coalesced into batches.
+        let database = database
+            .with_audit_log(&config.database)
+            .with_batched_lookups();
         let store = match overrides.store {
             Some(store) => store,
             None => build_store(&config).await?,

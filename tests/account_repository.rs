@@ -88,6 +88,7 @@ macro_rules! every_backend {
 every_backend!(
     an_account_is_found_by_its_case_folded_login_and_by_id,
     a_login_matches_only_its_exact_canonical_spelling,
+    batched_lookups_answer_every_caller_with_its_own_account,
     the_canonical_logins_migration_refolds_rows_written_by_older_versions,
     a_duplicate_login_is_a_conflict,
     password_history_is_newest_first_and_limited,
@@ -329,6 +330,57 @@ mod cases {
             .create_account(new_account("jo\u{308}hn.strasse@example.com", "h3"))
             .await;
         assert!(matches!(combined, Err(RepoError::Conflict)), "{combined:?}");
+    }
+
+    /// The server's lookups by login are coalesced into batched queries (issue 10): hundreds of
+    /// concurrent callers, known and unknown logins, repeats, and spellings that differ only by
+    /// an accent, each get exactly the answer a lookup on its own gives.
+    pub async fn batched_lookups_answer_every_caller_with_its_own_account(f: &Fixture) {
+        let mut logins: Vec<String> = (0..24)
+            .map(|i| format!("user{i}.strasse@example.com"))
+            .collect();
+        for login in &logins {
+            f.db.create_account(new_account(login, "h0")).await.unwrap();
+        }
+        f.db.create_account(new_account("jöhn.strasse@example.com", "h0"))
+            .await
+            .unwrap();
+        logins.extend([
+            canonical_login("jöhn.strasse@example.com"),
+            canonical_login("john.strasse@example.com"), // no such account: an accent apart
+            canonical_login("jo\u{308}hn.strasse@example.com"), // jöhn's, composed
+            "nobody@example.com".to_owned(),
+            "user1.strasse@example.co".to_owned(),
+        ]);
+        let mut expected = Vec::new();
+        for login in &logins {
+            let alone = f.db.find_by_login(login).await.unwrap();
+            expected.push(alone.map(|a| a.id));
+        }
+        assert_eq!(expected.iter().filter(|id| id.is_some()).count(), 26);
+
+        let batched = f.db.clone().with_batched_lookups();
+        let mut calls = tokio::task::JoinSet::new();
+        for round in 0..12 {
+            for (i, login) in logins.iter().enumerate() {
+                let (db, login) = (batched.clone(), login.clone());
+                calls.spawn(async move {
+                    let found = db.find_by_login(&login).await.unwrap();
+                    (round, i, found.map(|a| (a.id, a.login_id)))
+                });
+            }
+        }
+        let mut answered = 0;
+        while let Some(joined) = calls.join_next().await {
+            let (round, i, found) = joined.unwrap();
+            let id = found.as_ref().map(|(id, _)| id.clone());
+            assert_eq!(id, expected[i], "round {round}: {}", logins[i]);
+            if let Some((_, login_id)) = found {
+                assert_eq!(canonical_login(&login_id), logins[i]);
+            }
+            answered += 1;
+        }
+        assert_eq!(answered, 12 * logins.len());
     }
 
     /// Older versions stored the login lower-cased only ("straße"); the migration re-folds it.

@@ -360,6 +360,13 @@ async fn with_the_database_stopped_a_send_is_unavailable_and_spends_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(after.state(), FlowState::ChooseMethod);
+    // The account lookups of several starts at once, coalesced into one failing batch, are
+    // each answered UNAVAILABLE in bounded time (the server batches lookups by login).
+    let started = Instant::now();
+    let starts: Vec<_> = (0..4).map(|_| app.try_start(&login)).collect();
+    for result in futures_util::future::join_all(starts).await {
+        assert_unavailable("StartRecovery", started, result);
+    }
 
     postgres.start_again();
     // No cooldown was spent: the retry sends at once and the code arrives.

@@ -28,6 +28,7 @@ use crate::recovery::ports::{
 mod audit_log;
 pub mod entities;
 pub mod lifecycle;
+mod login_lookups;
 pub mod migration;
 pub mod stats;
 pub mod webhooks;
@@ -103,6 +104,9 @@ pub struct Database {
     /// The group-commit writer of audit rows, once `start_audit_log` ran (the server does; the
     /// CLI and tests of the adapter write each row at once).
     audit: Option<audit_log::AuditLog>,
+    /// Lookups by login coalesced into batches (see `login_lookups.rs`), once
+    /// `with_batched_lookups` ran (the server does).
+    lookups: Option<login_lookups::LoginLookups>,
 }
 
 /// Key of the PostgreSQL advisory lock that serialises migrations between replicas (any
@@ -210,7 +214,11 @@ impl Database {
                 .foreign_keys(true)
         });
         let conn = SeaDatabase::connect(options).await.map_err(classify)?;
-        Ok(Self { conn, audit: None })
+        Ok(Self {
+            conn,
+            audit: None,
+            lookups: None,
+        })
     }
 
     /// Applies pending migrations. Safe when several replicas start at once: each takes a
@@ -298,6 +306,14 @@ impl Database {
     #[must_use]
     pub fn with_audit_log(mut self, settings: &DatabaseSettings) -> Self {
         self.audit = audit_log::AuditLog::start(self.conn.clone(), settings);
+        self
+    }
+
+    /// From now on `find_by_login` is coalesced into batched queries (see `login_lookups.rs`).
+    /// Needs a Tokio runtime; clones made afterwards share the batcher.
+    #[must_use]
+    pub fn with_batched_lookups(mut self) -> Self {
+        self.lookups = Some(login_lookups::LoginLookups::start(self.conn.clone()));
         self
     }
 
@@ -412,6 +428,11 @@ impl AccountRepository for Database {
     }
 
     async fn find_by_login(&self, login_normalized: &str) -> Result<Option<Account>, RepoError> {
+        if let Some(lookups) = &self.lookups
+            && let Some(found) = lookups.find(login_normalized).await
+        {
+            return found.map(|found| found.map(to_account));
+        }
         account::Entity::find()
             .filter(account::Column::LoginNormalized.eq(login_normalized))
             .one(&self.conn)
