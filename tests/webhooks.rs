@@ -201,6 +201,20 @@ fn with_endpoints(endpoints: Vec<WebhookEndpoint>) -> impl FnOnce(&mut Config) {
     }
 }
 
+/// An app whose one endpoint is `receiver`, signing with `key`: the test settings above, then
+/// `tune`.
+async fn app_posting_to(receiver: &Receiver, key: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
+    let url = receiver.url("/");
+    spawn_app_with(
+        |c: &mut Config| {
+            with_endpoints(vec![endpoint(url, &[key], None)])(c);
+            tune(c);
+        },
+        Overrides::default(),
+    )
+    .await
+}
+
 /// A strong password not used before.
 fn fresh_password() -> String {
     format!(
@@ -437,16 +451,8 @@ async fn rotation_signs_with_both_secrets_so_old_and_new_receivers_verify() {
 /// in either form of the header, and gets the event after it.
 async fn a_busy_receiver_is_left_alone_for_its_retry_after(retry_after: &str, key: String) {
     let receiver = Receiver::busy(&key, 1, retry_after);
-    let url = receiver.url("/");
-    let app = spawn_app_with(
-        move |c: &mut Config| {
-            with_endpoints(vec![endpoint(url, &[&key], None)])(c);
-            // The cap would otherwise cut the 90 s asked for down to 1 s.
-            c.webhooks.max_backoff_ms = 600_000;
-        },
-        Overrides::default(),
-    )
-    .await;
+    // The cap would otherwise cut the 90 s asked for down to 1 s.
+    let app = app_posting_to(&receiver, &key, |c| c.webhooks.max_backoff_ms = 600_000).await;
     let login = unique_login();
     app.create_account(&login).await;
     reset_once(&app, &login).await;
@@ -769,15 +775,7 @@ async fn a_delivery_failing_past_the_max_age_is_given_up_audited_and_unblocks_th
     use recovery_service::db::entities::audit_event;
     let key = secret(9);
     let mut receiver = Receiver::down(&key);
-    let url = receiver.url("/");
-    let app = spawn_app_with(
-        move |c: &mut Config| {
-            with_endpoints(vec![endpoint(url, &[&key], None)])(c);
-            c.webhooks.max_age_secs = 60;
-        },
-        Overrides::default(),
-    )
-    .await;
+    let app = app_posting_to(&receiver, &key, |c| c.webhooks.max_age_secs = 60).await;
     let login = unique_login();
     let account_id = app.create_account(&login).await;
     reset_once(&app, &login).await;
