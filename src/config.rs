@@ -26,7 +26,10 @@ use crate::notify::smtp::SmtpSettings;
 use crate::notify::webhooks::WebhookSettings;
 use crate::recovery::breach::BreachSettings;
 use crate::recovery::flow::FlowSettings;
-use crate::recovery::handle::{CaptchaMode, DEFAULT_POW_MAX_NUMBER};
+use crate::recovery::handle::{
+    CaptchaAlternative, CaptchaCheck, CaptchaMode, DEFAULT_POW_ALTERNATIVE_MAX_NUMBER,
+    DEFAULT_POW_MAX_NUMBER,
+};
 use crate::recovery::input::VerificationCode;
 use crate::recovery::limits::RateLimits;
 use crate::recovery::policy::PolicySettings;
@@ -75,6 +78,81 @@ fn captcha_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CaptchaMod
     }
 }
 
+/// `[captcha]`: which proof `StartRecovery` needs (`mode`, also `RECOVERY_CAPTCHA`) and the way
+/// round the picture for a person who cannot read it (`alternative`). The one-value form
+/// `captcha = "off"` of older files still sets the mode alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct CaptchaConfig {
+    pub mode: CaptchaMode,
+    /// `pow` (default): in image mode a proof of work at `flow.pow_alternative_max_number` is
+    /// accepted instead of the digits; `none`: the digits only. No effect in the other modes.
+    pub alternative: CaptchaAlternative,
+}
+
+impl CaptchaConfig {
+    pub fn check(&self) -> CaptchaCheck {
+        CaptchaCheck::new(self.mode, self.alternative)
+    }
+}
+
+impl<'de> Deserialize<'de> for CaptchaConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(default)]
+        struct Table {
+            #[serde(deserialize_with = "captcha_mode")]
+            mode: CaptchaMode,
+            alternative: CaptchaAlternative,
+        }
+        impl Default for Table {
+            fn default() -> Self {
+                let CaptchaConfig { mode, alternative } = CaptchaConfig::default();
+                Self { mode, alternative }
+            }
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CaptchaConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a captcha mode (on, image, pow, both, off) or a [captcha] table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // Through the derived struct, so an unknown key in the table is reported as
+                // unknown (strict) like anywhere else.
+                let Table { mode, alternative } =
+                    Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(CaptchaConfig { mode, alternative })
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                self.scalar(serde::de::value::StrDeserializer::new(value))
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+                self.scalar(serde::de::value::BoolDeserializer::new(value))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                self.scalar(serde::de::value::I64Deserializer::new(value))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                self.scalar(serde::de::value::I64Deserializer::new(
+                    i64::try_from(value).unwrap_or(i64::MAX),
+                ))
+            }
+        }
+        impl Visitor {
+            fn scalar<'de, E: serde::de::Error>(
+                self,
+                value: impl Deserializer<'de, Error = E>,
+            ) -> Result<CaptchaConfig, E> {
+                Ok(CaptchaConfig {
+                    mode: captcha_mode(value)?,
+                    ..CaptchaConfig::default()
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FlowConfig {
@@ -88,6 +166,10 @@ pub struct FlowConfig {
     pub captcha_digits: u32,
     /// Cost of a proof of work (`RECOVERY_CAPTCHA=pow|both`): the largest secret number.
     pub pow_max_number: u32,
+    /// Cost of the proof of work offered instead of the picture in image mode (`[captcha]
+    /// alternative = "pow"`). A bot takes this way rather than read the picture, so it is what
+    /// an image captcha costs a bot: docs/security.md.
+    pub pow_alternative_max_number: u32,
     /// Digits of a verification code, 6-10: each digit divides an attacker's yearly success
     /// probability at the per-account budget by ten (SECURITY.md).
     pub code_digits: u32,
@@ -109,6 +191,7 @@ impl Default for FlowConfig {
             captcha_ttl_secs: 300,
             captcha_digits: 6,
             pow_max_number: DEFAULT_POW_MAX_NUMBER,
+            pow_alternative_max_number: DEFAULT_POW_ALTERNATIVE_MAX_NUMBER,
             code_digits: flow.code_digits,
             report_freeze_secs: flow.report_freeze.as_secs(),
         }
@@ -273,8 +356,8 @@ pub struct Config {
     pub smtp: SmtpSettings,
     /// `[mail]`: what the mails carry beyond their templates (the report link).
     pub mail: MailSettings,
-    #[serde(deserialize_with = "captcha_mode")]
-    pub captcha: CaptchaMode,
+    /// `[captcha]` (`RECOVERY_CAPTCHA` sets its mode).
+    pub captcha: CaptchaConfig,
     #[serde(skip_serializing)]
     pub secret: Option<SecretString>,
     pub otlp_endpoint: Option<String>,
@@ -318,7 +401,7 @@ impl Default for Config {
             mail_from: "no-reply@localhost".to_owned(),
             smtp: SmtpSettings::default(),
             mail: MailSettings::default(),
-            captcha: CaptchaMode::Image,
+            captcha: CaptchaConfig::default(),
             secret: None,
             otlp_endpoint: None,
             telemetry: TelemetryConfig::default(),
@@ -429,7 +512,16 @@ impl Config {
             Env::prefixed("RECOVERY_")
                 .ignore(&["CONFIG"])
                 .filter(|key| strict::is_configuration(key.as_str()))
-                .split("__"),
+                .split("__")
+                // `RECOVERY_CAPTCHA` is the mode, as it was before `[captcha]` became a table
+                // (`RECOVERY_CAPTCHA__ALTERNATIVE` is its other key).
+                .map(|key| {
+                    if key == "captcha" {
+                        "captcha.mode".into()
+                    } else {
+                        key.into()
+                    }
+                }),
         );
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         let mut problems = strict::unknown_keys(&figment);
@@ -449,6 +541,17 @@ impl Config {
     /// `config check` and logged at start.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        if matches!(
+            self.captcha.check(),
+            CaptchaCheck::Digits | CaptchaCheck::DigitsAndWork
+        ) {
+            // WCAG 2.2 SC 1.1.1 (its captcha clause) and 3.3.8 Accessible Authentication.
+            warnings.push(
+                "captcha: a person who cannot read the picture cannot recover a password (mode both, or \
+                 image with alternative none); use image with alternative = \"pow\", or pow"
+                    .to_owned(),
+            );
+        }
         if self.production
             && self.tls.mutual()
             && self.account_api.allowed_client_identities.is_empty()
@@ -483,11 +586,13 @@ impl Config {
                 report_freeze: Duration::from_secs(f.report_freeze_secs),
                 ..FlowSettings::default()
             },
-            captcha: self.captcha,
+            captcha: self.captcha.mode,
+            captcha_alternative: self.captcha.alternative,
             captcha_ttl: Duration::from_secs(f.captcha_ttl_secs),
             captcha_digits: f.captcha_digits.clamp(5, 8),
             // Zero would make every challenge solvable with no work at all.
             pow_max_number: f.pow_max_number.max(1_000),
+            pow_alternative_max_number: f.pow_alternative_max_number.max(1_000),
             limits: self.rate_limits.clone(),
             flow_events: self.events.include_flow_events,
         }
@@ -565,7 +670,9 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://recovery.db?mode=rwc");
         assert!(config.redis_url.is_none());
         assert_eq!(config.notifier, NotifierKind::Log);
-        assert_eq!(config.captcha, CaptchaMode::Image);
+        assert_eq!(config.captcha.mode, CaptchaMode::Image);
+        assert_eq!(config.captcha.alternative, CaptchaAlternative::Pow);
+        assert_eq!(config.captcha.check(), CaptchaCheck::DigitsOrWork);
         assert!(config.ui_enabled());
     }
 
@@ -598,13 +705,74 @@ mod tests {
             jail.set_env("RECOVERY_FLOW__MAX_SENDS", "3");
             let config =
                 Config::load(Some(Path::new("recovery.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(config.captcha, CaptchaMode::Pow);
+            assert_eq!(config.captcha.mode, CaptchaMode::Pow);
             assert_eq!(config.listen.to_string(), "0.0.0.0:6000");
             assert_eq!(config.mail_from, "file@example.com");
             assert_eq!(config.flow.code_ttl_secs, 120);
             assert_eq!(config.flow.max_sends, 3);
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
+    fn the_captcha_is_a_mode_or_a_table_and_the_environment_sets_either_key() {
+        figment::Jail::expect_with(|jail| {
+            // The one-value form of older files: the mode, with the default alternative.
+            jail.create_file("old.toml", "captcha = \"off\"\n")?;
+            let config = Config::load(Some(Path::new("old.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.captcha.mode, CaptchaMode::Off);
+            assert_eq!(config.captcha.alternative, CaptchaAlternative::Pow);
+
+            jail.create_file(
+                "table.toml",
+                "[captcha]\nmode = \"on\"\nalternative = \"none\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("table.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.captcha.check(), CaptchaCheck::Digits);
+
+            // A typo in the table is an unknown key, as anywhere else.
+            jail.create_file("typo.toml", "[captcha]\nalternativ = \"none\"\n")?;
+            let error = Config::load(Some(Path::new("typo.toml")))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains("captcha.alternativ"), "{error}");
+            jail.create_file("bad.toml", "[captcha]\nalternative = \"audio\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+
+            // RECOVERY_CAPTCHA changes the mode and keeps the file's alternative.
+            jail.set_env("RECOVERY_CAPTCHA", "image");
+            let config = Config::load(Some(Path::new("table.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.captcha.check(), CaptchaCheck::Digits);
+            jail.set_env("RECOVERY_CAPTCHA__ALTERNATIVE", "pow");
+            let config = Config::load(Some(Path::new("table.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.captcha.check(), CaptchaCheck::DigitsOrWork);
+
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn both_and_an_image_captcha_without_alternative_are_warned_about() {
+        for (mode, alternative, warned) in [
+            (CaptchaMode::Image, CaptchaAlternative::Pow, false),
+            (CaptchaMode::Image, CaptchaAlternative::None, true),
+            (CaptchaMode::Both, CaptchaAlternative::Pow, true),
+            (CaptchaMode::Pow, CaptchaAlternative::None, false),
+            (CaptchaMode::Off, CaptchaAlternative::None, false),
+        ] {
+            let config = Config {
+                captcha: CaptchaConfig { mode, alternative },
+                ..Config::default()
+            };
+            let warnings = config.warnings();
+            assert_eq!(
+                warnings.iter().any(|w| w.contains("cannot read the picture")),
+                warned,
+                "{mode:?} {alternative:?}: {warnings:?}"
+            );
+        }
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl App {
             Some(dir) => Templates::with_override_dir(dir).context("loading templates")?,
             None => Templates::embedded(),
         };
-        if config.captcha == crate::recovery::handle::CaptchaMode::Off {
+        if config.captcha.mode == crate::recovery::handle::CaptchaMode::Off {
             tracing::warn!("captcha is off: StartRecovery is open to scripted use");
         }
         let loaded = policy::preload();

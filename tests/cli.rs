@@ -111,7 +111,10 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         assert!(!shown.contains(secret), "{secret} shown: {shown}");
     }
     assert!(shown.contains("sslmode=require&password=***"), "{shown}");
-    assert!(shown.contains("captcha = \"off\""), "{shown}");
+    assert!(
+        shown.contains("[captcha]\nalternative = \"pow\"\nmode = \"off\""),
+        "{shown}"
+    );
     assert!(shown.contains("listen = \"127.0.0.1:50051\""), "{shown}");
     assert!(!shown.contains("cli-secret"), "{shown}");
     assert!(!shown.contains("mail-pass"), "{shown}");

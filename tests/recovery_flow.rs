@@ -271,7 +271,7 @@ async fn an_expired_captcha_is_rejected() {
 }
 
 #[tokio::test]
-async fn without_a_captcha_start_names_the_missing_fields_unless_captcha_is_off() {
+async fn without_a_captcha_start_is_refused_naming_both_ways_through_unless_captcha_is_off() {
     let app = spawn_app().await;
     let request = || proto::StartRecoveryRequest {
         login_id: unique_login(),
@@ -283,12 +283,13 @@ async fn without_a_captcha_start_names_the_missing_fields_unless_captcha_is_off(
         .start_recovery(request())
         .await
         .failure();
-    failure.assert(Code::InvalidArgument, "INVALID_ARGUMENT");
-    assert_eq!(failure.fields(), vec!["captcha_id", "captcha_answer"]);
+    // The default image captcha takes the digits or, instead, the proof of work.
+    failure.assert(Code::InvalidArgument, "CAPTCHA_INVALID");
+    assert_eq!(failure.fields(), vec!["captcha_answer", "pow_solution"]);
     app.stop().await;
 
     let app = spawn_app_with(
-        |c| c.captcha = recovery_service::recovery::handle::CaptchaMode::Off,
+        |c| c.captcha.mode = recovery_service::recovery::handle::CaptchaMode::Off,
         Overrides::default(),
     )
     .await;

@@ -201,7 +201,7 @@ mod tests {
     fn every_error() -> Vec<RecoveryError> {
         let all = vec![
             RecoveryError::InvalidArgument(vec![FieldViolation::new("login_id", "empty")]),
-            RecoveryError::CaptchaInvalid,
+            RecoveryError::captcha_invalid("captcha_answer"),
             RecoveryError::FlowNotFound,
             RecoveryError::FlowState { state: "CODE_SENT" },
             RecoveryError::CodeInvalid { attempts_left: 2 },
@@ -227,7 +227,7 @@ mod tests {
         for error in &all {
             match error {
                 RecoveryError::InvalidArgument(_)
-                | RecoveryError::CaptchaInvalid
+                | RecoveryError::CaptchaInvalid(_)
                 | RecoveryError::FlowNotFound
                 | RecoveryError::FlowState { .. }
                 | RecoveryError::CodeInvalid { .. }

@@ -14,6 +14,7 @@ use crate::recovery::commands::{
     FlowId, ReportUnrequested, ResetPassword, SendCode, StartRecovery, ValidatePassword, VerifyCode,
 };
 use crate::recovery::flow::{Channel, FlowStage, Method};
+use crate::recovery::handle::CaptchaCheck;
 use crate::recovery::service::{FlowView, PasswordCheck};
 use crate::recovery::{FieldViolation, Recovery, RecoveryError};
 
@@ -35,6 +36,16 @@ fn stage_to_proto(stage: FlowStage) -> proto::FlowState {
         FlowStage::CodeSent => proto::FlowState::CodeSent,
         FlowStage::Verified => proto::FlowState::Verified,
         FlowStage::Completed => proto::FlowState::Completed,
+    }
+}
+
+fn captcha_check_to_proto(check: CaptchaCheck) -> proto::CaptchaCheck {
+    match check {
+        CaptchaCheck::Off => proto::CaptchaCheck::None,
+        CaptchaCheck::Digits => proto::CaptchaCheck::Digits,
+        CaptchaCheck::DigitsOrWork => proto::CaptchaCheck::DigitsOrPow,
+        CaptchaCheck::Work => proto::CaptchaCheck::Pow,
+        CaptchaCheck::DigitsAndWork => proto::CaptchaCheck::DigitsAndPow,
     }
 }
 
@@ -165,6 +176,7 @@ impl RecoveryService for RecoveryApi {
                 signature: pow.signature,
                 max_number: pow.max_number,
             }),
+            check: captcha_check_to_proto(captcha.check).into(),
         }))
     }
 

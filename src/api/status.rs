@@ -46,16 +46,15 @@ pub fn to_status(error: RecoveryError) -> Status {
                 },
             )
         }
-        RecoveryError::CaptchaInvalid => with_details(
+        RecoveryError::CaptchaInvalid(violations) => with_details(
             Code::InvalidArgument,
             "CAPTCHA_INVALID",
             message,
             none(),
             |d| {
-                d.add_bad_request_violation(
-                    "captcha_answer",
-                    "wrong, expired or already used; request a new captcha",
-                );
+                for violation in violations {
+                    d.add_bad_request_violation(violation.field, violation.description);
+                }
             },
         ),
         RecoveryError::FlowNotFound => {

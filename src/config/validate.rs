@@ -63,6 +63,11 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     p.range("flow.captcha_digits", f.captcha_digits, 5..=8);
     // Below 1000 the work is free; above 10^8 a phone would need minutes.
     p.range("flow.pow_max_number", f.pow_max_number, 1_000..=100_000_000);
+    p.range(
+        "flow.pow_alternative_max_number",
+        f.pow_alternative_max_number,
+        1_000..=100_000_000,
+    );
     // Six digits is the floor the yearly guessing bound in SECURITY.md is computed for.
     p.range("flow.code_digits", f.code_digits, 6..=10);
     // A freeze under a minute protects nothing; over 30 days it locks the owner out for good.

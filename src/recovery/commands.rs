@@ -25,10 +25,18 @@ impl FlowId {
     }
 }
 
-/// A captcha as typed: id and answer.
+/// A captcha as sent: the picture's id and, unless the person took the way round the picture
+/// (`pow_solution`), the digits typed.
 pub struct CaptchaAnswer {
     pub id: String,
-    pub answer: SecretString,
+    pub answer: Option<SecretString>,
+}
+
+impl CaptchaAnswer {
+    /// The id and the digits, when digits were typed.
+    pub fn typed(&self) -> Option<(&str, &SecretString)> {
+        self.answer.as_ref().map(|answer| (self.id.as_str(), answer))
+    }
 }
 
 pub struct StartRecovery {
@@ -55,10 +63,15 @@ impl StartRecovery {
             Some(None)
         } else {
             let id = violations.check(input::parse_id("captcha_id", captcha_id));
-            let answer = violations.check(input::parse_captcha_answer(
-                "captcha_answer",
-                captcha_answer,
-            ));
+            // The picture's id without digits: the way round the picture was taken (or nothing
+            // was typed); the use case decides whether that is enough.
+            let answer = if captcha_answer.trim().is_empty() {
+                Some(None)
+            } else {
+                violations
+                    .check(input::parse_captcha_answer("captcha_answer", captcha_answer))
+                    .map(Some)
+            };
             id.zip(answer)
                 .map(|(id, answer)| Some(CaptchaAnswer { id, answer }))
         };

@@ -30,8 +30,10 @@ pub struct PolicyViolation {
 pub enum RecoveryError {
     #[error("invalid argument")]
     InvalidArgument(Vec<FieldViolation>),
-    #[error("captcha is wrong, expired or already used")]
-    CaptchaInvalid,
+    /// No captcha that passes: the digits or the proof of work (each a field violation) is
+    /// missing, wrong, expired or already used.
+    #[error("captcha is missing, wrong, expired or already used")]
+    CaptchaInvalid(Vec<FieldViolation>),
     #[error("recovery flow not found or expired")]
     FlowNotFound,
     #[error("not allowed while the flow is {state}")]
@@ -74,6 +76,14 @@ pub enum RecoveryError {
 impl RecoveryError {
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// `CAPTCHA_INVALID` naming the one proof that failed.
+    pub fn captcha_invalid(field: &'static str) -> Self {
+        Self::CaptchaInvalid(vec![FieldViolation::new(
+            field,
+            "wrong, expired or already used; request a new captcha",
+        )])
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {

@@ -24,8 +24,14 @@ pub(crate) const REPORT_PURPOSE: &str = "report-code";
 
 /// Average 25 000 SHA-256 hashes per solve: about a second for the widget on a phone, ~5 ms for
 /// a native bot on one core;
-/// see README "Proof of work".
+/// see docs/security.md "Proof of work".
 pub const DEFAULT_POW_MAX_NUMBER: u32 = 50_000;
+
+/// The cost of the work offered instead of the picture (`[captcha] alternative = "pow"`): it
+/// replaces a person, so it is dearer than `DEFAULT_POW_MAX_NUMBER`. An average 1 000 000 SHA-256
+/// hashes: about 1.5 s in the page's worker on this VM's core, a few seconds on a slow phone, and
+/// ~0.2 s of one core for a native bot (docs/security.md "The way round the picture").
+pub const DEFAULT_POW_ALTERNATIVE_MAX_NUMBER: u32 = 2_000_000;
 
 /// Who is calling, as far as the transport can tell.
 #[derive(Debug, Clone, Default)]
@@ -48,13 +54,49 @@ pub enum CaptchaMode {
     Both,
 }
 
-impl CaptchaMode {
-    pub fn image(self) -> bool {
-        matches!(self, Self::Image | Self::Both)
+/// The way through the image captcha for a person who cannot read the picture
+/// (`[captcha] alternative`). WCAG 2.2 (1.1.1, 3.3.8 Accessible Authentication) asks for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptchaAlternative {
+    /// A proof of work at `pow_alternative_max_number`, accepted instead of the digits.
+    #[default]
+    Pow,
+    /// The digits only: a person who cannot read the picture cannot recover.
+    None,
+}
+
+/// What `StartRecovery` checks: the mode with its alternative worked out. `Both` takes no
+/// alternative: it exists to make a caller read the picture *and* pay for the work, and work
+/// instead of the picture would turn it into `DigitsOrWork` at a higher price for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptchaCheck {
+    Off,
+    Digits,
+    DigitsOrWork,
+    Work,
+    DigitsAndWork,
+}
+
+impl CaptchaCheck {
+    pub fn new(mode: CaptchaMode, alternative: CaptchaAlternative) -> Self {
+        match (mode, alternative) {
+            (CaptchaMode::Off, _) => Self::Off,
+            (CaptchaMode::Image, CaptchaAlternative::Pow) => Self::DigitsOrWork,
+            (CaptchaMode::Image, CaptchaAlternative::None) => Self::Digits,
+            (CaptchaMode::Pow, _) => Self::Work,
+            (CaptchaMode::Both, _) => Self::DigitsAndWork,
+        }
     }
 
-    pub fn pow(self) -> bool {
-        matches!(self, Self::Pow | Self::Both)
+    /// Whether `CreateCaptcha` draws a picture that is checked.
+    pub fn digits(self) -> bool {
+        !matches!(self, Self::Off | Self::Work)
+    }
+
+    /// Whether `CreateCaptcha` hands out a proof of work.
+    pub fn work(self) -> bool {
+        !matches!(self, Self::Off | Self::Digits)
     }
 }
 
@@ -62,10 +104,13 @@ impl CaptchaMode {
 pub struct RecoverySettings {
     pub flow: FlowSettings,
     pub captcha: CaptchaMode,
+    pub captcha_alternative: CaptchaAlternative,
     pub captcha_ttl: Duration,
     pub captcha_digits: u32,
     /// Largest secret number of a proof of work: a solve takes max_number / 2 hashes on average.
     pub pow_max_number: u32,
+    /// The same for the work offered instead of the picture (`CaptchaCheck::DigitsOrWork`).
+    pub pow_alternative_max_number: u32,
     pub limits: RateLimits,
     /// `[events] include_flow_events`: `recovery.started` and `recovery.code_verified` also go to
     /// the outbox (stream and webhooks), for SIEMs.
@@ -77,12 +122,20 @@ impl Default for RecoverySettings {
         Self {
             flow: FlowSettings::default(),
             captcha: CaptchaMode::Image,
+            captcha_alternative: CaptchaAlternative::Pow,
             captcha_ttl: Duration::from_secs(300),
             captcha_digits: 6,
             pow_max_number: DEFAULT_POW_MAX_NUMBER,
+            pow_alternative_max_number: DEFAULT_POW_ALTERNATIVE_MAX_NUMBER,
             limits: RateLimits::default(),
             flow_events: false,
         }
+    }
+}
+
+impl RecoverySettings {
+    pub fn captcha_check(&self) -> CaptchaCheck {
+        CaptchaCheck::new(self.captcha, self.captcha_alternative)
     }
 }
 

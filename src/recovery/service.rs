@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::captcha::CaptchaRecord;
-use super::commands::{FlowId, SendCode, StartRecovery, ValidatePassword, VerifyCode};
+use super::commands::{
+    CaptchaAnswer, FlowId, SendCode, StartRecovery, ValidatePassword, VerifyCode,
+};
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
 use super::flow::{Channel, Flow, FlowStage, FlowState, Method};
-use super::handle::{CODE_PURPOSE, CaptchaMode, LOGIN_PURPOSE, REPORT_PURPOSE, TOKEN_PURPOSE};
+use super::handle::{CODE_PURPOSE, CaptchaCheck, LOGIN_PURPOSE, REPORT_PURPOSE, TOKEN_PURPOSE};
 pub use super::handle::{CaptchaAnswerSource, Recovery, RecoverySettings, RequestContext};
 use super::input::LoginId;
 use super::input::VerificationCode;
@@ -65,7 +67,8 @@ pub struct FlowView {
     pub resend_available_at: Option<DateTime<Utc>>,
 }
 
-/// What `CreateCaptcha` hands out: the picture, the proof of work, or both (`CaptchaMode`).
+/// What `CreateCaptcha` hands out: the picture, the proof of work, or both, and what
+/// `StartRecovery` will check of them (`check`), so a front end asks only for that.
 #[derive(Debug, Clone)]
 pub struct CaptchaChallenge {
     /// Empty when no picture is asked for.
@@ -73,6 +76,7 @@ pub struct CaptchaChallenge {
     pub image_png: Vec<u8>,
     pub expires_at: DateTime<Utc>,
     pub pow: Option<ProofOfWork>,
+    pub check: CaptchaCheck,
 }
 
 pub struct IssuedToken {
@@ -122,23 +126,31 @@ impl Recovery {
     ) -> Result<CaptchaChallenge, RecoveryError> {
         self.limit_caller(ctx, "CreateCaptcha").await?;
         let now = self.clock.now();
-        let mode = self.settings.captcha;
+        let check = self.settings.captcha_check();
         let expires_at = after(now, self.settings.captcha_ttl);
-        let pow = if mode.pow() {
-            let pow = ProofOfWork::issue(&self.keys, expires_at, self.settings.pow_max_number)
+        let pow = if check.work() {
+            // Work instead of a person is dearer than work beside one.
+            let max_number = if check == CaptchaCheck::DigitsOrWork {
+                self.settings.pow_alternative_max_number
+            } else {
+                self.settings.pow_max_number
+            };
+            let pow = ProofOfWork::issue(&self.keys, expires_at, max_number)
                 .map_err(RecoveryError::internal)?;
             Some(pow)
         } else {
             None
         };
         // Pow-only answers with no picture. Off still draws one (never checked), as it always
-        // has: front ends and scripts written for the picture keep working when it is switched off.
-        if matches!(mode, CaptchaMode::Pow) {
+        // has: front ends and scripts written for the picture keep working when it is switched
+        // off, and `check` tells a front end that nothing needs to be typed.
+        if check == CaptchaCheck::Work {
             return Ok(CaptchaChallenge {
                 captcha_id: String::new(),
                 image_png: Vec::new(),
                 expires_at: pow.as_ref().map_or(expires_at, |p| p.expires_at),
                 pow,
+                check,
             });
         }
         let answer = match &self.captcha_answers {
@@ -169,6 +181,7 @@ impl Recovery {
             image_png,
             expires_at,
             pow,
+            check,
         })
     }
 
@@ -181,7 +194,7 @@ impl Recovery {
     ) -> Result<(), RecoveryError> {
         let expires_at = solution.verify(&self.keys, now).map_err(|rejection| {
             tracing::info!(?rejection, "proof of work refused");
-            RecoveryError::CaptchaInvalid
+            RecoveryError::captcha_invalid("pow_solution")
         })?;
         let remember = (expires_at - now).to_std().unwrap_or_default();
         if !self
@@ -190,7 +203,68 @@ impl Recovery {
             .await?
         {
             tracing::info!("proof of work refused: already spent");
-            return Err(RecoveryError::CaptchaInvalid);
+            return Err(RecoveryError::captcha_invalid("pow_solution"));
+        }
+        Ok(())
+    }
+
+    /// The captcha of a `StartRecovery`, as `CaptchaCheck` asks: first that what it needs is
+    /// there, then every proof it checks that was sent (a wrong one is refused even when the
+    /// other would pass), each spent by the check.
+    async fn check_captcha(
+        &self,
+        captcha: Option<&CaptchaAnswer>,
+        pow_solution: Option<&PowSolution>,
+        now: DateTime<Utc>,
+    ) -> Result<(), RecoveryError> {
+        let check = self.settings.captcha_check();
+        let typed = captcha.and_then(CaptchaAnswer::typed);
+        if check == CaptchaCheck::DigitsOrWork && typed.is_none() && pow_solution.is_none() {
+            // Neither way through was taken: a captcha that did not pass, not a malformed call,
+            // so a front end treats it as it treats wrong digits (a new picture, the field).
+            return Err(RecoveryError::CaptchaInvalid(vec![
+                FieldViolation::new(
+                    "captcha_answer",
+                    "type the digits of the picture, or send pow_solution instead",
+                ),
+                FieldViolation::new(
+                    "pow_solution",
+                    "solve the proof of work from CreateCaptcha, or type the digits instead",
+                ),
+            ]));
+        }
+        let mut missing = Vec::new();
+        if matches!(check, CaptchaCheck::Digits | CaptchaCheck::DigitsAndWork) && typed.is_none()
+        {
+            if captcha.is_none() {
+                missing.push(FieldViolation::new(
+                    "captcha_id",
+                    "is required: call CreateCaptcha first",
+                ));
+            }
+            missing.push(FieldViolation::new("captcha_answer", "is required"));
+        }
+        if matches!(check, CaptchaCheck::Work | CaptchaCheck::DigitsAndWork)
+            && pow_solution.is_none()
+        {
+            missing.push(FieldViolation::new(
+                "pow_solution",
+                "is required: solve the proof of work from CreateCaptcha",
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(RecoveryError::InvalidArgument(missing));
+        }
+        if let (true, Some((id, answer))) = (check.digits(), typed) {
+            // Taken (read and deleted) before it is checked: the first answer burns it.
+            let record = self.store.take_captcha(id).await?;
+            let accepted = record.is_some_and(|r| r.accepts(answer.expose_secret(), &self.keys, now));
+            if !accepted {
+                return Err(RecoveryError::captcha_invalid("captcha_answer"));
+            }
+        }
+        if let (true, Some(solution)) = (check.work(), pow_solution) {
+            self.spend_pow(solution, now).await?;
         }
         Ok(())
     }
@@ -211,36 +285,8 @@ impl Recovery {
         } = command;
         self.limit_caller(ctx, "StartRecovery").await?;
         let now = self.clock.now();
-        let mode = self.settings.captcha;
-        let mut missing = Vec::new();
-        if mode.image() && captcha.is_none() {
-            missing.push(FieldViolation::new(
-                "captcha_id",
-                "is required: call CreateCaptcha first",
-            ));
-            missing.push(FieldViolation::new("captcha_answer", "is required"));
-        }
-        if mode.pow() && pow_solution.is_none() {
-            missing.push(FieldViolation::new(
-                "pow_solution",
-                "is required: solve the proof of work from CreateCaptcha",
-            ));
-        }
-        if !missing.is_empty() {
-            return Err(RecoveryError::InvalidArgument(missing));
-        }
-        if let (true, Some(captcha)) = (mode.image(), &captcha) {
-            // Taken (read and deleted) before it is checked: the first answer burns it.
-            let record = self.store.take_captcha(&captcha.id).await?;
-            let accepted =
-                record.is_some_and(|r| r.accepts(captcha.answer.expose_secret(), &self.keys, now));
-            if !accepted {
-                return Err(RecoveryError::CaptchaInvalid);
-            }
-        }
-        if let (true, Some(solution)) = (mode.pow(), &pow_solution) {
-            self.spend_pow(solution, now).await?;
-        }
+        self.check_captcha(captcha.as_ref(), pow_solution.as_ref(), now)
+            .await?;
         let login_key = self.login_key(&login);
         // Before the account lookup: a limited answer must not depend on whether it exists.
         self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
