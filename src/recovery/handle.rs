@@ -28,10 +28,11 @@ pub(crate) const REPORT_PURPOSE: &str = "report-code";
 pub const DEFAULT_POW_MAX_NUMBER: u32 = 50_000;
 
 /// The cost of the work offered instead of the picture (`[captcha] alternative = "pow"`): it
-/// replaces a person, so it is dearer than `DEFAULT_POW_MAX_NUMBER`. An average 1 000 000 SHA-256
-/// hashes: about 1.5 s in the page's worker on this VM's core, a few seconds on a slow phone, and
-/// ~0.2 s of one core for a native bot (docs/security.md "The way round the picture").
-pub const DEFAULT_POW_ALTERNATIVE_MAX_NUMBER: u32 = 2_000_000;
+/// replaces a person, so it is twenty times `DEFAULT_POW_MAX_NUMBER`. An average 500 000 SHA-256
+/// hashes: ~0.6 s in the page's worker on one core of this VM (~850 000 hashes/s), a few seconds
+/// on a slow phone, ~0.1 s of one core for a native bot (~4 million hashes/s); see
+/// docs/security.md "The way round the picture".
+pub const DEFAULT_POW_ALTERNATIVE_MAX_NUMBER: u32 = 1_000_000;
 
 /// Who is calling, as far as the transport can tell.
 #[derive(Debug, Clone, Default)]

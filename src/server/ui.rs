@@ -38,6 +38,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../web/dist/assets/app.js"),
     },
     Asset {
+        path: "/assets/pow-worker.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/assets/pow-worker.js"),
+    },
+    Asset {
         path: "/assets/app.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../web/dist/assets/app.css"),
@@ -50,12 +55,13 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// Nothing but this origin's own script and style; the captcha picture is a `blob:` URL made
-/// from the CreateCaptcha bytes; calls go back to this origin only. No inline script or style,
+/// from the CreateCaptcha bytes; the proof-of-work worker is this origin's own script (never a
+/// `blob:`); calls go back to this origin only. No inline script or style,
 /// so an injected `<script>` or `style=` does nothing; no framing (clickjacking the "Confirm
 /// new password" button); no form posts anywhere.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
+     worker-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Revalidate every time: assets are small, answered 304 by ETag when unchanged, and a new
 /// binary must never be paired with a cached page of the old one.

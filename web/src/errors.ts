@@ -8,6 +8,7 @@ import {
   ErrorInfoSchema,
   RetryInfoSchema,
 } from "./gen/google/rpc/error_details_pb";
+import { PowFailure } from "./pow";
 
 export const DOMAIN = "recovery.identity";
 
@@ -19,7 +20,8 @@ export interface FieldProblem {
 }
 
 export interface Problem {
-  /** An SPEC §3 reason, or NETWORK / UNKNOWN when the service did not say. */
+  /** An SPEC §3 reason, NETWORK / UNKNOWN when the service did not say, or POW_FAILED when the
+   *  page's proof of work did not finish. */
   reason: string;
   /** Whole seconds to wait (RetryInfo), rounded up; 0 when there is no cooldown. */
   retryAfterSeconds: number;
@@ -28,6 +30,10 @@ export interface Problem {
 }
 
 export function describe(error: unknown): Problem {
+  if (error instanceof PowFailure) {
+    // The page's own proof of work did not finish: nothing was sent.
+    return { reason: "POW_FAILED", retryAfterSeconds: 0, attemptsLeft: undefined, fields: [] };
+  }
   const connectError = ConnectError.from(error);
   const info = connectError
     .findDetails(ErrorInfoSchema)

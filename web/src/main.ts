@@ -5,16 +5,21 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import {
+  CaptchaCheck,
   Channel,
   RecoveryService,
+  type CreateCaptchaResponse,
+  type ProofOfWork,
   type RecoveryFlow,
   type VerificationMethod,
 } from "./gen/identity/recovery/v1/recovery_pb";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { StartRecoveryRequestSchema } from "./gen/identity/recovery/v1/recovery_pb";
 import { describe, type Problem } from "./errors";
 import { direction, isKey, pickLocale, translator, type Key } from "./i18n";
-import { solvePow, type PowChallenge } from "./pow";
+import { PowFailure, solvePow, type PowChallenge, type Progress } from "./pow";
+import type { PowMessage } from "./pow-worker";
+
+/** The proof-of-work worker's address, with its content hash (set by build.mjs). */
+declare const POW_WORKER_URL: string;
 
 const locale = pickLocale(navigator.languages?.length ? navigator.languages : [navigator.language]);
 const t = translator(locale);
@@ -36,7 +41,11 @@ interface State {
   resetToken?: string;
   captchaId?: string;
   captchaUrl?: string;
-  /** The proof-of-work answer being computed for the current captcha, if it has one. */
+  /** What StartRecovery checks of the current captcha. */
+  captchaCheck?: CaptchaCheck;
+  /** The current captcha's proof of work, when it has one. */
+  pow?: ProofOfWork;
+  /** The proof-of-work answer being computed for the current captcha, if it is needed. */
   powSolution?: Promise<string>;
   powAbort?: AbortController;
 }
@@ -80,17 +89,36 @@ function field(id: string, label: string, input: HTMLInputElement): HTMLElement 
   );
 }
 
+/** Where a screen shows what went wrong. Not a live region: the sentence is read when focus
+ *  moves to it, or announced once (`announce`), and a countdown in it changes silently. */
 function alertBox(): HTMLElement {
-  return h("div", { class: "alert", role: "alert", id: "alert" });
+  return h("div", { class: "alert", id: "alert" });
 }
 
-/** Replaces the screen and moves focus to its heading, so keyboard and screen-reader users
- *  land at the top of the new step. */
+// The screen on display, and beside it (never under its aria-busy) the two live regions every
+// announcement goes through: each sentence is written there once, when it is news.
+const screen = h("div", { id: "screen" });
+const politeRegion = h("div", { class: "visually-hidden", role: "status", id: "announce-polite" });
+const urgentRegion = h("div", { class: "visually-hidden", role: "alert", id: "announce-urgent" });
+root.replaceChildren(screen, politeRegion, urgentRegion);
+
+/** Says `text` once to screen readers. Emptied first, so the same sentence twice is news twice. */
+function announce(text: string, urgent = false): void {
+  const region = urgent ? urgentRegion : politeRegion;
+  region.textContent = "";
+  window.setTimeout(() => {
+    region.textContent = text;
+  }, 100);
+}
+
+/** Replaces the screen, names the step in the document title and moves focus to its heading,
+ *  so keyboard and screen-reader users land at the top of the new step. */
 function show(...children: Child[]): void {
   for (const timer of timers) window.clearInterval(timer);
   timers = [];
-  root.replaceChildren(...children.filter((c): c is Node | string => Boolean(c)));
-  const heading = root.querySelector("h1");
+  screen.replaceChildren(...children.filter((c): c is Node | string => Boolean(c)));
+  const heading = screen.querySelector("h1");
+  document.title = heading?.textContent ? `${heading.textContent} – ${t("pageTitle")}` : t("pageTitle");
   heading?.setAttribute("tabindex", "-1");
   heading?.focus();
 }
@@ -101,14 +129,39 @@ function startOverButton(): HTMLButtonElement {
   return button;
 }
 
-async function busy<T>(buttons: HTMLButtonElement[], work: () => Promise<T>): Promise<T> {
-  for (const button of buttons) button.disabled = true;
-  root.setAttribute("aria-busy", "true");
+/** Holds a button for a reason (a call in flight, a cooldown) with `aria-disabled`, not
+ *  `disabled`: a disabled button loses focus to the body, an aria-disabled one keeps it (and
+ *  stays in the Tab order, announced as unavailable). Clicks are ignored while held. */
+function hold(button: HTMLButtonElement, reason: "busy" | "cooldown"): void {
+  button.dataset.locked = reason;
+  button.setAttribute("aria-disabled", "true");
+}
+
+function release(button: HTMLButtonElement, reason: "busy" | "cooldown"): void {
+  if (button.dataset.locked !== reason) return;
+  delete button.dataset.locked;
+  button.removeAttribute("aria-disabled");
+}
+
+function isHeld(button: HTMLButtonElement): boolean {
+  return button.disabled || Boolean(button.dataset.locked);
+}
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Runs a call with `button` held and the screen marked busy. Resolves once the screen is no
+ *  longer busy, so what the caller writes next is announced (some screen readers drop what is
+ *  written inside an aria-busy region). */
+async function attempt<T>(button: HTMLButtonElement, work: () => Promise<T>): Promise<Outcome<T>> {
+  hold(button, "busy");
+  screen.setAttribute("aria-busy", "true");
   try {
-    return await work();
+    return { ok: true, value: await work() };
+  } catch (error) {
+    return { ok: false, error };
   } finally {
-    root.removeAttribute("aria-busy");
-    for (const button of buttons) if (!button.dataset.locked) button.disabled = false;
+    screen.removeAttribute("aria-busy");
+    release(button, "busy");
   }
 }
 
@@ -130,46 +183,81 @@ function flowIsOver(problem: Problem): boolean {
  *  TOKEN_INVALID means the report code, and no flow is there to end). */
 type Screen = "flow" | "report";
 
-function sentence(problem: Problem, secondsLeft = problem.retryAfterSeconds, screen: Screen = "flow"): string {
+function sentence(problem: Problem, secondsLeft = problem.retryAfterSeconds, where: Screen = "flow"): string {
   let key: Key = isKey(problem.reason) ? problem.reason : "UNKNOWN";
   if (key === "CODE_INVALID" && problem.attemptsLeft === 0) key = "CODE_INVALID_LAST";
-  if (screen === "report" && key === "TOKEN_INVALID") key = "reportInvalid";
+  if (where === "report" && key === "TOKEN_INVALID") key = "reportInvalid";
+  if (key === "CAPTCHA_INVALID") {
+    // Which proof failed: the digits, the work instead of them, or neither was given.
+    const fields = new Set(problem.fields.map((f) => f.field));
+    if (fields.has("pow_solution")) key = fields.has("captcha_answer") ? "captchaMissing" : "CAPTCHA_INVALID_POW";
+  }
   // Long waits (an hourly limit) read better in minutes, rounded up.
   const wait =
     secondsLeft < 120 ? t("seconds", { n: secondsLeft }) : t("minutes", { n: Math.ceil(secondsLeft / 60) });
   return t(key, { n: problem.attemptsLeft ?? 0, wait });
 }
 
-/** Shows the error on the current screen: the sentence, the fields it names, a countdown that
- *  keeps `retryButton` disabled for the RetryInfo delay, or the way to start over. */
-function showProblem(error: unknown, retryButton?: HTMLButtonElement, screen: Screen = "flow"): Problem {
+/** Shows the error on the current screen — the sentence, the fields it names, a countdown that
+ *  holds `retryButton` for the RetryInfo delay, or the way to start over — and moves focus to
+ *  the first field in error, else to the way to start over, else to the sentence. Where focus
+ *  does not land on the sentence itself, the sentence is announced once. */
+function showProblem(error: unknown, retryButton?: HTMLButtonElement, where: Screen = "flow"): Problem {
   const problem = describe(error);
-  const alert = root.querySelector<HTMLElement>("#alert");
+  const alert = screen.querySelector<HTMLElement>("#alert");
   if (!alert) return problem;
-  for (const input of root.querySelectorAll("input")) {
+  for (const input of screen.querySelectorAll("input")) {
     input.removeAttribute("aria-invalid");
     const hint = document.getElementById(`${input.id}-hint`);
     if (hint) hint.textContent = "";
   }
-  const text = h("p", {}, sentence(problem, problem.retryAfterSeconds, screen));
+  const said = sentence(problem, problem.retryAfterSeconds, where);
+  const text = h("p", { class: "message", tabindex: "-1" }, said);
   alert.replaceChildren(text);
-  if (problem.reason !== "PASSWORD_POLICY") {
+  alert.dataset.reason = problem.reason;
+  if (problem.reason === "PASSWORD_POLICY") {
+    // The broken rules are listed under the field (showRules), not in its hint.
+    document.getElementById("new-password")?.setAttribute("aria-invalid", "true");
+  } else {
     for (const violation of problem.fields) markField(violation.field, violation.description);
   }
-  if (screen === "flow" && flowIsOver(problem)) {
+  let target: HTMLElement = text;
+  if (where === "flow" && flowIsOver(problem)) {
     // Nothing on this screen can succeed any more; only starting over is left.
-    for (const control of root.querySelectorAll<HTMLButtonElement | HTMLInputElement>("form button, form input, .card > button")) {
+    for (const control of screen.querySelectorAll<HTMLButtonElement | HTMLInputElement>("form button, form input, #screen > button")) {
       control.disabled = true;
       control.dataset.locked = "over";
     }
     const button = startOverButton();
     alert.append(button);
-    button.focus();
+    target = button;
+  } else if (COOLDOWNS.has(problem.reason) && problem.retryAfterSeconds > 0 && retryButton) {
+    countDown(problem, text, retryButton, where);
+  } else {
+    const invalid = [...screen.querySelectorAll<HTMLInputElement>("input[aria-invalid=true]")].find(
+      (input) => input.getClientRects().length > 0,
+    );
+    if (invalid) target = invalid;
   }
-  if (COOLDOWNS.has(problem.reason) && problem.retryAfterSeconds > 0 && retryButton) {
-    countDown(problem, text, retryButton, screen);
-  }
+  target.focus();
+  if (target instanceof HTMLInputElement) target.select();
+  if (target !== text) announce(said, true);
   return problem;
+}
+
+/** Clears the error shown for `reasons` once the person has fixed it (a weak password made
+ *  strong, the repeat made equal): the field is no longer marked, the sentence goes. */
+function clearProblem(input: HTMLInputElement, ...reasons: string[]): void {
+  const alert = screen.querySelector<HTMLElement>("#alert");
+  if (input.getAttribute("aria-invalid") === "true") {
+    input.removeAttribute("aria-invalid");
+    const hint = document.getElementById(`${input.id}-hint`);
+    if (hint) hint.textContent = "";
+  }
+  if (alert && reasons.includes(alert.dataset.reason ?? "")) {
+    alert.replaceChildren();
+    delete alert.dataset.reason;
+  }
 }
 
 const FIELD_INPUTS: Record<string, string> = {
@@ -190,20 +278,23 @@ function markField(name: string, description: string): void {
   if (hint) hint.textContent = isKey(key) ? t(key) : description;
 }
 
-function countDown(problem: Problem, text: HTMLElement, button: HTMLButtonElement, screen: Screen): void {
+/** Counts the RetryInfo delay down in the sentence, silently (it is not a live region: focus
+ *  read it once), holds `button` until the end, and announces the end once. */
+function countDown(problem: Problem, text: HTMLElement, button: HTMLButtonElement, where: Screen): void {
   const until = Date.now() + problem.retryAfterSeconds * 1000;
-  button.disabled = true;
-  button.dataset.locked = "cooldown";
+  hold(button, "cooldown");
+  let shown = problem.retryAfterSeconds;
   const tick = () => {
     const left = Math.ceil((until - Date.now()) / 1000);
     if (left > 0) {
-      text.textContent = sentence(problem, left, screen);
+      if (left !== shown) text.textContent = sentence(problem, left, where);
+      shown = left;
       return;
     }
     window.clearInterval(timer);
-    delete button.dataset.locked;
-    button.disabled = false;
+    release(button, "cooldown");
     text.textContent = t("retryNow");
+    announce(t("retryNow"));
   };
   const timer = window.setInterval(tick, 250);
   timers.push(timer);
@@ -211,28 +302,153 @@ function countDown(problem: Problem, text: HTMLElement, button: HTMLButtonElemen
 
 // ---- step 1: login ID and captcha -> "Request" ---------------------------------------------
 
-async function loadCaptcha(image: HTMLImageElement, answerField: HTMLElement): Promise<void> {
+/** The captcha part of the first screen. */
+interface CaptchaView {
+  intro: HTMLElement;
+  /** The picture and its two choices: another picture, or none at all. */
+  pictureBox: HTMLElement;
+  image: HTMLImageElement;
+  another: HTMLButtonElement;
+  /** "I can't read the picture": a toggle (aria-pressed) for the proof of work instead. */
+  cantRead: HTMLButtonElement;
+  answerField: HTMLElement;
+  answer: HTMLInputElement;
+  /** The proof of work under way: a sentence and a progress bar (not a live region). */
+  work: HTMLElement;
+  workText: HTMLElement;
+  progress: HTMLProgressElement;
+}
+
+/** What an older service that does not say `check` asks for, from what it hands out. */
+function inferCheck(captcha: CreateCaptchaResponse): CaptchaCheck {
+  if (captcha.check !== CaptchaCheck.UNSPECIFIED) return captcha.check;
+  if (captcha.imagePng.length > 0) return captcha.pow ? CaptchaCheck.DIGITS_AND_POW : CaptchaCheck.DIGITS;
+  return captcha.pow ? CaptchaCheck.POW : CaptchaCheck.NONE;
+}
+
+const PICTURE_CHECKS = new Set([CaptchaCheck.DIGITS, CaptchaCheck.DIGITS_OR_POW, CaptchaCheck.DIGITS_AND_POW]);
+
+function cantReadChosen(view: CaptchaView): boolean {
+  return state.captchaCheck === CaptchaCheck.DIGITS_OR_POW && view.cantRead.getAttribute("aria-pressed") === "true";
+}
+
+/** Whether StartRecovery gets the digits, and whether it gets the proof of work. */
+function proofsSent(view: CaptchaView): { digits: boolean; work: boolean } {
+  const check = state.captchaCheck ?? CaptchaCheck.NONE;
+  const chosen = cantReadChosen(view);
+  return {
+    digits: PICTURE_CHECKS.has(check) && !chosen,
+    work: check === CaptchaCheck.POW || check === CaptchaCheck.DIGITS_AND_POW || chosen,
+  };
+}
+
+/** Shows what this captcha asks for: the picture and the digits field only when the digits are
+ *  checked (never with RECOVERY_CAPTCHA=off) and the person did not choose the way round them. */
+function showCaptchaParts(view: CaptchaView): void {
+  const check = state.captchaCheck ?? CaptchaCheck.NONE;
+  const { digits, work } = proofsSent(view);
+  view.pictureBox.hidden = !PICTURE_CHECKS.has(check);
+  view.image.hidden = !digits;
+  view.another.hidden = !digits;
+  view.cantRead.hidden = check !== CaptchaCheck.DIGITS_OR_POW;
+  view.answerField.hidden = !digits;
+  if (!digits) view.answer.removeAttribute("aria-invalid");
+  view.work.hidden = !work;
+  view.intro.textContent = digits ? t("intro") : t("introNoPicture");
+}
+
+/** Solves `pow` in the worker (on the page's thread where workers cannot run). */
+function solveInWorker(pow: PowChallenge, signal: AbortSignal, onProgress: Progress): Promise<string> {
+  const onThePage = () => solvePow(pow, signal, onProgress);
+  if (typeof Worker === "undefined") return onThePage();
+  return new Promise<string>((resolve, reject) => {
+    let worker: Worker;
+    try {
+      worker = new Worker(POW_WORKER_URL);
+    } catch {
+      onThePage().then(resolve, reject);
+      return;
+    }
+    const stop = () => {
+      worker.terminate();
+      reject(new PowFailure("proof of work cancelled"));
+    };
+    signal.addEventListener("abort", stop, { once: true });
+    worker.onmessage = (event: MessageEvent<PowMessage>) => {
+      const message = event.data;
+      if (message.kind === "progress") {
+        onProgress(message.tried, message.total);
+        return;
+      }
+      worker.terminate();
+      signal.removeEventListener("abort", stop);
+      if (message.kind === "done") resolve(message.solution);
+      else reject(new PowFailure("proof of work has no solution"));
+    };
+    // A worker that cannot start (an old browser, a proxy rewriting the policy): the same
+    // search on the page's thread, in slices.
+    worker.onerror = (event) => {
+      event.preventDefault();
+      worker.terminate();
+      signal.removeEventListener("abort", stop);
+      onThePage().then(resolve, reject);
+    };
+    worker.postMessage(pow);
+  });
+}
+
+/** Starts the proof of work of the current captcha, shown with its progress. `told`: the person
+ *  asked for it, so its start and end are announced (in pow mode it simply runs). */
+function startWork(view: CaptchaView, told: boolean): void {
+  state.powAbort?.abort();
+  state.powSolution = undefined;
+  const pow = state.pow;
+  if (!pow || !proofsSent(view).work) return;
+  const abort = new AbortController();
+  state.powAbort = abort;
+  view.progress.value = 0;
+  view.workText.textContent = t("powWorking");
+  if (told) announce(t("powWorking"));
+  const challenge: PowChallenge = {
+    algorithm: pow.algorithm,
+    challenge: pow.challenge,
+    salt: pow.salt,
+    signature: pow.signature,
+    maxNumber: Number(pow.maxNumber),
+  };
+  const solution = solveInWorker(challenge, abort.signal, (tried, total) => {
+    // The search stops wherever the number is, so the bar shows the share searched.
+    view.progress.value = Math.min(99, Math.floor((tried / total) * 100));
+  });
+  state.powSolution = solution;
+  solution.then(
+    () => {
+      if (abort.signal.aborted) return;
+      view.progress.value = 100;
+      view.workText.textContent = t("powDone");
+      if (told) announce(t("powDone"));
+    },
+    () => {
+      if (!abort.signal.aborted) view.workText.textContent = t("POW_FAILED");
+    },
+  );
+}
+
+async function loadCaptcha(view: CaptchaView): Promise<void> {
   state.powAbort?.abort();
   state.powSolution = undefined;
   const captcha = await client.createCaptcha({});
   state.captchaId = captcha.captchaId;
+  state.captchaCheck = inferCheck(captcha);
+  state.pow = captcha.pow;
   if (state.captchaUrl) URL.revokeObjectURL(state.captchaUrl);
-  // A pure proof-of-work captcha comes without a picture: then there is nothing to type.
-  const hasPicture = captcha.imagePng.length > 0;
-  answerField.hidden = !hasPicture;
-  image.hidden = !hasPicture;
-  if (hasPicture) {
+  state.captchaUrl = undefined;
+  if (captcha.imagePng.length > 0 && PICTURE_CHECKS.has(state.captchaCheck)) {
     state.captchaUrl = URL.createObjectURL(new Blob([new Uint8Array(captcha.imagePng)], { type: "image/png" }));
-    image.src = state.captchaUrl;
+    view.image.src = state.captchaUrl;
   }
-  // SPEC §6 proof of work: present once the proto carries CreateCaptchaResponse.pow.
-  const pow = (captcha as { pow?: PowChallenge }).pow;
-  if (pow) {
-    const abort = new AbortController();
-    state.powAbort = abort;
-    state.powSolution = solvePow(pow, abort.signal);
-    state.powSolution.catch(() => undefined);
-  }
+  showCaptchaParts(view);
+  startWork(view, cantReadChosen(view));
 }
 
 function showStart(): void {
@@ -254,53 +470,86 @@ function showStart(): void {
   });
   const image = h("img", { class: "captcha", alt: t("captchaAlt"), width: "200", height: "70" });
   const another = h("button", { type: "button", class: "link" }, t("newPicture"));
-  const answerField = field("captcha-answer", t("captchaAnswer"), answer);
+  const cantRead = h("button", { type: "button", class: "link toggle", "aria-pressed": "false" }, t("cantRead"));
+  const workText = h("p", { id: "pow-text" });
+  const progress = h("progress", { max: "100", value: "0", "aria-labelledby": "pow-text" });
+  const view: CaptchaView = {
+    intro: h("p", {}, t("intro")),
+    pictureBox: h("div", { class: "captcha-box", hidden: true }, image, h("div", { class: "captcha-choices" }, another, cantRead)),
+    image,
+    another,
+    cantRead,
+    answerField: field("captcha-answer", t("captchaAnswer"), answer),
+    answer,
+    work: h("div", { class: "work", hidden: true }, workText, progress),
+    workText,
+    progress,
+  };
+  // Nothing of the captcha shows until the service said what it checks.
+  view.answerField.hidden = true;
   const request = h("button", { type: "submit" }, t("request"));
   const form = h(
     "form",
     { novalidate: true },
     field("login", t("loginId"), login),
-    h("div", { class: "captcha-box" }, image, another),
-    answerField,
+    view.pictureBox,
+    view.answerField,
+    view.work,
     request,
     alertBox(),
   );
-  show(h("h1", {}, t("title")), h("p", {}, t("intro")), form);
-  login.focus();
+  show(h("h1", {}, t("title")), view.intro, form);
 
-  const reload = () =>
-    loadCaptcha(image, answerField).catch((error: unknown) => showProblem(error));
+  let loaded = Promise.resolve();
+  const reload = () => {
+    loaded = loadCaptcha(view).catch((error: unknown) => {
+      showProblem(error);
+    });
+    return loaded;
+  };
   another.addEventListener("click", () => {
     answer.value = "";
     void reload();
+  });
+  cantRead.addEventListener("click", () => {
+    const chosen = cantRead.getAttribute("aria-pressed") !== "true";
+    cantRead.setAttribute("aria-pressed", String(chosen));
+    showCaptchaParts(view);
+    if (chosen) {
+      startWork(view, true);
+    } else {
+      state.powAbort?.abort();
+      state.powSolution = undefined;
+    }
   });
   void reload();
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (isHeld(request)) return;
     state.loginId = login.value.trim();
-    void busy([request], async () => {
-      try {
-        const init: MessageInitShape<typeof StartRecoveryRequestSchema> & {
-          powSolution?: string;
-        } = {
+    void (async () => {
+      const outcome = await attempt(request, async () => {
+        await loaded;
+        const { digits, work } = proofsSent(view);
+        return client.startRecovery({
           loginId: state.loginId,
           captchaId: state.captchaId ?? "",
-          captchaAnswer: answer.value.trim(),
+          captchaAnswer: digits ? answer.value.trim() : "",
           locale,
-        };
-        if (state.powSolution) init.powSolution = await state.powSolution;
-        const response = await client.startRecovery(init);
-        state.flow = response.flow;
+          powSolution: work && state.powSolution ? await state.powSolution : "",
+        });
+      });
+      if (outcome.ok) {
+        state.flow = outcome.value.flow;
         showMethods();
-      } catch (error) {
-        const problem = showProblem(error, request);
-        // Any answer burns the captcha (right or wrong): every failure needs a fresh one.
-        answer.value = "";
-        await reload();
-        if (problem.reason === "CAPTCHA_INVALID") answer.focus();
+        return;
       }
-    });
+      showProblem(outcome.error, request);
+      // Any answer burns the captcha (right or wrong): every failure needs a fresh one.
+      answer.value = "";
+      await reload();
+    })();
   });
 }
 
@@ -354,17 +603,12 @@ function showSend(): void {
     alertBox(),
     h("p", {}, startOverButton()),
   );
-  get.focus();
-  get.addEventListener("click", () =>
-    void busy([get], async () => {
-      try {
-        await sendCode();
-        showCode();
-      } catch (error) {
-        showProblem(error, get);
-      }
-    }),
-  );
+  get.addEventListener("click", async () => {
+    if (isHeld(get)) return;
+    const outcome = await attempt(get, sendCode);
+    if (outcome.ok) showCode();
+    else showProblem(outcome.error, get);
+  });
 }
 
 // ---- step 5: the code -> "Confirm" -----------------------------------------------------------
@@ -381,7 +625,7 @@ function showCode(): void {
   });
   const confirm = h("button", { type: "submit" }, t("confirm"));
   const resend = h("button", { type: "button", class: "secondary" }, t("resend"));
-  const status = h("p", { class: "status", role: "status" });
+  const status = h("p", { class: "status" });
   const form = h(
     "form",
     { novalidate: true },
@@ -391,39 +635,39 @@ function showCode(): void {
     alertBox(),
   );
   show(h("h1", {}, t("codeTitle")), h("p", {}, t("codeIntro", { dest: destination })), form);
-  code.focus();
 
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (isHeld(confirm)) return;
     status.textContent = "";
-    void busy([confirm], async () => {
-      try {
-        const response = await client.verifyCode({
-          flowId: state.flow?.flowId ?? "",
-          code: code.value.trim(),
-        });
-        state.resetToken = response.resetToken;
-        showPassword();
-      } catch (error) {
-        const problem = showProblem(error, confirm);
-        if (!flowIsOver(problem)) code.select();
-      }
-    });
+    const outcome = await attempt(confirm, () =>
+      client.verifyCode({
+        flowId: state.flow?.flowId ?? "",
+        code: code.value.trim(),
+      }),
+    );
+    if (outcome.ok) {
+      state.resetToken = outcome.value.resetToken;
+      showPassword();
+    } else {
+      showProblem(outcome.error, confirm);
+    }
   });
-  resend.addEventListener("click", () =>
-    void busy([resend], async () => {
-      status.textContent = "";
-      try {
-        await sendCode();
-        root.querySelector("#alert")?.replaceChildren();
-        status.textContent = t("codeResent");
-        code.value = "";
-        code.focus();
-      } catch (error) {
-        showProblem(error, resend);
-      }
-    }),
-  );
+  resend.addEventListener("click", async () => {
+    if (isHeld(resend)) return;
+    status.textContent = "";
+    const outcome = await attempt(resend, sendCode);
+    if (!outcome.ok) {
+      showProblem(outcome.error, resend);
+      return;
+    }
+    screen.querySelector("#alert")?.replaceChildren();
+    status.textContent = t("codeResent");
+    code.value = "";
+    code.removeAttribute("aria-invalid");
+    code.focus();
+    announce(t("codeResent"));
+  });
 }
 
 // ---- step 6: the new password twice -> "Confirm new password" -------------------------------
@@ -459,7 +703,6 @@ function showPassword(): void {
   );
   show(h("h1", {}, t("passwordTitle")), h("p", {}, t("passwordIntro")), form);
   password.setAttribute("aria-describedby", "new-password-hint policy");
-  password.focus();
 
   const levels = t("strengthLevels").split("|");
   const showRules = (violations: { reason: string; description: string }[], strength: number) => {
@@ -468,6 +711,8 @@ function showPassword(): void {
     rules.replaceChildren(...violations.map((v) => h("li", {}, ruleSentence(v.reason, v.description))));
     policyStatus.textContent = password.value && violations.length === 0 ? t("policyOk") : "";
     feedback.dataset.state = violations.length === 0 ? "ok" : "violations";
+    // A refused password made good: no longer marked, and the refusal goes with it.
+    if (password.value && violations.length === 0) clearProblem(password, "PASSWORD_POLICY");
   };
 
   // Live feedback from the service's own policy (ValidatePassword), debounced so typing does
@@ -495,39 +740,44 @@ function showPassword(): void {
       }
     }, 250);
   });
+  // "Not the same yet" once the repeat has left the password's path (a prefix is still on its
+  // way), announced once when it appears, after typing pauses.
+  let differed = false;
+  let sayDiffer: number | undefined;
   const checkRepeat = () => {
     const hint = document.getElementById("repeat-password-hint");
-    const differs = repeat.value.length > 0 && repeat.value !== password.value;
-    if (hint) hint.textContent = differs ? t("passwordsDiffer") : "";
+    const differs = repeat.value.length > 0 && !password.value.startsWith(repeat.value);
+    if (hint && repeat.getAttribute("aria-invalid") !== "true") hint.textContent = differs ? t("passwordsDiffer") : "";
+    window.clearTimeout(sayDiffer);
+    if (differs && !differed) sayDiffer = window.setTimeout(() => announce(t("passwordsDiffer")), 700);
+    differed = differs;
+    if (repeat.value === password.value) clearProblem(repeat, "PASSWORD_MISMATCH");
   };
   repeat.addEventListener("input", checkRepeat);
   password.addEventListener("input", () => repeat.value && checkRepeat());
 
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    void busy([submit], async () => {
-      try {
-        await client.resetPassword({
-          resetToken: state.resetToken ?? "",
-          newPassword: password.value,
-          newPasswordConfirmation: repeat.value,
-        });
-        state.resetToken = undefined;
-        showDone();
-      } catch (error) {
-        const problem = showProblem(error, submit);
-        if (problem.reason === "PASSWORD_POLICY") {
-          showRules(
-            problem.fields.map((f) => ({ reason: f.reason, description: f.description })),
-            Number(meter.value),
-          );
-          password.setAttribute("aria-invalid", "true");
-          password.focus();
-        } else if (problem.reason === "PASSWORD_MISMATCH") {
-          repeat.focus();
-        }
-      }
-    });
+    if (isHeld(submit)) return;
+    const outcome = await attempt(submit, () =>
+      client.resetPassword({
+        resetToken: state.resetToken ?? "",
+        newPassword: password.value,
+        newPasswordConfirmation: repeat.value,
+      }),
+    );
+    if (outcome.ok) {
+      state.resetToken = undefined;
+      showDone();
+      return;
+    }
+    const problem = showProblem(outcome.error, submit);
+    if (problem.reason === "PASSWORD_POLICY") {
+      showRules(
+        problem.fields.map((f) => ({ reason: f.reason, description: f.description })),
+        Number(meter.value),
+      );
+    }
   });
 }
 
@@ -592,19 +842,16 @@ function showReport(fromLink: string): void {
   );
   show(h("h1", {}, t("reportTitle")), h("p", {}, t("reportIntro")), form);
   confirm.setAttribute("aria-describedby", "report-effect");
-  (fromLink ? confirm : code).focus();
 
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    void busy([confirm], async () => {
-      try {
-        await client.reportUnrequestedRecovery({ reportCode: code.value.trim() });
-        show(h("h1", {}, t("reportDoneTitle")), h("p", { class: "done" }, t("reportDoneText")), h("p", {}, t("reportDoneHint")));
-      } catch (error) {
-        const problem = showProblem(error, confirm, "report");
-        if (problem.reason === "TOKEN_INVALID" || problem.reason === "INVALID_ARGUMENT") code.select();
-      }
-    });
+    if (isHeld(confirm)) return;
+    const outcome = await attempt(confirm, () => client.reportUnrequestedRecovery({ reportCode: code.value.trim() }));
+    if (outcome.ok) {
+      show(h("h1", {}, t("reportDoneTitle")), h("p", { class: "done" }, t("reportDoneText")), h("p", {}, t("reportDoneHint")));
+    } else {
+      showProblem(outcome.error, confirm, "report");
+    }
   });
 }
 
