@@ -141,7 +141,10 @@ async fn run(iterations: usize) -> anyhow::Result<()> {
         secret: Some(SecretString::from(
             "enumeration-bench-secret-0123456789-0123456789",
         )),
-        captcha: recovery_service::recovery::handle::CaptchaMode::Off,
+        captcha: recovery_service::config::CaptchaConfig {
+            mode: recovery_service::recovery::handle::CaptchaMode::Off,
+            ..Default::default()
+        },
         rate_limits: recovery_service::recovery::limits::RateLimits {
             enabled: false,
             ..Default::default()

@@ -116,7 +116,10 @@ impl<'de> Deserialize<'de> for CaptchaConfig {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a captcha mode (on, image, pow, both, off) or a [captcha] table")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
                 // Through the derived struct, so an unknown key in the table is reported as
                 // unknown (strict) like anywhere else.
                 let Table { mode, alternative } =
@@ -768,7 +771,9 @@ mod tests {
             };
             let warnings = config.warnings();
             assert_eq!(
-                warnings.iter().any(|w| w.contains("cannot read the picture")),
+                warnings
+                    .iter()
+                    .any(|w| w.contains("cannot read the picture")),
                 warned,
                 "{mode:?} {alternative:?}: {warnings:?}"
             );

@@ -249,7 +249,9 @@ async fn in_image_mode_the_picture_comes_with_dearer_work_as_the_way_round_it() 
     assert!(reply.image_png.starts_with(b"\x89PNG"));
     assert!(!reply.captcha_id.is_empty());
     assert_eq!(reply.check(), proto::CaptchaCheck::DigitsOrPow);
-    let pow = reply.pow.expect("image mode offers the work instead of the picture");
+    let pow = reply
+        .pow
+        .expect("image mode offers the work instead of the picture");
     assert_eq!(pow.max_number, TEST_ALTERNATIVE_MAX_NUMBER);
 }
 
@@ -318,9 +320,15 @@ async fn in_image_mode_the_work_instead_of_the_picture_is_spent_once() {
 async fn in_image_mode_every_proof_sent_is_checked_so_wrong_digits_beside_good_work_are_refused() {
     let app = app(CaptchaMode::Image).await;
     let (reply, solution) = solved(&app).await;
-    let failure = start_typing(&app, &unique_login(), &reply.captcha_id, "000000", &solution)
-        .await
-        .failure();
+    let failure = start_typing(
+        &app,
+        &unique_login(),
+        &reply.captcha_id,
+        "000000",
+        &solution,
+    )
+    .await
+    .failure();
     failure.assert(Code::InvalidArgument, "CAPTCHA_INVALID");
     assert_eq!(failure.fields(), vec!["captcha_answer"]);
     // The wrong digits burnt the picture; the work was not spent and still passes alone.

@@ -35,7 +35,9 @@ pub struct CaptchaAnswer {
 impl CaptchaAnswer {
     /// The id and the digits, when digits were typed.
     pub fn typed(&self) -> Option<(&str, &SecretString)> {
-        self.answer.as_ref().map(|answer| (self.id.as_str(), answer))
+        self.answer
+            .as_ref()
+            .map(|answer| (self.id.as_str(), answer))
     }
 }
 
@@ -69,7 +71,10 @@ impl StartRecovery {
                 Some(None)
             } else {
                 violations
-                    .check(input::parse_captcha_answer("captcha_answer", captcha_answer))
+                    .check(input::parse_captcha_answer(
+                        "captcha_answer",
+                        captcha_answer,
+                    ))
                     .map(Some)
             };
             id.zip(answer)

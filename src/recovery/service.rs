@@ -234,8 +234,7 @@ impl Recovery {
             ]));
         }
         let mut missing = Vec::new();
-        if matches!(check, CaptchaCheck::Digits | CaptchaCheck::DigitsAndWork) && typed.is_none()
-        {
+        if matches!(check, CaptchaCheck::Digits | CaptchaCheck::DigitsAndWork) && typed.is_none() {
             if captcha.is_none() {
                 missing.push(FieldViolation::new(
                     "captcha_id",
@@ -258,7 +257,8 @@ impl Recovery {
         if let (true, Some((id, answer))) = (check.digits(), typed) {
             // Taken (read and deleted) before it is checked: the first answer burns it.
             let record = self.store.take_captcha(id).await?;
-            let accepted = record.is_some_and(|r| r.accepts(answer.expose_secret(), &self.keys, now));
+            let accepted =
+                record.is_some_and(|r| r.accepts(answer.expose_secret(), &self.keys, now));
             if !accepted {
                 return Err(RecoveryError::captcha_invalid("captcha_answer"));
             }

@@ -102,13 +102,16 @@ const politeRegion = h("div", { class: "visually-hidden", role: "status", id: "a
 const urgentRegion = h("div", { class: "visually-hidden", role: "alert", id: "announce-urgent" });
 root.replaceChildren(screen, politeRegion, urgentRegion);
 
-/** Says `text` once to screen readers. Emptied first, so the same sentence twice is news twice. */
+/** Says `text` once to screen readers. Emptied first, so the same sentence twice is news twice;
+ *  held back while the screen is busy (a call that started meanwhile), as some readers drop it. */
 function announce(text: string, urgent = false): void {
   const region = urgent ? urgentRegion : politeRegion;
   region.textContent = "";
-  window.setTimeout(() => {
-    region.textContent = text;
-  }, 100);
+  const write = () => {
+    if (screen.getAttribute("aria-busy") === "true") window.setTimeout(write, 100);
+    else region.textContent = text;
+  };
+  window.setTimeout(write, 100);
 }
 
 /** Replaces the screen, names the step in the document title and moves focus to its heading,
@@ -686,7 +689,8 @@ function showPassword(): void {
   const policyStatus = h("p", { class: "policy-status" });
   const feedback = h(
     "div",
-    { class: "feedback", id: "policy", "aria-live": "polite" },
+    // Not a live region: what changed is announced once (showRules), the "Checking…" never.
+    { class: "feedback", id: "policy" },
     h("div", { class: "strength" }, h("label", { for: "strength" }, `${t("strength")}:`), meter, strengthText),
     policyStatus,
     rules,
@@ -705,11 +709,19 @@ function showPassword(): void {
   password.setAttribute("aria-describedby", "new-password-hint policy");
 
   const levels = t("strengthLevels").split("|");
+  let said = "";
   const showRules = (violations: { reason: string; description: string }[], strength: number) => {
     meter.value = strength;
     strengthText.textContent = levels[strength] ?? "";
-    rules.replaceChildren(...violations.map((v) => h("li", {}, ruleSentence(v.reason, v.description))));
+    const sentences = violations.map((v) => ruleSentence(v.reason, v.description));
+    rules.replaceChildren(...sentences.map((text) => h("li", {}, text)));
     policyStatus.textContent = password.value && violations.length === 0 ? t("policyOk") : "";
+    // Said when it changes: the strength, then the rules still broken or that all are met.
+    const summary = password.value
+      ? [`${t("strength")}: ${levels[strength] ?? ""}.`, ...(sentences.length ? sentences : [t("policyOk")])].join(" ")
+      : "";
+    if (summary && summary !== said) announce(summary);
+    said = summary;
     feedback.dataset.state = violations.length === 0 ? "ok" : "violations";
     // A refused password made good: no longer marked, and the refusal goes with it.
     if (password.value && violations.length === 0) clearProblem(password, "PASSWORD_POLICY");
