@@ -110,7 +110,7 @@ test("a person who cannot read the picture recovers an account by keyboard alone
     assert.equal(await alertText(page), "Please check the marked fields.");
     await assertFocus(page, "input#login", "after a bad login ID");
     await waitForAnnouncement(page, "Please check the marked fields.");
-    await page.getByText("Enter your login ID as an e-mail address.").waitFor();
+    await page.locator("#screen").getByText("Enter your login ID as an e-mail address.").waitFor();
     assert.equal(await page.locator("#login").getAttribute("aria-invalid"), "true");
     await captchaShown(page);
     await shot(page, "02-invalid-login");
@@ -143,7 +143,7 @@ test("a person who cannot read the picture recovers an account by keyboard alone
     await heading(page, "Verify it is you");
     await assertFocus(page, 'h1 "Verify it is you"');
     assert.equal(await page.title(), "Verify it is you – Password recovery");
-    await page.getByText("j***e@e***.com").waitFor();
+    await page.locator("#screen").getByText("j***e@e***.com").waitFor();
     await shot(page, "04-verify-now");
     await press("Tab");
     await assertFocus(page, 'button "Verify now"');
@@ -195,12 +195,12 @@ test("a person who cannot read the picture recovers an account by keyboard alone
     const wrong = code === "000000" ? "111111" : "000000";
     await type(wrong);
     await press("Enter");
-    await page.getByText("The code is wrong. Attempts left: 4.").waitFor();
+    await page.locator("#screen").getByText("The code is wrong. Attempts left: 4.").waitFor();
     await assertFocus(page, "input#code", "after a wrong code");
     await waitForAnnouncement(page, "The code is wrong. Attempts left: 4.");
     await type(wrong);
     await press("Enter");
-    await page.getByText("The code is wrong. Attempts left: 3.").waitFor();
+    await page.locator("#screen").getByText("The code is wrong. Attempts left: 3.").waitFor();
     await assertFocus(page, "input#code", "after another wrong code");
     await shot(page, "07-wrong-code");
     await type(code);
@@ -214,7 +214,7 @@ test("a person who cannot read the picture recovers an account by keyboard alone
     await press("Tab");
     await assertFocus(page, "input#new-password");
     await type("password");
-    await page.getByText("This is one of the most common passwords.").waitFor();
+    await page.locator("#screen").getByText("This is one of the most common passwords.").waitFor();
     assert.equal(await page.locator("meter").getAttribute("value"), "0");
     await press("Tab");
     await assertFocus(page, "input#repeat-password");
@@ -229,14 +229,14 @@ test("a person who cannot read the picture recovers an account by keyboard alone
     // A strong one in its place: the mark and the refusal go as soon as the service agrees.
     await type(newPassword);
     assert.equal(await page.locator("#new-password").inputValue(), newPassword);
-    await page.getByText("This password meets every rule.").waitFor();
+    await page.locator("#screen").getByText("This password meets every rule.").waitFor();
     await page.waitForFunction(() => !document.querySelector("#new-password")?.hasAttribute("aria-invalid"));
     assert.equal(await page.locator("#alert").innerText(), "");
     await press("Tab");
     await assertFocus(page, "input#repeat-password");
     await type(`${newPassword}!`);
     assert.equal(await page.locator("#repeat-password").inputValue(), `${newPassword}!`);
-    await page.getByText("The two passwords are not the same yet.").waitFor();
+    await page.locator("#screen").getByText("The two passwords are not the same yet.").waitFor();
     await waitForAnnouncement(page, "The two passwords are not the same yet.");
     await press("Enter");
     await page.locator("#alert").getByText("The two passwords are not the same.").waitFor();
@@ -253,7 +253,7 @@ test("a person who cannot read the picture recovers an account by keyboard alone
     await heading(page, "Your password has been changed");
     await assertFocus(page, 'h1 "Your password has been changed"');
     assert.equal(await page.title(), "Your password has been changed – Password recovery");
-    await page.getByText(`Log in with your login ID ${login} and your new password.`).waitFor();
+    await page.locator("#screen").getByText(`Log in with your login ID ${login} and your new password.`).waitFor();
     await shot(page, "12-done");
 
     const width = await page.evaluate(() => document.documentElement.scrollWidth);
@@ -288,11 +288,11 @@ test("five wrong codes end the flow and the page offers to start over", async ()
     for (let left = 4; left >= 1; left--) {
       await typeInto(page, "Verification code", wrong);
       await page.keyboard.press("Enter");
-      await page.getByText(`Attempts left: ${left}.`).waitFor();
+      await page.locator("#screen").getByText(`Attempts left: ${left}.`).waitFor();
     }
     await typeInto(page, "Verification code", wrong);
     await page.keyboard.press("Enter");
-    await page.getByText("that was the last attempt", { exact: false }).waitFor();
+    await page.locator("#screen").getByText("that was the last attempt", { exact: false }).waitFor();
     await assertFocus(page, 'button "Start over"', "after the last wrong code");
     await waitForAnnouncement(page, await alertText(page));
     const startOver = page.locator("#alert").getByRole("button", { name: "Start over" });
@@ -399,7 +399,7 @@ test("the report link in the code mail asks first, and only the click reports", 
       assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
       await heading(page, "Report a recovery you did not ask for");
       assert.equal(await page.getByLabel("Report code", { exact: true }).inputValue(), report.code);
-      await page.getByText(REPORT_EFFECT).waitFor();
+      await page.locator("#screen").getByText(REPORT_EFFECT).waitFor();
       assert.equal(await page.locator("#alert").textContent(), "");
     }
     // The flow is still open: a wrong code is counted as usual, not refused as a dead flow.
@@ -410,7 +410,7 @@ test("the report link in the code mail asks first, and only the click reports", 
 
     await page.getByRole("button", { name: "Confirm the report" }).click();
     await heading(page, "Thank you, it is reported");
-    await page.getByText("We ended every open password recovery of your account", { exact: false }).waitFor();
+    await page.locator("#screen").getByText("We ended every open password recovery of your account", { exact: false }).waitFor();
     await shot(page, "17-reported");
     // The click ended the flow: the right code does not work any more.
     const ended = await rejects(api.VerifyCode({ flow_id: flow.flow_id, code }));
@@ -422,7 +422,7 @@ test("the report link in the code mail asks first, and only the click reports", 
     const confirm = page.getByRole("button", { name: "Confirm the report" });
     await confirm.click();
     assert.equal(await alertText(page), REPORT_INVALID);
-    await page.getByText("Enter the report code from the message.").waitFor();
+    await page.locator("#screen").getByText("Enter the report code from the message.").waitFor();
     assert.equal(await page.getByLabel("Report code", { exact: true }).getAttribute("aria-invalid"), "true");
     // A typo can be corrected: the field and the button stay usable (no "Start over").
     assert.equal(await confirm.isDisabled(), false);
@@ -546,30 +546,38 @@ test("the page is not served when [ui] enabled is false", async () => {
   }
 });
 
-test("with RECOVERY_CAPTCHA=off the page shows no picture and asks for no digits", async () => {
-  const off = await startService({ captcha: "off" });
-  const login = "no.captcha@example.com";
-  off.createAccount(login, "Old-Granite-Harbor-73!");
-  const { page, problems, close } = await phonePage();
-  try {
-    await page.goto(off.url);
-    await heading(page, "Forgot your password?");
-    await page.getByText("Enter your login ID, and we will help you set a new password.").waitFor();
-    assert.equal(await page.locator("img.captcha").isVisible(), false);
-    assert.equal(await page.getByLabel("Digits in the picture").isVisible(), false);
-    assert.equal(await page.getByRole("button", { name: "I can't read the picture" }).isVisible(), false);
-    assert.equal(await page.locator(".work").isVisible(), false);
-    // By keyboard: the login field, then straight to "Request".
-    await page.keyboard.press("Tab");
-    await assertFocus(page, "input#login");
-    await page.keyboard.type(login);
-    await page.keyboard.press("Tab");
-    await assertFocus(page, 'button "Request"');
-    await page.keyboard.press("Enter");
-    await heading(page, "Verify it is you");
-    assert.deepEqual(problems, []);
-  } finally {
-    await close();
-    await off.stop();
-  }
-});
+// Off: nothing to read or do. Pow: nothing to read, the work runs by itself and "Request"
+// waits for it, holding focus on the button.
+for (const [mode, intro] of [
+  ["off", "Enter your login ID, and we will help you set a new password."],
+  ["pow", "Your browser is doing a short calculation to show it is not a robot. This takes a few seconds."],
+]) {
+  test(`with RECOVERY_CAPTCHA=${mode} the page shows no picture and asks for no digits`, async () => {
+    const other = await startService({ captcha: mode });
+    const login = `captcha.${mode}@example.com`;
+    other.createAccount(login, "Old-Granite-Harbor-73!");
+    const { page, problems, close } = await phonePage();
+    try {
+      await page.goto(other.url);
+      await heading(page, "Forgot your password?");
+      await page.locator("#screen").getByText("Enter your login ID, and we will help you set a new password.").waitFor();
+      await page.locator("#screen").getByText(intro).first().waitFor();
+      assert.equal(await page.locator("img.captcha").isVisible(), false);
+      assert.equal(await page.getByLabel("Digits in the picture").isVisible(), false);
+      assert.equal(await page.getByRole("button", { name: "I can't read the picture" }).isVisible(), false);
+      assert.equal(await page.locator(".work").isVisible(), mode === "pow");
+      // By keyboard: the login field, then straight to "Request".
+      await page.keyboard.press("Tab");
+      await assertFocus(page, "input#login");
+      await page.keyboard.type(login);
+      await page.keyboard.press("Tab");
+      await assertFocus(page, 'button "Request"');
+      await page.keyboard.press("Enter");
+      await heading(page, "Verify it is you");
+      assert.deepEqual(problems, []);
+    } finally {
+      await close();
+      await other.stop();
+    }
+  });
+}
