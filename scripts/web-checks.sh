@@ -9,8 +9,8 @@
 #      bundle rebuilt, and neither may differ from what is committed (the binary embeds
 #      web/dist/, so a stale bundle would ship);
 #   5. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
-#   6. node --test: the grpc-js client and the browser (headless Chromium) suites against the
-#      real binary;
+#   6. node --test: the grpc-js client, the browser and the accessibility (headless Chromium,
+#      axe-core) suites against the real binary;
 #   7. traces exported to a real OTLP receiver.
 #
 # Needs node/npm, chromium and the pinned Python checkers: scripts/test-services.sh installs them.
@@ -52,7 +52,7 @@ if ! bash scripts/walkthrough.sh >"$walk_log" 2>&1; then
 fi
 tail -n 1 "$walk_log"; rm -f "$walk_log"
 
-echo "== node --test: grpc-js client, browser"
+echo "== node --test: grpc-js client, browser, accessibility"
 (cd web && npm test --silent)
 
 echo "== traces and metrics to a real OTLP receiver (oteltest's otelsink)"

@@ -244,3 +244,27 @@ impl AdminStartRecovery {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0f8e2c52-5b8e-4d8e-9c39-3f1f1c1c1c1c";
+
+    fn captcha(id: &str, answer: &str) -> Result<Option<(String, bool)>, RecoveryError> {
+        StartRecovery::parse("jane@example.com", "en", id, answer, "")
+            .map(|start| start.captcha.map(|c| (c.id.clone(), c.typed().is_some())))
+    }
+
+    #[test]
+    fn a_picture_id_without_digits_is_a_captcha_not_typed_and_digits_need_an_id() {
+        assert!(matches!(captcha("", ""), Ok(None)));
+        assert!(matches!(captcha(ID, ""), Ok(Some((_, false)))));
+        assert!(matches!(captcha(ID, "  "), Ok(Some((_, false)))));
+        assert!(matches!(captcha(ID, "123456"), Ok(Some((_, true)))));
+        let Err(RecoveryError::InvalidArgument(violations)) = captcha("", "123456") else {
+            panic!("digits without the picture's id must be refused");
+        };
+        assert_eq!(violations[0].field, "captcha_id");
+    }
+}

@@ -208,6 +208,65 @@ impl Recovery {
         Ok(())
     }
 
+    /// `StartRecovery`. Known and unknown logins take the same path with the same store and
+    /// database operations; only the flow's hidden `account_id` differs.
+    #[tracing::instrument(skip_all, fields(flow_id))]
+    pub async fn start(
+        &self,
+        ctx: &RequestContext,
+        command: StartRecovery,
+    ) -> Result<FlowView, RecoveryError> {
+        let StartRecovery {
+            login,
+            captcha,
+            pow_solution,
+            locale,
+        } = command;
+        self.limit_caller(ctx, "StartRecovery").await?;
+        let now = self.clock.now();
+        self.check_captcha(captcha.as_ref(), pow_solution.as_ref(), now)
+            .await?;
+        let login_key = self.login_key(&login);
+        // Before the account lookup: a limited answer must not depend on whether it exists.
+        self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
+            .await?;
+        let account = self.accounts.find_by_login(login.normalized()).await?;
+        // A reported ("it wasn't me") account is frozen: its starts become decoys, exactly as
+        // for an unknown login (same answer, same writes, nothing delivered). The freeze is read
+        // for unknown logins too, so both make the same store calls.
+        let owner = Flow::owner_of(account.as_ref().map(|a| a.id.as_str()), &login_key);
+        let frozen = self.store.recovery_frozen(&owner).await?;
+        let (account, frozen_account) = if frozen {
+            (None, account)
+        } else {
+            (account, None)
+        };
+        // Methods come from what was typed, never from the account: showing the address on
+        // file would tell an attacker the account exists.
+        let methods = vec![Method {
+            channel: Channel::Email,
+            masked_destination: mask_email(login.typed()),
+        }];
+        let flow = self
+            .open_flow(account.as_ref(), login_key, methods, locale, now)
+            .await?;
+        let mut record = self.audit(
+            "recovery.started",
+            Some(&flow),
+            ctx,
+            if frozen_account.is_some() {
+                "frozen"
+            } else {
+                "ok"
+            },
+        );
+        if let Some(account) = frozen_account {
+            record.account_id = Some(account.id.clone());
+        }
+        self.record(record).await;
+        Ok(self.view(&flow))
+    }
+
     /// The captcha of a `StartRecovery`, as `CaptchaCheck` asks: first that what it needs is
     /// there, then every proof it checks that was sent (a wrong one is refused even when the
     /// other would pass), each spent by the check.
@@ -267,65 +326,6 @@ impl Recovery {
             self.spend_pow(solution, now).await?;
         }
         Ok(())
-    }
-
-    /// `StartRecovery`. Known and unknown logins take the same path with the same store and
-    /// database operations; only the flow's hidden `account_id` differs.
-    #[tracing::instrument(skip_all, fields(flow_id))]
-    pub async fn start(
-        &self,
-        ctx: &RequestContext,
-        command: StartRecovery,
-    ) -> Result<FlowView, RecoveryError> {
-        let StartRecovery {
-            login,
-            captcha,
-            pow_solution,
-            locale,
-        } = command;
-        self.limit_caller(ctx, "StartRecovery").await?;
-        let now = self.clock.now();
-        self.check_captcha(captcha.as_ref(), pow_solution.as_ref(), now)
-            .await?;
-        let login_key = self.login_key(&login);
-        // Before the account lookup: a limited answer must not depend on whether it exists.
-        self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
-            .await?;
-        let account = self.accounts.find_by_login(login.normalized()).await?;
-        // A reported ("it wasn't me") account is frozen: its starts become decoys, exactly as
-        // for an unknown login (same answer, same writes, nothing delivered). The freeze is read
-        // for unknown logins too, so both make the same store calls.
-        let owner = Flow::owner_of(account.as_ref().map(|a| a.id.as_str()), &login_key);
-        let frozen = self.store.recovery_frozen(&owner).await?;
-        let (account, frozen_account) = if frozen {
-            (None, account)
-        } else {
-            (account, None)
-        };
-        // Methods come from what was typed, never from the account: showing the address on
-        // file would tell an attacker the account exists.
-        let methods = vec![Method {
-            channel: Channel::Email,
-            masked_destination: mask_email(login.typed()),
-        }];
-        let flow = self
-            .open_flow(account.as_ref(), login_key, methods, locale, now)
-            .await?;
-        let mut record = self.audit(
-            "recovery.started",
-            Some(&flow),
-            ctx,
-            if frozen_account.is_some() {
-                "frozen"
-            } else {
-                "ok"
-            },
-        );
-        if let Some(account) = frozen_account {
-            record.account_id = Some(account.id.clone());
-        }
-        self.record(record).await;
-        Ok(self.view(&flow))
     }
 
     /// Writes a new flow and adds it to its owner's open flows.
