@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `account create|delete|export`,
-//! `config check`.
+//! `config check`, `config schema`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -85,10 +85,35 @@ enum ConfigCommand {
         #[arg(long)]
         connect: bool,
     },
+    /// Print the configuration's JSON Schema (draft-07): every key, its description, default,
+    /// range and allowed words. Editors validate a TOML file against it (taplo:
+    /// `#:schema ./config.schema.json` on the first line).
+    Schema,
+}
+
+fn print_schema() -> ExitCode {
+    let schema = recovery_service::config::schema::json_schema();
+    match serde_json::to_string_pretty(&schema) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: the schema cannot be printed: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The schema describes the configuration; it needs none, valid or not.
+    if let Some(Command::Config {
+        command: ConfigCommand::Schema,
+    }) = &cli.command
+    {
+        return print_schema();
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -168,6 +193,10 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
             Ok(())
         }
+        // Answered in `main` before any configuration is loaded.
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => Ok(()),
         Command::Account {
             command:
                 AccountCommand::Create {
