@@ -4,7 +4,9 @@
 #
 #   1. npm ci (pinned by web/package-lock.json);
 #   2. deploy/ validated offline (scripts/deploy_checks.py);
-#   3. buf lint and buf breaking on proto/ (against the previous commit's proto/);
+#   3. docs/openapi.yaml valid (openapi-spec-validator), docs/config.schema.json a valid schema and
+#      the example configuration valid against it as editors see it (taplo); buf lint and buf
+#      breaking on proto/ (against the previous commit's proto/);
 #   4. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
 #      bundle rebuilt, and neither may differ from what is committed (the binary embeds
 #      web/dist/, so a stale bundle would ship);
@@ -26,6 +28,19 @@ echo "== npm ci (web/)"
 
 echo "== deploy/: Kubernetes schemas and policy, compose spec, Dockerfile, binary linkage"
 python3 scripts/deploy_checks.py "$BIN"
+
+echo "== docs/openapi.yaml is valid OpenAPI; TOML checked against docs/config.schema.json as editors do"
+openapi-spec-validator docs/openapi.yaml
+check-jsonschema --check-metaschema docs/config.schema.json
+# taplo reads the `#:schema ./config.schema.json` directive of the file, as an editor does.
+taplo check docs/recovery.example.toml 2>&1 | grep -v ' INFO ' || true
+taplo check docs/recovery.example.toml >/dev/null 2>&1 || { echo "web-checks: taplo refuses docs/recovery.example.toml" >&2; exit 1; }
+broken=$(mktemp -d)
+printf '#:schema %s/docs/config.schema.json\n[flow]\nmax_attempts = 0\n' "$PWD" >"$broken/recovery.toml"
+if taplo check "$broken/recovery.toml" >/dev/null 2>&1; then
+  echo "web-checks: taplo accepted flow.max_attempts = 0: the schema lost its bounds" >&2; exit 1
+fi
+rm -rf "$broken"
 
 echo "== buf lint, buf breaking"
 bash scripts/proto-checks.sh

@@ -66,3 +66,27 @@ fn the_configuration_reference_in_the_docs_is_what_the_schema_makes() {
     );
     assert_current(path, &expected);
 }
+
+#[test]
+fn the_committed_openapi_document_is_what_the_protos_make() {
+    let document = recovery_service::api::openapi::document();
+    // Top-level keys in the order readers expect (serde_json's map would sort them).
+    let yaml: String = ["openapi", "info", "servers", "tags", "paths", "components"]
+        .into_iter()
+        .map(|key| {
+            let one = serde_json::json!({ key: document[key] });
+            serde_norway::to_string(&one).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        document.as_object().unwrap().len(),
+        6,
+        "a top-level key of the OpenAPI document is not written out"
+    );
+    let header = format!(
+        "# The OpenAPI document of the JSON gateway (Envoy's grpc_json_transcoder in front of\n\
+         # recovery-service), generated from proto/ and its google.api.http rules by\n\
+         # src/api/openapi.rs. Do not edit: regenerate with `{REGENERATE}`.\n"
+    );
+    assert_current("docs/openapi.yaml", &(header + &yaml));
+}
