@@ -1090,7 +1090,7 @@ impl ApiDocument {
     async fn start(&self, envoy: &Envoy, login: &str) -> String {
         let (_, captcha) = self
             .call(
-                &envoy,
+                envoy,
                 "RecoveryService_CreateCaptcha",
                 &[],
                 Some(json!({})),

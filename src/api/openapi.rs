@@ -210,9 +210,12 @@ fn comments(file: &File) -> BTreeMap<Vec<i32>, String> {
 
 /// The messages and enums of every file, by fully-qualified name (`.pkg.Name`), with the
 /// comment of each and of its fields.
+/// A message, its comment and its fields' comments.
+type Described = (DescriptorProto, Option<String>, Vec<Option<String>>);
+
 #[derive(Default)]
 struct Types {
-    messages: BTreeMap<String, (DescriptorProto, Option<String>, Vec<Option<String>>)>,
+    messages: BTreeMap<String, Described>,
     enums: BTreeMap<String, (EnumDescriptorProto, Option<String>)>,
 }
 
