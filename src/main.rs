@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `account create|delete|export`,
-//! `config check`, `config schema`.
+//! `config check`, `config schema`, `probe`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -39,6 +39,9 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Exit 0 when this host's service is ready: asks `/readyz` of the admin listener
+    /// (`admin.listen`), for container health checks in images without a shell or curl.
+    Probe,
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -89,6 +92,27 @@ enum ConfigCommand {
     /// range and allowed words. Editors validate a TOML file against it (taplo:
     /// `#:schema ./config.schema.json` on the first line).
     Schema,
+}
+
+/// `probe`: GET `/readyz` on the admin listener's port over loopback, within 2 s.
+async fn probe(config: &Config) -> anyhow::Result<()> {
+    let Some(admin) = config.admin.listen else {
+        anyhow::bail!("admin.listen is not set: there is no /readyz to ask");
+    };
+    let url = format!("http://127.0.0.1:{}/readyz", admin.port());
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
 }
 
 fn print_schema() -> ExitCode {
@@ -168,6 +192,7 @@ fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
 async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => recovery_service::server::run(config).await,
+        Command::Probe => probe(&config).await,
         Command::Migrate => {
             let db = Database::connect(&config.database_url, &config.database).await?;
             db.migrate().await?;

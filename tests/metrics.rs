@@ -264,6 +264,25 @@ async fn metrics_parse_and_move_when_a_flow_runs() {
     }
 }
 
+/// `probe` (the compose health check of an image without curl) succeeds against a ready
+/// service and fails when nothing answers on the admin port.
+#[tokio::test]
+async fn the_probe_command_follows_readyz() {
+    let server = start().await;
+    let probe = |admin: u16| {
+        let dir = TempDir::new();
+        common::binary_command(&dir, "probe.db")
+            .arg("probe")
+            .env("RECOVERY_ADMIN__LISTEN", format!("0.0.0.0:{admin}"))
+            .output()
+            .unwrap()
+    };
+    let ready = probe(server.admin);
+    assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stderr));
+    let nobody = probe(spare_port());
+    assert!(!nobody.status.success());
+}
+
 #[tokio::test]
 async fn probes_answer_on_the_admin_port_only() {
     let server = start().await;
