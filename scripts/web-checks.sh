@@ -10,7 +10,8 @@
 #   4. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
 #      bundle rebuilt, and neither may differ from what is committed (the binary embeds
 #      web/dist/, so a stale bundle would ship);
-#   5. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
+#   5. the clients against one started binary (scripts/client-checks.sh): the README's grpcurl
+#      walk-through, the Python client generated from proto/, the curl walk through Envoy;
 #   6. node --test: the grpc-js client and the browser (headless Chromium) suites against the
 #      real binary;
 #   7. traces exported to a real OTLP receiver.
@@ -58,14 +59,8 @@ if [ "$before" != "$(snapshot)" ]; then
 fi
 echo "web/dist and web/src/gen match their sources"
 
-echo "== the README's grpcurl walk-through (scripts/walkthrough.sh)"
-walk_log=$(mktemp)
-if ! bash scripts/walkthrough.sh >"$walk_log" 2>&1; then
-  cat "$walk_log" >&2; rm -f "$walk_log"
-  echo "web-checks: the README walk-through failed" >&2
-  exit 1
-fi
-tail -n 1 "$walk_log"; rm -f "$walk_log"
+echo "== clients: the README's grpcurl walk-through, the Python client, the curl walk through Envoy"
+bash scripts/client-checks.sh
 
 echo "== node --test: grpc-js client, browser"
 (cd web && npm test --silent)
