@@ -99,6 +99,9 @@ async fn probe(config: &Config) -> anyhow::Result<()> {
     let Some(admin) = config.admin.listen else {
         anyhow::bail!("admin.listen is not set: there is no /readyz to ask");
     };
+    // reqwest has no TLS provider of its own here (ring is the tree's one); plain HTTP needs
+    // none, but building the client asks for it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = format!("http://127.0.0.1:{}/readyz", admin.port());
     let response = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(2))

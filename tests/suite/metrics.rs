@@ -267,10 +267,12 @@ async fn metrics_parse_and_move_when_a_flow_runs() {
 /// service and fails when nothing answers on the admin port.
 #[tokio::test]
 async fn the_probe_command_follows_readyz() {
-    let server = start().await;
+    let Some(server) = start().await else {
+        return;
+    };
     let probe = |admin: u16| {
         let dir = TempDir::new();
-        common::binary_command(&dir, "probe.db")
+        crate::common::binary_command(&dir, "probe.db")
             .arg("probe")
             .env("RECOVERY_ADMIN__LISTEN", format!("0.0.0.0:{admin}"))
             .output()
