@@ -20,8 +20,8 @@ export interface FieldProblem {
 }
 
 export interface Problem {
-  /** An SPEC §3 reason, NETWORK / UNKNOWN when the service did not say, or POW_FAILED when the
-   *  page's proof of work did not finish. */
+  /** A reason of the error table (docs/api.md), NETWORK / UNKNOWN when the service did not
+   *  say, or POW_FAILED when the page's proof of work did not finish. */
   reason: string;
   /** Whole seconds to wait (RetryInfo), rounded up; 0 when there is no cooldown. */
   retryAfterSeconds: number;
