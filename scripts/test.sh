@@ -12,7 +12,11 @@
 #      PostgreSQL), faults (private redis-server and PostgreSQL on spare ports) and the load
 #      generator's smoke run (tests/loadgen.rs: every scenario, a few requests, answers only —
 #      the timed benchmark is scripts/bench.sh);
-#   4. the end-to-end suites again on Redis + PostgreSQL, Redis Cluster + MariaDB;
+#      The model test (tests/model: random concurrent clients checked against a reference
+#      model of the contract, about a minute per backend) is one of them;
+#   4. the end-to-end suites, the model test among them, again on Redis + PostgreSQL and on
+#      Redis Cluster + MariaDB;
+#   4b. every cargo-fuzz target for 10 s (scripts/fuzz-smoke.sh; the long run: a larger number);
 #   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
 #      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
 #      the README walk-through script;
@@ -45,11 +49,13 @@ promtool test rules deploy/prometheus/alerts.test.yaml
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
-E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test proof_of_work --test breach_check --test localized_errors --test mail_content --test attacker --test live_code --test report --test admin_recovery --test webhooks)
+E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test proof_of_work --test breach_check --test localized_errors --test mail_content --test attacker --test live_code --test report --test admin_recovery --test webhooks --test model)
 echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+echo "== every fuzz target, 10 s each (scripts/fuzz-smoke.sh; longer: scripts/fuzz-smoke.sh 600)"
+bash scripts/fuzz-smoke.sh 10
 echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"
 cargo build --locked --bin recovery-service
 bash scripts/web-checks.sh
