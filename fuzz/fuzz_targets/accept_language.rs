@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let catalogue = Catalogue::embedded();
     let picked = catalogue.pick(tags.iter().map(String::as_str));
-    assert!(catalogue.locales().any(|l| l == picked), "{picked} is no catalogue locale");
+    assert!(
+        catalogue.locales().any(|l| l == picked),
+        "{picked} is no catalogue locale"
+    );
     // Every language the header names first, if the catalogue has it, is the one picked.
     if let Some(first) = tags.iter().find_map(|t| catalogue.resolve(t)) {
         assert_eq!(first, picked);

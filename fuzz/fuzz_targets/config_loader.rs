@@ -65,10 +65,13 @@ fuzz_target!(|data: &[u8]| {
             if let Some(secret) = &config.secret {
                 let secret = secret.expose_secret();
                 if secret.len() >= 8 && secret != "***" {
-                    assert!(!shown.contains(secret), "config check would print the secret");
+                    assert!(
+                        !shown.contains(secret),
+                        "config check would print the secret"
+                    );
                 }
             }
-            // What `config check` prints is itself a configuration the loader reads back.
+            // The settings the service runs with are derived without a panic either.
             let _ = config.recovery_settings();
         }
         Err(error) => {

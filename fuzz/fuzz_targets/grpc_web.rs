@@ -74,11 +74,15 @@ fn server() -> SocketAddr {
                     notifier: Some(Arc::new(recovery_service::notify::CapturingNotifier::new())),
                     ..Overrides::default()
                 };
-                let app = App::build(config, overrides).await.expect("the service builds");
+                let app = App::build(config, overrides)
+                    .await
+                    .expect("the service builds");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind");
-                sender.send(listener.local_addr().expect("address")).expect("send");
+                sender
+                    .send(listener.local_addr().expect("address"))
+                    .expect("send");
                 app.serve(listener, std::future::pending())
                     .await
                     .expect("serve");
@@ -150,7 +154,10 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {head}"));
-    assert!(status < 500, "HTTP {status} for {path} ({content_type}): {head}");
+    assert!(
+        status < 500,
+        "HTTP {status} for {path} ({content_type}): {head}"
+    );
     if status != 200 {
         return;
     }
@@ -190,5 +197,8 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(rest.is_empty(), "bytes after the last frame");
     let trailers = trailers.expect("a trailers frame");
-    assert!(trailers.contains("grpc-status:"), "no grpc-status: {trailers}");
+    assert!(
+        trailers.contains("grpc-status:"),
+        "no grpc-status: {trailers}"
+    );
 });

@@ -23,7 +23,10 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let keys = KeyRing::parse("fuzz-secret-0123456789-0123456789-0123456789").expect("key");
-        let expires_at = Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).single().expect("date");
+        let expires_at = Utc
+            .with_ymd_and_hms(2100, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date");
         let challenge = ProofOfWork::issue(&keys, expires_at, 1_000).expect("issued");
         let number = pow::solve(&challenge).expect("solvable");
         let solved = pow::encode_solution(&challenge, number);
@@ -41,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let fixture = fixture();
-    let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("date");
+    let now = Utc
+        .with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
+        .single()
+        .expect("date");
     let text = String::from_utf8_lossy(rest);
     if mode % 2 == 0 {
         if let Ok(solution) = PowSolution::parse("pow_solution", &text) {
@@ -66,6 +72,10 @@ fuzz_target!(|data: &[u8]| {
             (&solution.salt, solution.number, &solution.signature),
             (&o.salt, o.number, &o.signature)
         );
-        assert_eq!(solution.spent_key(), o.spent_key(), "a replay could pass as new");
+        assert_eq!(
+            solution.spent_key(),
+            o.spent_key(),
+            "a replay could pass as new"
+        );
     }
 });

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(code) => {
             let code = code.expose();
             assert_eq!(code.len(), ReportCode::HEX_DIGITS);
-            assert!(code.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(
+                code.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
             let again = ReportCode::parse("report_code", code).expect("its own output parses");
             assert_eq!(again.expose(), code);
             // What was typed, less the forgiven characters, is the code (case aside).

@@ -1058,11 +1058,10 @@ impl Case<'_> {
         for index in 0..self.flows.len() {
             let (flow_key, artifacts) = &self.flows[index];
             let now = self.worlds[0].now;
-            let exists = self.worlds.iter().any(|w| {
-                w.flows
-                    .get(flow_key)
-                    .is_some_and(|f| now < f.expires_at)
-            });
+            let exists = self
+                .worlds
+                .iter()
+                .any(|w| w.flows.get(flow_key).is_some_and(|f| now < f.expires_at));
             if !exists {
                 continue;
             }
