@@ -17,7 +17,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use unicode_normalization::UnicodeNormalization;
 
-use super::model::{
+use super::contract::{
     Answer, CaptchaArg, CodeArg, Detail, FlowArg, Invocation, Key, LoginArg, Mail, MailKind,
     Millis, Op, PasswordArg, SecretArg, Settings, Stage, View, World, orders,
 };
@@ -714,7 +714,6 @@ impl Case<'_> {
                     reset_token: token.clone(),
                     new_password: password.clone(),
                     new_password_confirmation: confirmation.clone(),
-                    ..Default::default()
                 };
                 match recovery.reset_password(with_client(request, address)).await {
                     Ok(r) => match self.offset(r.into_inner().password_changed_at.as_ref()) {

@@ -1,6 +1,6 @@
 //! The model test: random sequences of calls by a few concurrent clients over a few logins,
 //! run against the real server and checked, answer by answer, against a reference model of the
-//! contract (`model.rs`). See docs/development.md, "The model test".
+//! contract (`contract.rs`). See docs/development.md, "The model test".
 //!
 //! - `RECOVERY_MODEL_SECONDS` (default 60) and `RECOVERY_MODEL_CASES` (default 400) bound a run;
 //!   `RECOVERY_MODEL_LONG=<minutes>` is the soak: as many cases as fit, longer sequences.
@@ -8,8 +8,8 @@
 //!   `tests/suite/e2e/model/regressions/`; every saved script runs again in every later run.
 //! - The backends are the suite's (`RECOVERY_TEST_STORE`, `RECOVERY_TEST_DB`).
 
+mod contract;
 mod harness;
-mod model;
 mod script;
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use recovery_service::config::Config;
 use recovery_service::recovery::limits::RateLimit;
 
 use crate::common::{self, TestApp};
-use model::{Settings, StoreClock, Window};
+use contract::{Settings, StoreClock, Window};
 
 /// Counts small enough that a sequence of a few dozen steps meets each of them (a per-flow cap
 /// below its per-account budget, so both are reachable); lifetimes and windows are the defaults,

@@ -292,7 +292,7 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
 // ---- generation ---------------------------------------------------------------------------
 
 /// Clock jumps that land just before and just after every lifetime and window of the
-/// configuration the model runs (see `model::Settings::for_model`), plus small ones.
+/// configuration the model runs (see `configure` in mod.rs), plus small ones.
 pub const JUMPS: &[u64] = &[
     1, 29, 31, // reset lease
     59, 60, 61, // resend cooldown
