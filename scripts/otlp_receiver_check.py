@@ -57,6 +57,9 @@ def spare_port():
         return s.getsockname()[1]
 
 
+SERVICE_NAME = "recovery-otlp-check"
+
+
 def fail(message, log=""):
     print(f"otlp receiver check FAILED: {message}\n{log}", file=sys.stderr)
     sys.exit(1)
@@ -79,12 +82,17 @@ def main():
         "RECOVERY_LISTEN": "127.0.0.1:0",
         "RECOVERY_CAPTCHA": "off",
         "RECOVERY_DATABASE_URL": f"sqlite://{work}/recovery.db?mode=rwc",
-        "RECOVERY_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        # The standard variables (tests/telemetry.rs covers RECOVERY_OTLP_ENDPOINT): the endpoint,
+        # the service's name and extra resource attributes, as an operator's platform sets them.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_SERVICE_NAME": SERVICE_NAME,
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=ci,service.namespace=identity",
         # grpcurl plays the gateway: only a trusted peer's traceparent is honoured
         # (telemetry.trust_traceparent = "proxies", the default).
         "RECOVERY_SERVER__TRUSTED_PROXIES": '["127.0.0.1"]',
     }
     env.pop("RECOVERY_REDIS_URL", None)
+    env.pop("RECOVERY_OTLP_ENDPOINT", None)
     with open(log_path, "w") as log:
         service = subprocess.Popen([str(BINARY), "serve"], cwd=work, env=env, stdout=log, stderr=log)
     try:
@@ -146,8 +154,9 @@ def main():
                 a["key"]: a["value"].get("stringValue")
                 for a in resource_spans.get("resource", {}).get("attributes", [])
             }
-            if attributes.get("service.name") != "recovery-service":
-                fail(f"resource without service.name=recovery-service: {attributes}")
+            wanted = {"service.name": SERVICE_NAME, "deployment.environment.name": "ci", "service.namespace": "identity"}
+            if any(attributes.get(k) != v for k, v in wanted.items()) or not attributes.get("service.version"):
+                fail(f"the resource does not follow OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES: {attributes}")
             for scope in resource_spans.get("scopeSpans", []):
                 spans.extend(scope.get("spans", []))
     metric_names = sorted(
@@ -161,6 +170,20 @@ def main():
     )
     if "recovery.rpc.errors" not in metric_names:
         fail(f"no recovery.rpc.errors metric: {metric_names}")
+    if "rpc.server.call.duration" not in metric_names:
+        fail(f"no rpc.server.call.duration metric: {metric_names}")
+    call_attributes = {
+        a["key"]
+        for export in metrics
+        for resource_metrics in export.get("resourceMetrics", [])
+        for scope in resource_metrics.get("scopeMetrics", [])
+        for metric in scope.get("metrics", [])
+        if metric["name"] == "rpc.server.call.duration"
+        for point in metric.get("histogram", {}).get("dataPoints", [])
+        for a in point.get("attributes", [])
+    }
+    if not {"rpc.system.name", "rpc.method", "rpc.response.status_code", "error.type"} <= call_attributes:
+        fail(f"rpc.server.call.duration lacks the semconv 1.42 attributes: {sorted(call_attributes)}")
     names = sorted({span["name"] for span in spans})
     print(f"receiver got {len(spans)} spans: {', '.join(names)}; metrics: {', '.join(metric_names)}")
     for method in ("CreateCaptcha", "StartRecovery", "ValidatePassword"):

@@ -153,8 +153,13 @@ ensure_web_tools() {
 }
 
 ensure_checkers() {
-  # scripts/deploy_checks.py and the OTLP receiver test (scripts/web-checks.sh), pinned.
-  local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0 oteltest==0.49.0)
+  # scripts/deploy_checks.py, the OTLP receiver test and the other checks of
+  # scripts/web-checks.sh, pinned.
+  # openapi-spec-validator: docs/openapi.yaml; taplo: TOML against docs/config.schema.json as
+  # editors check it; grpcio-tools and googleapis-common-protos: the Python client example
+  # (examples/clients/python).
+  local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0 oteltest==0.49.0
+    openapi-spec-validator==0.9.0 taplo==0.9.3 grpcio-tools==1.85.4 googleapis-common-protos==1.76.0)
   local have
   have=$(python3 -m pip freeze 2>/dev/null)
   for package in "${want[@]}"; do
@@ -162,6 +167,8 @@ ensure_checkers() {
   done
   command -v kubernetes-validate >/dev/null || die "kubernetes-validate is not on PATH"
   command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH"
+  command -v openapi-spec-validator >/dev/null || die "openapi-spec-validator is not on PATH"
+  command -v taplo >/dev/null || die "taplo is not on PATH"
   command -v readelf >/dev/null || apt_install binutils
 }
 

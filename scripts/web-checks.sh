@@ -4,11 +4,14 @@
 #
 #   1. npm ci (pinned by web/package-lock.json);
 #   2. deploy/ validated offline (scripts/deploy_checks.py);
-#   3. buf lint and buf breaking on proto/ (against the previous commit's proto/);
+#   3. docs/openapi.yaml valid (openapi-spec-validator), docs/config.schema.json a valid schema and
+#      the example configuration valid against it as editors see it (taplo); buf lint and buf
+#      breaking on proto/ (against the previous commit's proto/);
 #   4. the web bundle is up to date: TypeScript regenerated from proto/ and type-checked, the
 #      bundle rebuilt, and neither may differ from what is committed (the binary embeds
 #      web/dist/, so a stale bundle would ship);
-#   5. the README's grpcurl walk-through (scripts/walkthrough.sh) against the real binary;
+#   5. the clients against one started binary (scripts/client-checks.sh): the README's grpcurl
+#      walk-through, the Python client generated from proto/, the curl walk through Envoy;
 #   6. node --test: the grpc-js client and the browser (headless Chromium) suites against the
 #      real binary;
 #   7. traces exported to a real OTLP receiver.
@@ -27,6 +30,19 @@ echo "== npm ci (web/)"
 echo "== deploy/: Kubernetes schemas and policy, compose spec, Dockerfile, binary linkage"
 python3 scripts/deploy_checks.py "$BIN"
 
+echo "== docs/openapi.yaml is valid OpenAPI; TOML checked against docs/config.schema.json as editors do"
+openapi-spec-validator docs/openapi.yaml
+check-jsonschema --check-metaschema docs/config.schema.json
+# taplo reads the `#:schema ./config.schema.json` directive of the file, as an editor does.
+taplo check docs/recovery.example.toml 2>&1 | grep -v ' INFO ' || true
+taplo check docs/recovery.example.toml >/dev/null 2>&1 || { echo "web-checks: taplo refuses docs/recovery.example.toml" >&2; exit 1; }
+broken=$(mktemp -d)
+printf '#:schema %s/docs/config.schema.json\n[flow]\nmax_attempts = 0\n' "$PWD" >"$broken/recovery.toml"
+if taplo check "$broken/recovery.toml" >/dev/null 2>&1; then
+  echo "web-checks: taplo accepted flow.max_attempts = 0: the schema lost its bounds" >&2; exit 1
+fi
+rm -rf "$broken"
+
 echo "== buf lint, buf breaking"
 bash scripts/proto-checks.sh
 
@@ -43,14 +59,8 @@ if [ "$before" != "$(snapshot)" ]; then
 fi
 echo "web/dist and web/src/gen match their sources"
 
-echo "== the README's grpcurl walk-through (scripts/walkthrough.sh)"
-walk_log=$(mktemp)
-if ! bash scripts/walkthrough.sh >"$walk_log" 2>&1; then
-  cat "$walk_log" >&2; rm -f "$walk_log"
-  echo "web-checks: the README walk-through failed" >&2
-  exit 1
-fi
-tail -n 1 "$walk_log"; rm -f "$walk_log"
+echo "== clients: the README's grpcurl walk-through, the Python client, the curl walk through Envoy"
+bash scripts/client-checks.sh
 
 echo "== node --test: grpc-js client, browser"
 (cd web && npm test --silent)

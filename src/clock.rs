@@ -6,6 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+/// Seconds in a day, for the configuration's bounds.
+pub const DAY_SECS: u64 = 24 * 3600;
+/// Ten minutes: the longest any single wait (connect, statement, send, queue) may be configured
+/// to last.
+pub const MAX_WAIT_MS: u64 = 600_000;
+
 /// `now + duration`, saturating to `now` for a duration chrono cannot represent (only absurd
 /// configuration values get there). The one place domain code adds a `Duration` to a time.
 pub fn after(now: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {

@@ -5,6 +5,7 @@
 //! Strict: an unknown key or `RECOVERY_*` variable ([`strict`]) and a value out of range
 //! ([`validate`]) fail the load, every problem listed at once.
 
+pub mod schema;
 mod strict;
 mod validate;
 
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::clock::{DAY_SECS, MAX_WAIT_MS};
 use crate::db::{DatabaseSettings, RetentionSettings};
 use crate::net::IpRange;
 use crate::notify::events::EventSettings;
@@ -34,11 +37,14 @@ use crate::recovery::service::RecoverySettings;
 use crate::secrets::HashSettings;
 pub use crate::store::redis::RedisConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifierKind {
+    /// Print every message, codes included, on the console: development only (refused in
+    /// production mode).
     #[default]
     Log,
+    /// Send through the relay of `smtp_url`, from the durable delivery queue.
     Smtp,
 }
 
@@ -75,24 +81,47 @@ fn captcha_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CaptchaMod
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[flow]`: lifetimes and budgets of one recovery.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct FlowConfig {
+    /// Seconds a recovery flow lives from `StartRecovery`; after that it is `FLOW_NOT_FOUND`.
+    #[schemars(range(min = 60, max = DAY_SECS))]
     pub flow_ttl_secs: u64,
+    /// Seconds a verification code stays valid (`CODE_EXPIRED` after; a new one can be sent).
+    /// Not longer than `flow.flow_ttl_secs`.
+    #[schemars(range(min = 30, max = DAY_SECS))]
     pub code_ttl_secs: u64,
+    /// Seconds a reset token from `VerifyCode` stays valid.
+    #[schemars(range(min = 30, max = DAY_SECS))]
     pub token_ttl_secs: u64,
+    /// Wrong codes a flow takes; the next one ends it (`ATTEMPTS_EXHAUSTED`).
+    #[schemars(range(min = 1, max = 20))]
     pub max_attempts: u32,
+    /// Seconds between two codes of one flow (`RESEND_TOO_SOON` before).
+    #[schemars(range(min = 0, max = 3600))]
     pub resend_cooldown_secs: u64,
+    /// Codes one flow may send.
+    #[schemars(range(min = 1, max = 50))]
     pub max_sends: u32,
+    /// Seconds a captcha (picture or proof of work) can be answered.
+    #[schemars(range(min = 30, max = 3600))]
     pub captcha_ttl_secs: u64,
+    /// Digits in the captcha picture: fewer are guessable, more are not typeable.
+    #[schemars(range(min = 5, max = 8))]
     pub captcha_digits: u32,
-    /// Cost of a proof of work (`RECOVERY_CAPTCHA=pow|both`): the largest secret number.
+    /// Cost of a proof of work (`captcha = "pow"` or `"both"`): the largest secret number; a
+    /// solve takes half of it in hashes on average. Below 1000 the work is free; above 10^8 a
+    /// phone needs minutes.
+    #[schemars(range(min = 1_000, max = 100_000_000))]
     pub pow_max_number: u32,
-    /// Digits of a verification code, 6-10: each digit divides an attacker's yearly success
+    /// Digits of a verification code: each digit divides an attacker's yearly success
     /// probability at the per-account budget by ten (SECURITY.md).
+    #[schemars(range(min = 6, max = 10))]
     pub code_digits: u32,
-    /// How long `ReportUnrequestedRecovery` freezes recovery for the account; a mailed report
-    /// code stays usable as long.
+    /// Seconds `ReportUnrequestedRecovery` ("it wasn't me") freezes recovery of the account; a
+    /// mailed report code stays usable as long.
+    #[schemars(range(min = 60, max = 30 * DAY_SECS))]
     pub report_freeze_secs: u64,
 }
 
@@ -115,17 +144,22 @@ impl Default for FlowConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[server]`: the gRPC listener.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ServerConfig {
     /// Largest request accepted, in bytes.
+    #[schemars(range(min = 1024, max = 64 * 1024 * 1024))]
     pub max_message_bytes: usize,
+    /// Milliseconds a call may take before it is cancelled (`DEADLINE_EXCEEDED`).
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub request_timeout_ms: u64,
     /// Requests handled at once per connection; more wait, before any of their work started,
     /// until one finishes. 32: the expensive calls are bounded by a handful of permits anyway, so
     /// more in service only queue there, each holding its work's state (~35 KiB for a reset
     /// waiting for the database: with 256, a flood of 1,000 resets over 8 connections peaked at
-    /// 157–174 MiB RSS; issue 10, benches/REPORT.md).
+    /// 157–174 MiB RSS; benches/REPORT.md).
+    #[schemars(range(min = 1, max = 100_000))]
     pub concurrency_limit: usize,
     /// Peers whose `x-forwarded-for` is believed: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
     /// bare addresses (= /32, /128). The client is the right-most forwarded address that is
@@ -133,6 +167,7 @@ pub struct ServerConfig {
     /// "trusted peers" of `telemetry.trust_traceparent`.
     pub trusted_proxies: Vec<IpRange>,
     /// Seconds to let in-flight calls finish on SIGTERM.
+    #[schemars(range(min = 0, max = 3600))]
     pub shutdown_grace_secs: u64,
     /// Browser origins allowed to call over grpc-web (CORS), e.g. `["https://id.example.com"]`;
     /// `["*"]` allows any. Empty: no CORS headers (same-origin front ends and non-browser
@@ -155,7 +190,8 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// `[account_api]`: who may call `AccountService`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(default)]
 pub struct AccountApiConfig {
     /// SHA-256 (hex) of the API keys allowed to call `AccountService`. Empty: loopback only.
@@ -168,7 +204,7 @@ pub struct AccountApiConfig {
 }
 
 /// Whose W3C `traceparent` a server span joins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TraceparentTrust {
     /// Only a direct peer in `server.trusted_proxies` (the gateway); anyone else starts a
@@ -182,7 +218,7 @@ pub enum TraceparentTrust {
 }
 
 /// `[telemetry]`: tracing settings beyond the exporter's endpoint (`otlp_endpoint`).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(default)]
 pub struct TelemetryConfig {
     /// `proxies` (default) | `all` | `none`: whose `traceparent` is honoured. A caller who
@@ -190,7 +226,8 @@ pub struct TelemetryConfig {
     pub trust_traceparent: TraceparentTrust,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// `[recovery_api]`: which gateway may call `RecoveryService`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(default)]
 pub struct RecoveryApiConfig {
     /// SHA-256 (hex) of the gateway keys allowed to call `RecoveryService`, presented as
@@ -201,7 +238,7 @@ pub struct RecoveryApiConfig {
 
 /// TLS on the gRPC port (rustls). Off unless `cert_file` is set; `client_ca_file` adds mutual
 /// TLS, and a verified client certificate then authenticates `AccountService` callers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct TlsConfig {
     /// PEM certificate chain of the server, leaf first.
@@ -214,8 +251,9 @@ pub struct TlsConfig {
     /// With `client_ca_file`: also accept clients without a certificate (they then need an API
     /// key for `AccountService`). A certificate that is presented must still verify.
     pub client_auth_optional: bool,
-    /// A TLS handshake not finished within this time is dropped, so half-open connections
-    /// cannot pile up.
+    /// Milliseconds: a TLS handshake not finished within this time is dropped, so half-open
+    /// connections cannot pile up.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub handshake_timeout_ms: u64,
 }
 
@@ -245,65 +283,107 @@ impl TlsConfig {
 /// The admin listener (`[admin]`): `/metrics` (Prometheus), `/healthz`, `/readyz`. Off unless
 /// `listen` is set, and never on the gRPC port: it is meant for the cluster's scraper and probes,
 /// not for the callers the gateway lets in.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct AdminConfig {
+    /// Address of the admin listener, e.g. `0.0.0.0:9090`; never the gRPC port. Unset: no
+    /// admin listener.
     pub listen: Option<SocketAddr>,
 }
 
 /// The reference web front end at `/` (`web/`, served by `server::ui`).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(default)]
 pub struct UiConfig {
     /// Unset: on, except in production mode, where a public page is an explicit choice.
     pub enabled: Option<bool>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+/// The configuration of recovery-service: a TOML file (`--config` or `RECOVERY_CONFIG`), any key
+/// also settable as `RECOVERY_<KEY>` (nested keys joined by `__`). Unknown keys and values out of
+/// range stop the start.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
+#[schemars(title = "recovery-service configuration")]
 pub struct Config {
+    /// gRPC listen address (`RECOVERY_LISTEN`).
     pub listen: SocketAddr,
+    /// `postgres://…`, `mysql://…` or `sqlite://…` (`RECOVERY_DATABASE_URL`).
     pub database_url: String,
+    /// `redis://…`, `rediss://…`, comma-separated cluster nodes, or
+    /// `redis+sentinel://host:port[,host:port…]/<service>[/db]` (`RECOVERY_REDIS_URL`). Unset:
+    /// the in-process store (one replica only).
     pub redis_url: Option<String>,
+    /// How mails are delivered (`RECOVERY_NOTIFIER`).
     pub notifier: NotifierKind,
+    /// The SMTP relay (`RECOVERY_SMTP_URL`): `smtp://host:port` (plain), `?tls=required`
+    /// (STARTTLS), `?tls=opportunistic`, `smtps://host:port` (TLS); `user:password@` for AUTH.
+    /// A secret: never printed.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub smtp_url: Option<SecretString>,
+    /// Sender address of every mail (`RECOVERY_MAIL_FROM`).
     pub mail_from: String,
     /// Timeouts, pool and TLS trust of the SMTP notifier (`[smtp]`).
     pub smtp: SmtpSettings,
     /// `[mail]`: what the mails carry beyond their templates (the report link).
     pub mail: MailSettings,
+    /// What `StartRecovery` asks for (`RECOVERY_CAPTCHA`): `on` (= `image`, the picture of
+    /// digits), `pow` (proof of work), `both`, or `off`; `true`/`false` mean `on`/`off`.
     #[serde(deserialize_with = "captcha_mode")]
+    #[schemars(schema_with = "schema::captcha_mode")]
     pub captcha: CaptchaMode,
+    /// HMAC key(s), comma-separated, newest first (rotation), each at least 32 bytes
+    /// (`RECOVERY_SECRET`). Unset: a random key per start, with a warning (refused in
+    /// production mode). A secret: never printed.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub secret: Option<SecretString>,
+    /// OTLP/gRPC collector for traces and metrics (`RECOVERY_OTLP_ENDPOINT`; the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` too, which this overrides). Unset: no export.
     pub otlp_endpoint: Option<String>,
     /// `[telemetry]`: whose trace context is honoured.
     pub telemetry: TelemetryConfig,
     /// Production mode refuses to start with a missing or weak secret or the log notifier.
     pub production: bool,
-    /// Directory with templates overriding the embedded ones.
+    /// Directory with templates overriding the embedded e-mail templates.
     pub templates_dir: Option<PathBuf>,
+    /// Log lines on standard error: `text` or `json`.
+    #[schemars(extend("enum" = ["text", "json"]))]
     pub log_format: String,
+    /// `[flow]`: lifetimes and budgets of one recovery.
     pub flow: FlowConfig,
+    /// `[rate_limits]`: fixed windows, shared by all replicas through the store.
     pub rate_limits: RateLimits,
+    /// `[password_policy]`: what a new password must be.
     pub password_policy: PolicySettings,
     /// `[breach_check]`: breached-password range check (off by default).
     pub breach_check: BreachSettings,
+    /// `[hashing]`: argon2id parameters and how many hashes run at once.
     pub hashing: HashSettings,
+    /// `[database]`: pool and timeouts.
     pub database: DatabaseSettings,
+    /// `[redis]`: the store's key prefix and timeouts.
     pub redis: RedisConfig,
+    /// `[delivery]`: the durable e-mail queue.
     pub delivery: DeliverySettings,
+    /// `[events]`: the outbox relay to a Redis Stream.
     pub events: EventSettings,
-    /// `[webhooks]`: the outbox's events POSTed to HTTP endpoints, signed (issue 11).
+    /// `[webhooks]`: the outbox's events POSTed to HTTP endpoints, signed.
     pub webhooks: WebhookSettings,
+    /// `[server]`: the gRPC listener.
     pub server: ServerConfig,
+    /// `[account_api]`: who may call `AccountService`.
     pub account_api: AccountApiConfig,
+    /// `[recovery_api]`: which gateway may call `RecoveryService`.
     pub recovery_api: RecoveryApiConfig,
+    /// `[tls]`: TLS and mutual TLS on the gRPC port.
     pub tls: TlsConfig,
+    /// `[admin]`: `/metrics`, `/healthz`, `/readyz` on a port of their own.
     pub admin: AdminConfig,
+    /// `[ui]`: the web page at `/`.
     pub ui: UiConfig,
-    /// `[retention]`: how long audit, outbox and delivery rows are kept (issue 15).
+    /// `[retention]`: how long audit, outbox and delivery rows are kept.
     pub retention: RetentionSettings,
 }
 

@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `account create|delete|export`,
-//! `config check`.
+//! `config check`, `config schema`, `probe`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -39,6 +39,9 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Exit 0 when this host's service is ready: asks `/readyz` of the admin listener
+    /// (`admin.listen`), for container health checks in images without a shell or curl.
+    Probe,
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -85,10 +88,59 @@ enum ConfigCommand {
         #[arg(long)]
         connect: bool,
     },
+    /// Print the configuration's JSON Schema (draft-07): every key, its description, default,
+    /// range and allowed words. Editors validate a TOML file against it (taplo:
+    /// `#:schema ./config.schema.json` on the first line).
+    Schema,
+}
+
+/// `probe`: GET `/readyz` on the admin listener's port over loopback, within 2 s.
+async fn probe(config: &Config) -> anyhow::Result<()> {
+    let Some(admin) = config.admin.listen else {
+        anyhow::bail!("admin.listen is not set: there is no /readyz to ask");
+    };
+    // reqwest has no TLS provider of its own here (ring is the tree's one); plain HTTP needs
+    // none, but building the client asks for it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("http://127.0.0.1:{}/readyz", admin.port());
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+fn print_schema() -> ExitCode {
+    let schema = recovery_service::config::schema::json_schema();
+    match serde_json::to_string_pretty(&schema) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: the schema cannot be printed: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The schema describes the configuration; it needs none, valid or not.
+    if let Some(Command::Config {
+        command: ConfigCommand::Schema,
+    }) = &cli.command
+    {
+        return print_schema();
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -143,6 +195,7 @@ fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
 async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => recovery_service::server::run(config).await,
+        Command::Probe => probe(&config).await,
         Command::Migrate => {
             let db = Database::connect(&config.database_url, &config.database).await?;
             db.migrate().await?;
@@ -168,6 +221,10 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
             Ok(())
         }
+        // Answered in `main` before any configuration is loaded.
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => Ok(()),
         Command::Account {
             command:
                 AccountCommand::Create {

@@ -27,6 +27,20 @@ impl IpRange {
     }
 }
 
+impl schemars::JsonSchema for IpRange {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IpRange".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A CIDR range (`10.0.0.0/8`, `fd00::/8`) or a bare address (`192.0.2.7` = /32).",
+            "examples": ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]
+        })
+    }
+}
+
 impl FromStr for IpRange {
     type Err = String;
 

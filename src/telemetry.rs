@@ -1,5 +1,9 @@
-//! Logs (tracing, text or JSON on standard error) and, when `RECOVERY_OTLP_ENDPOINT` is set,
-//! traces and metrics exported over OTLP/gRPC. Spans and events carry ids, reasons and masked
+//! Logs (tracing, text or JSON on standard error) and, when `RECOVERY_OTLP_ENDPOINT` or the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set, traces and metrics exported over OTLP/gRPC.
+//! The resource follows `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; the exporters read
+//! the other `OTEL_EXPORTER_OTLP_*` variables (headers, timeout, compression, per-signal
+//! endpoints) themselves. Metric and attribute names come from `opentelemetry-semantic-conventions`
+//! (the semconv version is its `SCHEMA_URL`), never from string literals. Spans and events carry ids, reasons and masked
 //! values only: no code, token, password, captcha answer or full login (see SECURITY.md).
 
 use opentelemetry::global;
@@ -62,21 +66,57 @@ impl Telemetry {
     }
 }
 
-fn resource() -> Resource {
-    Resource::builder()
-        .with_service_name("recovery-service")
-        .with_attribute(opentelemetry::KeyValue::new(
-            "service.version",
-            env!("CARGO_PKG_VERSION"),
-        ))
-        .build()
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
+pub const DEFAULT_SERVICE_NAME: &str = "recovery-service";
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|value| !value.is_empty())
 }
 
-fn span_exporter(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
-    let spans = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()?;
+/// The resource: the SDK's detectors read `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+/// (in that order of precedence, as the specification says); ours fills `service.name` only when
+/// neither gave one, and always states `service.version`.
+pub fn resource() -> Resource {
+    use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
+    let named_by_environment = env_set("OTEL_SERVICE_NAME")
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+            attributes
+                .split(',')
+                .any(|pair| pair.trim().starts_with(&format!("{SERVICE_NAME}=")))
+        });
+    let mut builder = Resource::builder()
+        .with_schema_url([], opentelemetry_semantic_conventions::SCHEMA_URL)
+        .with_attribute(opentelemetry::KeyValue::new(
+            SERVICE_VERSION,
+            env!("CARGO_PKG_VERSION"),
+        ));
+    if !named_by_environment {
+        builder = builder.with_service_name(DEFAULT_SERVICE_NAME);
+    }
+    builder.build()
+}
+
+/// Where a signal is exported: our `RECOVERY_OTLP_ENDPOINT` (contract: it wins), else the
+/// standard variables, which the exporter then reads itself (`Some(None)`), else nowhere.
+/// `OTEL_<SIGNAL>_EXPORTER=none` turns that signal off.
+fn export_target<'a>(configured: Option<&'a str>, signal: &str) -> Option<Option<&'a str>> {
+    if std::env::var(format!("OTEL_{signal}_EXPORTER")).is_ok_and(|v| v.trim() == "none") {
+        return None;
+    }
+    if let Some(endpoint) = configured {
+        return Some(Some(endpoint));
+    }
+    (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        || env_set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
+    .then_some(None)
+}
+
+fn span_exporter(endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> {
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let spans = builder.build()?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(spans)
         .with_resource(resource())
@@ -89,15 +129,17 @@ fn meter_provider(
     otlp_endpoint: Option<&str>,
     prometheus: bool,
 ) -> anyhow::Result<Option<SdkMeterProvider>> {
-    if otlp_endpoint.is_none() && !prometheus {
+    let otlp = export_target(otlp_endpoint, "METRICS");
+    if otlp.is_none() && !prometheus {
         return Ok(None);
     }
     let mut builder = SdkMeterProvider::builder().with_resource(resource());
-    if let Some(endpoint) = otlp_endpoint {
-        let metrics = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()?;
+    if let Some(endpoint) = otlp {
+        let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+        if let Some(endpoint) = endpoint {
+            exporter = exporter.with_endpoint(endpoint);
+        }
+        let metrics = exporter.build()?;
         builder = builder.with_periodic_exporter(metrics);
     }
     if prometheus {
@@ -127,10 +169,10 @@ pub fn init_with_prometheus(
         global::set_meter_provider(meter_provider.clone());
         telemetry.meter_provider = Some(meter_provider);
     }
-    let otel_layer = match otlp_endpoint {
+    let otel_layer = match export_target(otlp_endpoint, "TRACES") {
         Some(endpoint) => {
             let tracer_provider = span_exporter(endpoint)?;
-            let tracer = tracer_provider.tracer("recovery-service");
+            let tracer = tracer_provider.tracer(DEFAULT_SERVICE_NAME);
             global::set_tracer_provider(tracer_provider.clone());
             telemetry.tracer_provider = Some(tracer_provider);
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
@@ -252,9 +294,32 @@ pub mod metrics {
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
     ];
 
+    /// The names gRPC gives its status codes, by number: `rpc.response.status_code` and
+    /// `error.type` carry these (the RPC conventions), not the numbers.
+    pub const GRPC_STATUS_NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+
     /// One finished call: `rpc.server.call.duration` (OpenTelemetry RPC semantic conventions:
-    /// seconds, by `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), whose
-    /// count is the call count; plus the flow counters a success stands for. `route` is one of
+    /// seconds, by `rpc.system.name`, `rpc.method` (`package.Service/Method`),
+    /// `rpc.response.status_code` and, for a failure, `error.type`), whose count is the call
+    /// count; plus the flow counters a success stands for. `route` is one of
     /// our methods (`package.Service/Method`, from `server::routes::known`), `None` for any other
     /// path: a method this server does not have (UNIMPLEMENTED) is recorded as `_OTHER`, as the
     /// conventions say, so a scanner cannot blow up the number of series. The labels borrow the
@@ -264,29 +329,43 @@ pub mod metrics {
         grpc_status: i64,
         elapsed: std::time::Duration,
     ) {
+        use opentelemetry_semantic_conventions::attribute::{
+            ERROR_TYPE, RPC_METHOD, RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME,
+        };
+        use opentelemetry_semantic_conventions::metric::RPC_SERVER_CALL_DURATION;
         static HISTOGRAM: OnceLock<Histogram<f64>> = OnceLock::new();
-        let (service, method) = match route.and_then(|route| route.split_once('/')) {
-            Some((service, method)) if grpc_status != 12 => (service, method),
-            _ => ("_OTHER", "_OTHER"),
+        let method = match route {
+            Some(route) if grpc_status != 12 => route,
+            _ => "_OTHER",
+        };
+        let status = usize::try_from(grpc_status)
+            .ok()
+            .and_then(|code| GRPC_STATUS_NAMES.get(code))
+            .copied()
+            .unwrap_or("UNKNOWN");
+        // `error.type` only on failures (the conventions); the labels borrow `'static` strings,
+        // so recording a call allocates nothing.
+        let attributes = [
+            KeyValue::new(RPC_SYSTEM_NAME, "grpc"),
+            KeyValue::new(RPC_METHOD, method),
+            KeyValue::new(RPC_RESPONSE_STATUS_CODE, status),
+            KeyValue::new(ERROR_TYPE, status),
+        ];
+        let attributes = if grpc_status == 0 {
+            &attributes[..3]
+        } else {
+            &attributes[..]
         };
         HISTOGRAM
             .get_or_init(|| {
                 meter()
-                    .f64_histogram("rpc.server.call.duration")
+                    .f64_histogram(RPC_SERVER_CALL_DURATION)
                     .with_unit("s")
                     .with_description("gRPC calls served: duration by method and status code")
                     .with_boundaries(DURATION_BUCKETS.to_vec())
                     .build()
             })
-            .record(
-                elapsed.as_secs_f64(),
-                &[
-                    KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", service),
-                    KeyValue::new("rpc.method", method),
-                    KeyValue::new("rpc.grpc.status_code", grpc_status),
-                ],
-            );
+            .record(elapsed.as_secs_f64(), attributes);
         if grpc_status != 0 {
             return;
         }

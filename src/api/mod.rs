@@ -4,6 +4,7 @@ pub mod account;
 pub mod context;
 pub mod i18n;
 pub mod localized;
+pub mod openapi;
 pub mod recovery;
 pub mod redact;
 pub mod status;

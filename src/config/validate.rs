@@ -7,30 +7,11 @@
 //! the flow usable and the upper ones keep one setting from defeating a protection (a captcha of
 //! 20 digits no person types, a pool of 10 000 connections no database accepts).
 
-use std::ops::RangeInclusive;
-
 use super::Config;
-
-const DAY_SECS: u64 = 24 * 3600;
-/// Ten minutes: the longest any single wait (connect, statement, send) is allowed to be.
-const MAX_WAIT_MS: u64 = 600_000;
 
 struct Problems(Vec<String>);
 
 impl Problems {
-    fn range<T>(&mut self, key: &str, value: T, allowed: RangeInclusive<T>)
-    where
-        T: PartialOrd + std::fmt::Display + Copy,
-    {
-        if !allowed.contains(&value) {
-            self.0.push(format!(
-                "`{key}` = {value} is out of range: allowed {}..={}",
-                allowed.start(),
-                allowed.end()
-            ));
-        }
-    }
-
     fn rule(&mut self, broken: bool, message: impl FnOnce() -> String) {
         if broken {
             self.0.push(message());
@@ -38,79 +19,24 @@ impl Problems {
     }
 }
 
-/// One message per value out of range; empty when all are in range.
+/// One message per value out of range; empty when all are in range. Each number's own bounds
+/// are the schema's (`#[schemars(range(..))]` on its field, checked by [`super::schema`]); what
+/// is here relates two keys or checks a shape the schema cannot express.
 pub(super) fn out_of_range(config: &Config) -> Vec<String> {
-    let mut p = Problems(Vec::new());
+    let mut p = Problems(super::schema::out_of_range(config));
     let f = &config.flow;
-    p.range("flow.flow_ttl_secs", f.flow_ttl_secs, 60..=DAY_SECS);
-    p.range("flow.code_ttl_secs", f.code_ttl_secs, 30..=DAY_SECS);
-    p.range("flow.token_ttl_secs", f.token_ttl_secs, 30..=DAY_SECS);
     p.rule(f.code_ttl_secs > f.flow_ttl_secs, || {
         format!(
             "`flow.code_ttl_secs` = {} is longer than `flow.flow_ttl_secs` = {}: the code would outlive its flow",
             f.code_ttl_secs, f.flow_ttl_secs
         )
     });
-    p.range("flow.max_attempts", f.max_attempts, 1..=20);
-    p.range(
-        "flow.resend_cooldown_secs",
-        f.resend_cooldown_secs,
-        0..=3600,
-    );
-    p.range("flow.max_sends", f.max_sends, 1..=50);
-    p.range("flow.captcha_ttl_secs", f.captcha_ttl_secs, 30..=3600);
-    // The picture is drawn for 5 to 8 digits; fewer is guessable, more is not typeable.
-    p.range("flow.captcha_digits", f.captcha_digits, 5..=8);
-    // Below 1000 the work is free; above 10^8 a phone would need minutes.
-    p.range("flow.pow_max_number", f.pow_max_number, 1_000..=100_000_000);
-    // Six digits is the floor the yearly guessing bound in SECURITY.md is computed for.
-    p.range("flow.code_digits", f.code_digits, 6..=10);
-    // A freeze under a minute protects nothing; over 30 days it locks the owner out for good.
-    p.range(
-        "flow.report_freeze_secs",
-        f.report_freeze_secs,
-        60..=30 * DAY_SECS,
-    );
     p.0.extend(config.webhooks.problems(config.production));
-    let breach = &config.breach_check;
-    p.range("breach_check.timeout_ms", breach.timeout_ms, 50..=30_000);
-    p.range("breach_check.min_count", breach.min_count, 1..=u64::MAX);
     if let Some(url) = &config.mail.report_url
         && let Some(problem) = crate::notify::report_link::check_report_url(url)
     {
         p.0.push(format!("`mail.report_url` {problem}"));
     }
-
-    let limits = &config.rate_limits;
-    for (name, limit) in [
-        ("per_login", &limits.per_login),
-        ("per_ip", &limits.per_ip),
-        ("global", &limits.global),
-        (
-            "verify_password_per_login",
-            &limits.verify_password_per_login,
-        ),
-        ("verify_code_per_account", &limits.verify_code_per_account),
-        ("send_code_per_account", &limits.send_code_per_account),
-    ] {
-        p.range(
-            &format!("rate_limits.{name}.limit"),
-            limit.limit,
-            1..=u32::MAX,
-        );
-        p.range(
-            &format!("rate_limits.{name}.window_secs"),
-            limit.window_secs,
-            1..=7 * DAY_SECS,
-        );
-    }
-
-    // Shorter than /32 would lump whole providers into one bucket; /128 is single addresses.
-    p.range(
-        "rate_limits.ipv6_prefix_len",
-        limits.ipv6_prefix_len,
-        32..=128,
-    );
 
     // `dns:<name>` or `uri:<uri>` (auth.rs matches them against the client certificate).
     for (index, text) in config
@@ -127,155 +53,38 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     }
 
     let policy = &config.password_policy;
-    p.range("password_policy.max_length", policy.max_length, 8..=4096);
-    p.range(
-        "password_policy.min_length",
-        policy.min_length,
-        1..=policy.max_length.max(1),
-    );
-    p.range("password_policy.min_strength", policy.min_strength, 0..=4);
-    p.range(
-        "password_policy.history_depth",
-        policy.history_depth,
-        0..=24,
-    );
+    p.rule(policy.min_length > policy.max_length, || {
+        format!(
+            "`password_policy.min_length` = {} is more than `password_policy.max_length` = {}",
+            policy.min_length, policy.max_length
+        )
+    });
 
     let h = &config.hashing;
-    // argon2 needs at least 8 KiB per lane; 4 GiB per hash is beyond any sane deployment.
-    p.range(
-        "hashing.m_cost_kib",
-        h.m_cost_kib,
-        8 * h.p_cost.max(1)..=4 * 1024 * 1024,
-    );
-    p.range("hashing.t_cost", h.t_cost, 1..=100);
-    p.range("hashing.p_cost", h.p_cost, 1..=16);
-    p.range("hashing.max_in_flight", h.max_in_flight, 1..=1024);
-    p.range(
-        "hashing.queue_timeout_ms",
-        h.queue_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
+    // argon2 needs at least 8 KiB per lane.
+    p.rule(h.m_cost_kib < 8 * h.p_cost, || {
+        format!(
+            "`hashing.m_cost_kib` = {} is less than 8 KiB per lane of `hashing.p_cost` = {}",
+            h.m_cost_kib, h.p_cost
+        )
+    });
 
     let db = &config.database;
-    p.range("database.max_connections", db.max_connections, 1..=1000);
-    p.range(
-        "database.min_connections",
-        db.min_connections,
-        0..=db.max_connections,
-    );
-    p.range(
-        "database.connect_timeout_ms",
-        db.connect_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
-    p.range(
-        "database.acquire_timeout_ms",
-        db.acquire_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
-    p.range(
-        "database.audit_flush_interval_ms",
-        db.audit_flush_interval_ms,
-        0..=1_000,
-    );
-    p.range("database.audit_batch_rows", db.audit_batch_rows, 1..=1_000);
-    p.range(
-        "database.audit_queue_rows",
-        db.audit_queue_rows,
-        1..=1_000_000,
-    );
-
-    let redis = &config.redis;
-    p.range(
-        "redis.connect_timeout_ms",
-        redis.connect_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
-    p.range(
-        "redis.command_timeout_ms",
-        redis.command_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
+    p.rule(db.min_connections > db.max_connections, || {
+        format!(
+            "`database.min_connections` = {} is more than `database.max_connections` = {}",
+            db.min_connections, db.max_connections
+        )
+    });
 
     let d = &config.delivery;
-    p.range(
-        "delivery.poll_interval_ms",
-        d.poll_interval_ms,
-        10..=3_600_000,
-    );
-    p.range("delivery.batch_size", d.batch_size, 1..=10_000);
-    p.range("delivery.concurrency", d.concurrency, 1..=256);
-    p.range(
-        "delivery.max_backoff_ms",
-        d.max_backoff_ms,
-        1..=DAY_SECS * 1000,
-    );
-    p.range(
-        "delivery.initial_backoff_ms",
-        d.initial_backoff_ms,
-        1..=d.max_backoff_ms.max(1),
-    );
-    p.range("delivery.lease_ms", d.lease_ms, 1_000..=DAY_SECS * 1000);
-    p.range(
-        "delivery.notice_lifetime_secs",
-        d.notice_lifetime_secs,
-        60..=30 * DAY_SECS,
-    );
+    p.rule(d.initial_backoff_ms > d.max_backoff_ms, || {
+        format!(
+            "`delivery.initial_backoff_ms` = {} is more than `delivery.max_backoff_ms` = {}",
+            d.initial_backoff_ms, d.max_backoff_ms
+        )
+    });
 
-    let e = &config.events;
-    p.range(
-        "events.poll_interval_ms",
-        e.poll_interval_ms,
-        10..=3_600_000,
-    );
-    p.range("events.batch_size", e.batch_size, 1..=10_000);
-    p.range(
-        "events.max_stream_length",
-        e.max_stream_length,
-        1..=u64::MAX,
-    );
-    p.range(
-        "events.dedupe_ttl_secs",
-        e.dedupe_ttl_secs,
-        1..=365 * DAY_SECS,
-    );
-
-    let s = &config.server;
-    p.range(
-        "server.max_message_bytes",
-        s.max_message_bytes,
-        1024..=64 * 1024 * 1024,
-    );
-    p.range(
-        "server.request_timeout_ms",
-        s.request_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
-    p.range("server.concurrency_limit", s.concurrency_limit, 1..=100_000);
-    p.range(
-        "server.shutdown_grace_secs",
-        s.shutdown_grace_secs,
-        0..=3600,
-    );
-
-    let smtp = &config.smtp;
-    p.range(
-        "smtp.connect_timeout_ms",
-        smtp.connect_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
-    p.range(
-        "smtp.send_timeout_ms",
-        smtp.send_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
-    p.range("smtp.pool_max_size", smtp.pool_max_size, 1..=100);
-
-    p.range(
-        "tls.handshake_timeout_ms",
-        config.tls.handshake_timeout_ms,
-        1..=MAX_WAIT_MS,
-    );
     p.rule(
         config.tls.cert_file.is_some() != config.tls.key_file.is_some(),
         || "`tls.cert_file` and `tls.key_file` must be set together".to_owned(),

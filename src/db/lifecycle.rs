@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, LockBehavior, LockType, Order, Query};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -145,21 +146,27 @@ pub(super) async fn export(
 
 /// `[retention]`: how long each kind of row is kept, and how the sweep that removes the rest
 /// runs. 0 days keeps that table's rows forever.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RetentionSettings {
-    /// Audit rows carry client addresses and agents (personal data). 400 days covers a year of
-    /// investigations plus a margin.
+    /// Days audit rows are kept (0: forever). They carry client addresses and agents (personal
+    /// data); 400 days covers a year of investigations plus a margin.
+    #[schemars(range(min = 0, max = 3650))]
     pub audit_days: u32,
-    /// Published events; the stream has them, the outbox only needs them for a replay.
+    /// Days published events are kept in the outbox (0: forever); the stream has them, the
+    /// outbox only needs them for a replay.
+    #[schemars(range(min = 0, max = 3650))]
     pub outbox_published_days: u32,
-    /// Delivered or dropped messages (their payload is already erased), and webhook deliveries
-    /// delivered or given up.
+    /// Days delivered or dropped messages (their payload is already erased) and finished
+    /// webhook deliveries are kept (0: forever).
+    #[schemars(range(min = 0, max = 3650))]
     pub delivery_finished_days: u32,
-    /// Pause between sweeps (0: no sweep in this replica).
+    /// Seconds between sweeps (0: no sweep in this replica).
+    #[schemars(range(min = 0, max = 7 * 24 * 3600))]
     pub sweep_interval_secs: u64,
     /// Rows removed per statement: small enough that one statement holds its locks for
     /// milliseconds, so the sweep never stalls a reset writing to the same table.
+    #[schemars(range(min = 1, max = 100_000))]
     pub batch_size: u32,
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -19,6 +20,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{DAY_SECS, MAX_WAIT_MS};
 use crate::recovery::ports::{
     Account, AccountData, AccountErasure, AccountRepository, AuditRecord, DeliveryQueue,
     NewAccount, OutboxEvent, OutboxStore, QueuedDelivery, RepoError, ResetCommit, ResetOutcome,
@@ -39,34 +41,46 @@ use entities::{account, audit_event, delivery, outbox, password_history};
 
 /// Pool and timeout settings (`[database]` in the config file). Every wait is bounded, so an
 /// unreachable database turns into `UNAVAILABLE` within a known time instead of a hung call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct DatabaseSettings {
     /// Connections per replica; the database's own limit must cover every replica's pool.
+    #[schemars(range(min = 1, max = 1000))]
     pub max_connections: u32,
-    /// Connections kept open when idle (0: open on demand).
+    /// Connections kept open when idle (0: open on demand); at most
+    /// `database.max_connections`.
+    #[schemars(range(min = 0, max = 1000))]
     pub min_connections: u32,
-    /// Opening one connection (TCP + TLS + authentication).
+    /// Milliseconds to open one connection (TCP + TLS + authentication).
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub connect_timeout_ms: u64,
-    /// Waiting for a pooled connection, including reconnect attempts while the database is
-    /// down: the longest a call waits before it is answered `UNAVAILABLE`.
+    /// Milliseconds waiting for a pooled connection, including reconnect attempts while the
+    /// database is down: the longest a call waits before it is answered `UNAVAILABLE`.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub acquire_timeout_ms: u64,
-    /// Idle connections are closed after this (0: never), so a pool shrinks after a burst.
+    /// Milliseconds after which idle connections are closed (0: never), so a pool shrinks
+    /// after a burst.
+    #[schemars(range(min = 0, max = DAY_SECS * 1000))]
     pub idle_timeout_ms: u64,
-    /// Connections are recycled after this (0: never): lets fail-overs and DNS changes take
-    /// effect on a long-running replica.
+    /// Milliseconds after which connections are recycled (0: never): lets fail-overs and DNS
+    /// changes take effect on a long-running replica.
+    #[schemars(range(min = 0, max = DAY_SECS * 1000))]
     pub max_lifetime_ms: u64,
-    /// PostgreSQL `statement_timeout` (0: none): a runaway statement is cancelled by the
-    /// server. MySQL and SQLite ignore it.
+    /// PostgreSQL `statement_timeout` in milliseconds (0: none): a runaway statement is
+    /// cancelled by the server. MySQL and SQLite ignore it.
+    #[schemars(range(min = 0, max = MAX_WAIT_MS))]
     pub statement_timeout_ms: u64,
-    /// Audit rows are group-committed (see `audit_log.rs`): written at most this long after
-    /// they were recorded, many in one INSERT. It bounds what a crash (not a clean shutdown,
-    /// which flushes) can lose. 0: one synchronous INSERT per event.
+    /// Milliseconds: audit rows are group-committed, written at most this long after they were
+    /// recorded, many in one INSERT. It bounds what a crash (not a clean shutdown, which
+    /// flushes) can lose. 0: one synchronous INSERT per event.
+    #[schemars(range(min = 0, max = 1_000))]
     pub audit_flush_interval_ms: u64,
     /// Most rows in one audit INSERT.
+    #[schemars(range(min = 1, max = 1_000))]
     pub audit_batch_rows: u32,
     /// Rows that may wait to be written; past that, recording an event waits for room (never
     /// drops it).
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub audit_queue_rows: u32,
 }
 

@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, DAY_SECS};
 pub use crate::recovery::ports::EventSink;
 use crate::recovery::ports::{OutboxStore, StoreError, StreamRetention};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct EventSettings {
     /// Redis Stream the events go to.
@@ -24,11 +25,17 @@ pub struct EventSettings {
     /// Redis for the stream; unset: the store's `RECOVERY_REDIS_URL`. With neither, events stay
     /// in the outbox table (and a warning says so at start).
     pub redis_url: Option<String>,
+    /// Milliseconds between looks at the outbox when nothing woke the relay.
+    #[schemars(range(min = 10, max = 3_600_000))]
     pub poll_interval_ms: u64,
+    /// Events appended per pass.
+    #[schemars(range(min = 1, max = 10_000))]
     pub batch_size: u64,
     /// Approximate cap of the stream (XADD MAXLEN ~).
+    #[schemars(range(min = 1, max = 1_000_000_000))]
     pub max_stream_length: u64,
-    /// How long an appended event id is remembered to drop repeats.
+    /// Seconds an appended event id is remembered to drop repeats.
+    #[schemars(range(min = 1, max = 365 * DAY_SECS))]
     pub dedupe_ttl_secs: u64,
     /// Also write `recovery.started` and `recovery.code_verified` to the outbox (for SIEMs, via
     /// the stream and webhooks). Off by default.

@@ -20,6 +20,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::report_link::MailSettings;
 use super::templates::{MessageKind, Templates};
 use super::{Email, Notifier, NotifyError};
-use crate::clock::Clock;
+use crate::clock::{Clock, DAY_SECS};
 use crate::recovery::ports::{
     Deliveries, DeliveryQueue, Notice, QueuedDelivery, RepoError, SealedDelivery,
 };
@@ -214,22 +215,32 @@ impl MessageSealer {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct DeliverySettings {
-    /// How often the worker looks for due messages when nothing woke it.
+    /// Milliseconds between looks for due messages when nothing woke the worker.
+    #[schemars(range(min = 10, max = 3_600_000))]
     pub poll_interval_ms: u64,
+    /// Messages claimed per pass.
+    #[schemars(range(min = 1, max = 10_000))]
     pub batch_size: u64,
     /// Messages of a batch handed to the notifier at once, each to a different recipient (one
     /// recipient's messages go out one after the other, in queue order). Keep it at or below
     /// `smtp.pool_max_size`: sends beyond the pool open a connection each and close it after.
+    #[schemars(range(min = 1, max = 256))]
     pub concurrency: u64,
-    /// First retry after this; doubles per attempt up to `max_backoff_ms`.
+    /// Milliseconds to the first retry; doubles per attempt up to `delivery.max_backoff_ms`
+    /// (and may not exceed it).
+    #[schemars(range(min = 1, max = DAY_SECS * 1000))]
     pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in milliseconds.
+    #[schemars(range(min = 1, max = DAY_SECS * 1000))]
     pub max_backoff_ms: u64,
-    /// A claimed message is leased this long (another replica takes it over after).
+    /// Milliseconds a claimed message is leased (another replica takes it over after).
+    #[schemars(range(min = 1_000, max = DAY_SECS * 1000))]
     pub lease_ms: u64,
-    /// How long a password-changed notice is retried.
+    /// Seconds a "password changed" notice is retried.
+    #[schemars(range(min = 60, max = 30 * DAY_SECS))]
     pub notice_lifetime_secs: u64,
 }
 

@@ -8,6 +8,7 @@
 //! calls `ReportUnrequestedRecovery`; otherwise a scanner would report every mail.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What `report_url` must contain once, replaced by the percent-encoded report code.
@@ -21,11 +22,14 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// `[mail]`: what the mails say beyond their templates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct MailSettings {
-    /// The report page, with `{code}` where the report code goes. Unset: the code mail shows
-    /// the report code without a link.
+    /// The "it wasn't me" link of the code mail, e.g.
+    /// `https://id.example.com/recovery/report?code={code}`: `{code}` (exactly once) is the
+    /// report code, percent-encoded; https only (http to a loopback host). Unset: the code mail
+    /// shows the report code without a link. The page must ask the person to confirm
+    /// (docs/mail.md); the built-in UI has one at `https://<its host>/report?code={code}`.
     pub report_url: Option<String>,
 }
 

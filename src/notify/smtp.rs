@@ -33,10 +33,12 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, Message};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{Email, Notifier, NotifyError};
+use crate::clock::MAX_WAIT_MS;
 use crate::secrets::masking::mask_email;
 
 mod check;
@@ -47,18 +49,23 @@ use pool::{Pool, Protection, Relay, SendError};
 const CONTENT_LANGUAGE: HeaderName = HeaderName::new_from_ascii_str("Content-Language");
 
 /// The `[smtp]` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SmtpSettings {
-    /// Limit on opening the TCP connection to the relay.
+    /// Milliseconds to open the TCP connection to the relay.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub connect_timeout_ms: u64,
     /// Limit on handing over one message: connection, TLS, AUTH, every command and reply. lettre
     /// bounds only the TCP connect, and a relay that accepts and then says nothing would hold a
-    /// lane of the delivery worker (`delivery.concurrency`) for good.
+    /// lane of the delivery worker (`delivery.concurrency`) for good. In milliseconds.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub send_timeout_ms: u64,
     /// Idle connections kept open for reuse; more are opened when needed and closed after use.
+    #[schemars(range(min = 1, max = 100))]
     pub pool_max_size: u32,
-    /// An idle pooled connection is closed after this long (relays drop them after a few minutes).
+    /// Seconds after which an idle pooled connection is closed (relays drop them after a few
+    /// minutes).
+    #[schemars(range(min = 1, max = 3600))]
     pub pool_idle_timeout_secs: u64,
     /// Name announced in EHLO. Unset: this machine's host name.
     pub hello_name: Option<String>,

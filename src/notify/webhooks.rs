@@ -20,13 +20,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::SecondsFormat;
 use hmac::{KeyInit, Mac};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, DAY_SECS};
 use crate::recovery::ports::{WebhookDelivery, WebhookStore};
 use crate::secrets::keys::random_bytes;
 
@@ -39,23 +40,33 @@ pub const DEFAULT_EVENTS: &[&str] = &["password.changed", "recovery.reported"];
 const SETTLE_SECS: i64 = 120;
 
 /// `[webhooks]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct WebhookSettings {
-    /// `[[webhooks.endpoints]]`: none by default (no webhooks).
+    /// `[[webhooks.endpoints]]`: none by default (no webhooks). Each endpoint needs egress to
+    /// its host (HTTPS: 443).
     pub endpoints: Vec<WebhookEndpoint>,
-    /// How often each endpoint's task looks for work when the last pass found none.
+    /// Milliseconds between looks for work when the last pass of an endpoint found none.
+    #[schemars(range(min = 10, max = 60_000))]
     pub poll_interval_ms: u64,
     /// Deliveries sent at once per endpoint (and leased per pass).
+    #[schemars(range(min = 1, max = 256))]
     pub batch_size: u64,
-    /// First retry after about this; doubles per failed attempt up to `max_backoff_ms`. Each
-    /// wait is drawn uniformly from [half, all] of it (jitter).
+    /// Milliseconds to the first retry, about; doubles per failed attempt up to
+    /// `webhooks.max_backoff_ms`. Each wait is drawn uniformly from [half, all] of it (jitter).
+    #[schemars(range(min = 10, max = 3_600_000))]
     pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in milliseconds; at least
+    /// `webhooks.initial_backoff_ms`.
+    #[schemars(range(min = 10, max = DAY_SECS * 1000))]
     pub max_backoff_ms: u64,
-    /// A delivery still failing this long after it was owed is given up (metric, error log,
-    /// audit row).
+    /// Seconds: a delivery still failing this long after it was owed is given up (metric,
+    /// error log, audit row).
+    #[schemars(range(min = 60, max = 30 * DAY_SECS))]
     pub max_age_secs: u64,
-    /// A claimed delivery is leased this long: another replica may take it over after.
+    /// Milliseconds a claimed delivery is leased: another replica may take it over after. At
+    /// least twice every endpoint's `timeout_ms`.
+    #[schemars(range(min = 1_000, max = 3_600_000))]
     pub lease_ms: u64,
 }
 
@@ -74,24 +85,38 @@ impl Default for WebhookSettings {
 }
 
 /// One `[[webhooks.endpoints]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WebhookEndpoint {
-    /// Stable name of the endpoint (the delivery state is kept under it); unset: derived from
-    /// the URL, so changing the URL then makes a new endpoint.
+    /// Stable name of the endpoint (the delivery state is kept under it), 1-64 characters of
+    /// `A-Z a-z 0-9 - _ .`; unset: derived from the URL, so changing the URL then makes a new
+    /// endpoint.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub name: Option<String>,
     /// `https://...` (`http://` is refused in production mode).
     pub url: String,
-    /// `whsec_<base64>`, one or a list (rotation: every request is signed with each, newest
-    /// first). Never serialized.
+    /// `whsec_<base64 of 24-64 bytes>`, one or a list (rotation: every request is signed with
+    /// each, newest first). Required. A secret: never printed.
     #[serde(default, skip_serializing, deserialize_with = "one_or_many")]
+    #[schemars(schema_with = "secret_or_list")]
     pub secret: Vec<SecretString>,
     /// Event types sent to this endpoint.
     #[serde(default = "default_events")]
     pub events: Vec<String>,
-    /// One request's time limit (connect included).
+    /// Milliseconds one request may take (connect included).
     #[serde(default = "default_timeout_ms")]
+    #[schemars(range(min = 100, max = 60_000))]
     pub timeout_ms: u64,
+}
+
+/// `secret`: one `whsec_…` string or a list of them.
+fn secret_or_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [
+            {"type": "string", "pattern": "^whsec_"},
+            {"type": "array", "items": {"type": "string", "pattern": "^whsec_"}, "minItems": 1}
+        ]
+    })
 }
 
 fn default_events() -> Vec<String> {
@@ -215,36 +240,21 @@ impl WebhookSettings {
                     ));
                 }
             }
-            if !(100..=60_000).contains(&endpoint.timeout_ms) {
-                problems.push(format!(
-                    "`{at}.timeout_ms` = {} is out of range: allowed 100..=60000",
-                    endpoint.timeout_ms
-                ));
-            } else if self.lease_ms < endpoint.timeout_ms.saturating_mul(2) {
+            // The range of `timeout_ms` itself is the schema's (config::schema).
+            if self.lease_ms < endpoint.timeout_ms.saturating_mul(2) {
                 problems.push(format!(
                     "`webhooks.lease_ms` = {} must be at least twice `{at}.timeout_ms` = {}: a lease ending mid-request lets another replica send the event again",
                     self.lease_ms, endpoint.timeout_ms
                 ));
             }
         }
-        let mut range = |key: &str, value: u64, low: u64, high: u64| {
-            if !(low..=high).contains(&value) {
-                problems.push(format!(
-                    "`webhooks.{key}` = {value} is out of range: allowed {low}..={high}"
-                ));
-            }
-        };
-        range("poll_interval_ms", self.poll_interval_ms, 10, 60_000);
-        range("batch_size", self.batch_size, 1, 256);
-        range("initial_backoff_ms", self.initial_backoff_ms, 10, 3_600_000);
-        range(
-            "max_backoff_ms",
-            self.max_backoff_ms,
-            self.initial_backoff_ms.max(10),
-            24 * 3_600_000,
-        );
-        range("max_age_secs", self.max_age_secs, 60, 30 * 24 * 3600);
-        range("lease_ms", self.lease_ms, 1_000, 3_600_000);
+        // Each number's own range is the schema's (config::schema); what relates two is here.
+        if self.max_backoff_ms < self.initial_backoff_ms {
+            problems.push(format!(
+                "`webhooks.max_backoff_ms` = {} is less than `webhooks.initial_backoff_ms` = {}",
+                self.max_backoff_ms, self.initial_backoff_ms
+            ));
+        }
         problems
     }
 }

@@ -6,8 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
+
+use crate::clock::DAY_SECS;
 
 use super::error::{PolicyViolation, RecoveryError};
 use super::ports::{BreachRanges, EphemeralStore};
@@ -15,19 +18,25 @@ use super::ports::{BreachRanges, EphemeralStore};
 pub const REASON: &str = "PASSWORD_BREACHED";
 
 /// `[breach_check]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BreachSettings {
+    /// Check new passwords against a breached-password range API (k-anonymity: only the first
+    /// five hex digits of the SHA-1 leave the service). Needs egress to `url` (HTTPS, 443).
     pub enabled: bool,
     /// The range endpoint; the prefix is appended (`{url}{prefix}`).
     pub url: String,
+    /// Milliseconds one range request may take.
+    #[schemars(range(min = 50, max = 30_000))]
     pub timeout_ms: u64,
     /// A password seen at least this often is refused (1: any sighting).
+    #[schemars(range(min = 1, max = 1_000_000_000))]
     pub min_count: u64,
     /// When the range cannot be had: `false` accepts the password (the check is advice),
     /// `true` answers UNAVAILABLE so nothing unchecked is set.
     pub fail_closed: bool,
-    /// How long a fetched range is reused. The upstream data changes over days, not seconds.
+    /// Seconds a fetched range is reused. The upstream data changes over days, not seconds.
+    #[schemars(range(min = 0, max = 30 * DAY_SECS))]
     pub cache_ttl_secs: u64,
 }
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -13,7 +14,7 @@ use super::breach::BreachCheck;
 use super::flow::FlowSettings;
 use super::policy::PasswordPolicy;
 use super::ports::{AccountRepository, Deliveries, EphemeralStore};
-use crate::clock::Clock;
+use crate::clock::{Clock, DAY_SECS};
 use crate::secrets::{KeyRing, PasswordHasher};
 
 /// HMAC purposes: a MAC made for one can never be taken for another.
@@ -38,6 +39,7 @@ pub struct RequestContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptchaMode {
+    /// No proof asked for.
     Off,
     /// The picture of digits (`on` means this).
     #[default]
@@ -86,17 +88,23 @@ impl Default for RecoverySettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// A fixed window: at most `limit` in `window_secs`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 pub struct RateLimit {
+    /// Calls allowed per window.
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub limit: u32,
+    /// Length of the window in seconds (at most 7 days).
+    #[schemars(range(min = 1, max = 7 * DAY_SECS))]
     pub window_secs: u64,
 }
 
 /// Defaults are chosen so a person never meets them and a script meets them fast; see
 /// SECURITY.md.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RateLimits {
+    /// Off only for benchmarks and closed test set-ups: every limit below stops counting.
     pub enabled: bool,
     /// Recovery starts per login (known or not: the answer must not differ).
     pub per_login: RateLimit,
@@ -105,7 +113,9 @@ pub struct RateLimits {
     pub per_ip: RateLimit,
     /// IPv6 clients are counted per network of this many leading bits (64: one subscriber
     /// or host usually gets a /64; 128 counts single addresses, which gives each client
-    /// 2^64 buckets). IPv4 is always counted per address.
+    /// 2^64 buckets). IPv4 is always counted per address. Shorter than /32 would lump whole
+    /// providers into one bucket.
+    #[schemars(range(min = 32, max = 128))]
     pub ipv6_prefix_len: u8,
     /// Recovery RPCs for the whole service (all replicas share it through the store).
     pub global: RateLimit,

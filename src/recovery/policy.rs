@@ -4,12 +4,13 @@
 use std::io::Read;
 use std::sync::OnceLock;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
 use super::error::PolicyViolation;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Charset {
     /// Printable ASCII: Latin letters of both cases, digits, punctuation and space.
@@ -19,27 +20,41 @@ pub enum Charset {
     Unicode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CharClass {
+    /// A lower-case letter.
     Lower,
+    /// An upper-case letter.
     Upper,
+    /// A digit.
     Digit,
+    /// Anything else: punctuation, space, other scripts.
     Symbol,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct PolicySettings {
+    /// Fewest characters (at most `password_policy.max_length`).
+    #[schemars(range(min = 1, max = 4096))]
     pub min_length: usize,
+    /// Most characters; longer passwords are refused before any hashing.
+    #[schemars(range(min = 8, max = 4096))]
     pub max_length: usize,
+    /// Which characters a password may contain.
     pub charset: Charset,
     /// zxcvbn score (0-4) a password must reach.
+    #[schemars(range(min = 0, max = 4))]
     pub min_strength: u8,
     /// How many previous passwords (besides the current one) may not be reused.
+    #[schemars(range(min = 0, max = 24))]
     pub history_depth: u32,
+    /// Character classes a password must contain, each at least once.
     pub required_classes: Vec<CharClass>,
+    /// Refuse the ~400k passwords of the bundled common-password list.
     pub reject_common: bool,
+    /// Refuse a password that contains the login.
     pub reject_login: bool,
 }
 

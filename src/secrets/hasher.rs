@@ -13,20 +13,34 @@ use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct HashSettings {
-    /// OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1.
+    /// argon2id memory per hash in KiB (OWASP Password Storage Cheat Sheet: m=19 MiB, t=2,
+    /// p=1); at least 8 KiB per lane (`hashing.p_cost`). Older hashes are rehashed with the
+    /// current parameters at the next successful login.
+    #[schemars(range(min = 8, max = 4 * 1024 * 1024))]
     pub m_cost_kib: u32,
+    /// argon2id passes over the memory.
+    #[schemars(range(min = 1, max = 100))]
     pub t_cost: u32,
+    /// argon2id lanes.
+    #[schemars(range(min = 1, max = 16))]
     pub p_cost: u32,
     /// Hashes computed at once; peak hashing memory is this × m_cost.
+    #[schemars(range(min = 1, max = 1024))]
     pub max_in_flight: usize,
+    /// Milliseconds a call waits for a hashing permit before it is answered `RATE_LIMITED`
+    /// (scope `hashing`).
+    // Ten minutes, the longest of every configured wait (`clock::MAX_WAIT_MS`; this neutral
+    // module imports nothing of the crate).
+    #[schemars(range(min = 1, max = 600_000))]
     pub queue_timeout_ms: u64,
 }
 

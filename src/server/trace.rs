@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TraceContextExt;
+use opentelemetry_semantic_conventions::attribute::{RPC_METHOD, RPC_SYSTEM_NAME};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -109,16 +110,16 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let route = routes::known(request.uri().path());
+        // Attribute names from the semantic conventions (RPC, semconv 1.42): `rpc.method` is
+        // the fully-qualified `package.Service/Method`, `_OTHER` for a path we do not serve.
         let span = match route {
             Some(route) => {
-                let (service, method) = route.split_once('/').unwrap_or((route, ""));
                 tracing::info_span!(
                     "grpc",
                     otel.name = route,
                     otel.kind = "server",
-                    rpc.system = "grpc",
-                    rpc.service = service,
-                    rpc.method = method
+                    { RPC_SYSTEM_NAME } = "grpc",
+                    { RPC_METHOD } = route
                 )
             }
             None => {
@@ -126,7 +127,8 @@ where
                     "grpc",
                     otel.name = routes::UNKNOWN,
                     otel.kind = "server",
-                    rpc.system = "grpc"
+                    { RPC_SYSTEM_NAME } = "grpc",
+                    { RPC_METHOD } = "_OTHER"
                 )
             }
         };

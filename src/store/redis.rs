@@ -40,10 +40,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::sentinel::{SentinelConnection, SentinelSettings};
+use crate::clock::MAX_WAIT_MS;
 use crate::recovery::captcha::CaptchaRecord;
 use crate::recovery::flow::Flow;
 use crate::recovery::ports::{
@@ -51,12 +53,16 @@ use crate::recovery::ports::{
 };
 
 /// Connection settings of the Redis store (`[redis]` in the configuration).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RedisConfig {
     /// Prefix of every key, so several deployments (or test runs) can share one Redis.
     pub key_prefix: String,
+    /// Milliseconds to connect (and, with Sentinel, to find the master).
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub connect_timeout_ms: u64,
+    /// Milliseconds one command or script may take before the call is answered `UNAVAILABLE`.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
     pub command_timeout_ms: u64,
 }
 

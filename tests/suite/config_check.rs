@@ -289,3 +289,121 @@ fn connect_probes_every_webhook_endpoint_without_showing_its_path() {
         "a URL's path or query was shown:\n{probes:#?}"
     );
 }
+
+/// The problems of a file as `(key, kind)`: `unknown` for a key nothing reads, `range` for a
+/// number outside its bounds.
+type Findings = std::collections::BTreeSet<(String, &'static str)>;
+
+fn findings_of_config_check(message: &str) -> Findings {
+    let mut found = Findings::new();
+    for line in message.lines() {
+        let quoted = line.split('`').nth(1).unwrap_or_default().to_owned();
+        if line.contains("unknown key `") {
+            found.insert((quoted, "unknown"));
+        } else if line.contains("is out of range") {
+            found.insert((quoted, "range"));
+        }
+    }
+    found
+}
+
+/// check-jsonschema's JSON report, read the same way: an unexpected property names the key in
+/// its message, a bound names it in its path (`$.flow.max_attempts`).
+fn findings_of_the_schema(report: &serde_json::Value) -> Findings {
+    let mut found = Findings::new();
+    for error in report["errors"].as_array().unwrap() {
+        let message = error["message"].as_str().unwrap();
+        let path = error["path"].as_str().unwrap().trim_start_matches('$');
+        let path = path.trim_start_matches('.');
+        if let Some(rest) = message.split("('").nth(1) {
+            let key = rest.split('\'').next().unwrap();
+            let full = if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            };
+            found.insert((full, "unknown"));
+        } else if message.contains("less than the minimum")
+            || message.contains("greater than the maximum")
+        {
+            found.insert((path.to_owned(), "range"));
+        } else {
+            panic!("an error `config check` has no counterpart for: {message}");
+        }
+    }
+    found
+}
+
+/// What an editor shows (the committed schema, as taplo and check-jsonschema read it) and what
+/// the service says about one file are the same problems: a misspelt section, a misspelt key, a
+/// value below its minimum and one above its maximum.
+#[test]
+fn the_schema_reports_a_typo_and_an_out_of_range_value_exactly_as_config_check_does() {
+    let dir = TempDir::new();
+    let toml = "[rate_limit]\nenabled = false\n\n[flow]\nmax_attempts = 0\ncode_ttl_sec = 60\n\n\
+                [database]\nmax_connections = 5000\n";
+    let output = with_file(&dir, toml, &["config", "check"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let service = findings_of_config_check(&stderr(&output));
+
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.schema.json");
+    let checked = Command::new("check-jsonschema")
+        .args(["--schemafile", schema, "--output-format", "json"])
+        .arg(dir.0.join("recovery.toml"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "check-jsonschema cannot run ({e}): scripts/test-services.sh installs it \
+                 (python3 -m pip install check-jsonschema)"
+            )
+        });
+    assert!(!checked.status.success(), "the schema accepted the file");
+    let report: serde_json::Value = serde_json::from_slice(&checked.stdout)
+        .unwrap_or_else(|e| panic!("check-jsonschema's report is not JSON ({e})"));
+    let editor = findings_of_the_schema(&report);
+
+    let expected: Findings = [
+        ("rate_limit".to_owned(), "unknown"),
+        ("flow.code_ttl_sec".to_owned(), "unknown"),
+        ("flow.max_attempts".to_owned(), "range"),
+        ("database.max_connections".to_owned(), "range"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(service, expected, "config check said:\n{}", stderr(&output));
+    assert_eq!(editor, expected, "the schema said:\n{report:#}");
+}
+
+/// The annotated example in docs/ is a configuration the service accepts.
+#[test]
+fn the_example_configuration_in_the_docs_passes_config_check() {
+    let dir = TempDir::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recovery.example.toml");
+    let output = command(&dir)
+        .args(["--config", example, "config", "check"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// `config schema` prints the committed schema, and needs no valid configuration to do so.
+#[test]
+fn config_schema_prints_the_committed_schema_even_with_a_broken_configuration() {
+    let dir = TempDir::new();
+    let output = with_file(&dir, "[rate_limit]\n", &["config", "schema"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/config.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, committed);
+    assert_eq!(
+        printed["properties"]["flow"]["default"]["max_attempts"], 5,
+        "defaults are in the schema"
+    );
+}

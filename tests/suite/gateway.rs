@@ -888,3 +888,353 @@ async fn without_configured_origins_no_cors_headers_are_sent() {
     );
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// docs/openapi.yaml, walked through Envoy
+// ---------------------------------------------------------------------------------------------
+
+/// The committed OpenAPI document: its operations give the method and path of each call, and
+/// its schemas are what every answer, success or error, is checked against.
+struct ApiDocument {
+    document: Value,
+    called: std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
+
+impl ApiDocument {
+    fn load() -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        Self {
+            document: serde_norway::from_str(&text).unwrap(),
+            called: Default::default(),
+        }
+    }
+
+    /// The method, path template and operation of `operation_id`.
+    fn operation(&self, operation_id: &str) -> (String, String, &Value) {
+        for (path, item) in self.document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if operation["operationId"] == operation_id {
+                    return (method.clone(), path.clone(), operation);
+                }
+            }
+        }
+        panic!("docs/openapi.yaml has no operation {operation_id}");
+    }
+
+    fn operation_ids(&self) -> std::collections::BTreeSet<String> {
+        self.document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|operation| operation["operationId"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// `#/components/...` followed to its target.
+    fn resolve<'a>(&'a self, mut node: &'a Value) -> &'a Value {
+        while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+            node = self
+                .document
+                .pointer(reference.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("dangling {reference}"));
+        }
+        node
+    }
+
+    /// Why `value` does not fit `schema` (JSON Schema, the parts the document uses), if it
+    /// does not. Objects are closed: a field the document does not name is a finding too.
+    fn misfit(&self, schema: &Value, value: &Value, at: &str) -> Option<String> {
+        let schema = self.resolve(schema);
+        if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+            for part in all {
+                if let Some(problem) = self.misfit(part, value, at) {
+                    return Some(problem);
+                }
+            }
+        }
+        if let Some(any) = schema.get("oneOf").and_then(Value::as_array) {
+            let problems: Vec<String> = any
+                .iter()
+                .filter_map(|branch| self.misfit(branch, value, at))
+                .collect();
+            if problems.len() == any.len() {
+                return Some(format!("{at}: fits no branch ({})", problems.join("; ")));
+            }
+        }
+        if let Some(constant) = schema.get("const")
+            && constant != value
+        {
+            return Some(format!("{at}: {value} is not {constant}"));
+        }
+        if let Some(words) = schema.get("enum").and_then(Value::as_array)
+            && !words.contains(value)
+        {
+            return Some(format!("{at}: {value} is not one of {words:?}"));
+        }
+        let fits = match schema.get("type").and_then(Value::as_str) {
+            None => true,
+            Some("object") => value.is_object(),
+            Some("array") => value.is_array(),
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("number") => value.is_number(),
+            Some("boolean") => value.is_boolean(),
+            Some(other) => panic!("type {other} is not understood here"),
+        };
+        if !fits {
+            return Some(format!("{at}: {value} is not of type {}", schema["type"]));
+        }
+        if schema.get("format") == Some(&json!("date-time")) {
+            let text = value.as_str().unwrap_or_default();
+            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+                return Some(format!("{at}: {text:?} is not RFC 3339"));
+            }
+        }
+        if let (Some(items), Some(values)) = (schema.get("items"), value.as_array()) {
+            for (index, item) in values.iter().enumerate() {
+                if let Some(problem) = self.misfit(items, item, &format!("{at}[{index}]")) {
+                    return Some(problem);
+                }
+            }
+        }
+        if let Some(object) = value.as_object() {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if !object.contains_key(required.as_str().unwrap()) {
+                    return Some(format!("{at}: {required} is missing"));
+                }
+            }
+            for (name, field) in object {
+                let field_schema = properties
+                    .and_then(|p| p.get(name))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                match field_schema {
+                    Some(field_schema) => {
+                        if let Some(problem) =
+                            self.misfit(field_schema, field, &format!("{at}.{name}"))
+                        {
+                            return Some(problem);
+                        }
+                    }
+                    None if properties.is_some() => {
+                        return Some(format!("{at}.{name} is not in the document"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// One call as the document describes it: method and path from `operation_id` with
+    /// `path_values` put in, `body` as JSON. The answer's status must be one the operation
+    /// documents, its body must fit that response's schema, and an error's `ErrorInfo.reason`
+    /// must be one of the reasons documented for its status.
+    async fn call(
+        &self,
+        envoy: &Envoy,
+        operation_id: &str,
+        path_values: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (method, template, operation) = self.operation(operation_id);
+        self.called.borrow_mut().insert(operation_id.to_owned());
+        let mut path = template.clone();
+        for (name, value) in path_values {
+            path = path.replace(&format!("{{{name}}}"), value);
+        }
+        assert!(!path.contains('{'), "{template}: a path value is missing");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut request = json_client().request(method, envoy.url(&path));
+        if let Some(body) = body {
+            assert!(
+                operation.get("requestBody").is_some(),
+                "{operation_id} takes no body"
+            );
+            let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+            if let Some(problem) = self.misfit(schema, &body, "request") {
+                panic!(
+                    "{operation_id}: the test's own request does not fit the document: {problem}"
+                );
+            }
+            request = request.json(&body);
+        }
+        let (status, answer) = call(request).await;
+        let response = operation["responses"]
+            .get(status.as_str())
+            .unwrap_or_else(|| panic!("{operation_id}: HTTP {status} is not documented: {answer}"));
+        let response = self.resolve(response);
+        let schema = &response["content"]["application/json"]["schema"];
+        if let Some(problem) = self.misfit(schema, &answer, "body") {
+            panic!("{operation_id}: HTTP {status} does not fit the document: {problem}\n{answer}");
+        }
+        if !status.is_success() {
+            let reason = &error_info(&answer)["reason"];
+            let documented = schema["x-error-reasons"].as_array().unwrap();
+            assert!(
+                documented.contains(reason),
+                "{operation_id}: HTTP {status} with {reason}, documented: {documented:?}"
+            );
+        }
+        (status, answer)
+    }
+}
+
+impl ApiDocument {
+    /// A captcha and a flow for `login`, through the document's operations.
+    async fn start(&self, envoy: &Envoy, login: &str) -> String {
+        let (_, captcha) = self
+            .call(envoy, "RecoveryService_CreateCaptcha", &[], Some(json!({})))
+            .await;
+        let (status, started) = self
+            .call(
+                envoy,
+                "RecoveryService_StartRecovery",
+                &[],
+                Some(json!({
+                    "login_id": login,
+                    "captcha_id": captcha["captcha_id"],
+                    "captcha_answer": CAPTCHA_ANSWER,
+                })),
+            )
+            .await;
+        assert_ok(status, &started);
+        started["flow"]["flow_id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The whole flow, its errors included, walked from docs/openapi.yaml through the shipped
+/// Envoy: every operation in the document is called, every answer fits the document.
+#[tokio::test]
+async fn the_openapi_document_walks_the_flow_and_its_errors_through_envoy() {
+    let app = spawn_app().await;
+    let envoy = Envoy::start(&app);
+    let api = ApiDocument::load();
+    let login = unique_login();
+    app.create_account(&login).await;
+
+    let flow_id = api.start(&envoy, &login).await;
+    let flow = [("flow_id", flow_id.as_str())];
+    let (status, body) = api
+        .call(&envoy, "RecoveryService_GetRecoveryFlow", &flow, None)
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("CHOOSE_METHOD"))
+    );
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_SendVerificationCode",
+            &flow,
+            Some(json!({"channel": "EMAIL"})),
+        )
+        .await;
+    assert_ok(status, &body);
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_SendVerificationCode",
+            &flow,
+            Some(json!({"channel": "EMAIL"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_info(&body)["reason"], "RESEND_TOO_SOON");
+    let delivered = app
+        .notifier
+        .wait_for(&login, 1, Duration::from_secs(10))
+        .await;
+    let code = code_in(delivered.last().expect("the code was delivered"));
+
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_VerifyCode",
+            &flow,
+            Some(json!({"code": wrong_code(&code)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_info(&body)["reason"], "CODE_INVALID");
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_VerifyCode",
+            &flow,
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_ok(status, &body);
+    let token = body["reset_token"].as_str().unwrap().to_owned();
+
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_ValidatePassword",
+            &[],
+            Some(json!({"password": NEW_PASSWORD, "login_id": login})),
+        )
+        .await;
+    assert_ok(status, &body);
+    let reset = json!({
+        "reset_token": token,
+        "new_password": NEW_PASSWORD,
+        "new_password_confirmation": NEW_PASSWORD,
+    });
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_ResetPassword",
+            &[],
+            Some(reset.clone()),
+        )
+        .await;
+    assert_ok(status, &body);
+    assert!(app.login_works(&login, NEW_PASSWORD).await);
+    let (status, body) = api
+        .call(&envoy, "RecoveryService_ResetPassword", &[], Some(reset))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    let second = api.start(&envoy, &login).await;
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_CancelRecovery",
+            &[("flow_id", &second)],
+            Some(json!({})),
+        )
+        .await;
+    assert_ok(status, &body);
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_GetRecoveryFlow",
+            &[("flow_id", &second)],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = api
+        .call(
+            &envoy,
+            "RecoveryService_ReportUnrequestedRecovery",
+            &[],
+            Some(json!({"report_code": "0123456789abcdef0123456789abcdef"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    let missed: Vec<String> = api
+        .operation_ids()
+        .difference(&api.called.borrow())
+        .cloned()
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "operations the walk did not call: {missed:?}"
+    );
+}

@@ -20,6 +20,7 @@ mod delivery;
 mod events;
 mod faults;
 mod gateway;
+mod generated;
 mod hashing;
 mod lifecycle;
 mod limits;
