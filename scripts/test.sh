@@ -12,8 +12,11 @@
 #      (Redis + PostgreSQL), faults (private redis-server and PostgreSQL on spare ports) and the
 #      load generator's smoke run (tests/suite/loadgen.rs: every scenario, a few requests, answers
 #      only — the timed benchmark is scripts/bench.sh);
+#      The model test (e2e::model: random concurrent clients checked against a reference model
+#      of the contract, about a minute per backend) is one of the end-to-end suites;
 #   4. the end-to-end suites (every test under `e2e::` in tests/suite) again on Redis +
 #      PostgreSQL, Redis Cluster + MariaDB;
+#   4b. every cargo-fuzz target for 10 s (scripts/fuzz-smoke.sh; the long run: a larger number);
 #   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
 #      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
 #      the README walk-through script;
@@ -53,6 +56,8 @@ echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked --test suite e2e::
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked --test suite e2e::
+echo "== every fuzz target, 10 s each (scripts/fuzz-smoke.sh; longer: scripts/fuzz-smoke.sh 600)"
+bash scripts/fuzz-smoke.sh 10
 echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"
 cargo build --locked --bin recovery-service
 bash scripts/web-checks.sh

@@ -3,6 +3,7 @@
 //! Errors name the field and what is wrong, never the value (it may be a secret).
 
 use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization;
 
 use super::error::FieldViolation;
 
@@ -61,7 +62,11 @@ impl LoginId {
         if typed.is_empty() {
             return Err(FieldViolation::new(field, "must not be empty"));
         }
-        parse_email(typed).map_err(|why| FieldViolation::new(field, why))?;
+        // Checked in NFC: "é" typed decomposed (e + U+0301, as some keyboards and pastes
+        // send it) is the same address as the precomposed one, and the combining mark alone is
+        // not a letter.
+        let composed: String = typed.nfc().collect();
+        parse_email(&composed).map_err(|why| FieldViolation::new(field, why))?;
         Ok(Self {
             typed: typed.to_owned(),
             normalized: canonical_login(typed),
@@ -334,6 +339,14 @@ mod tests {
         assert_eq!(login.typed(), "John.Doe@Example.COM");
         assert_eq!(login.normalized(), "john.doe@example.com");
         assert_eq!(login.local_part(), "john.doe");
+    }
+
+    #[test]
+    fn a_decomposed_login_is_the_same_login_as_the_composed_one() {
+        let composed = LoginId::parse("login_id", "Zo\u{e9}@example.com").unwrap();
+        let decomposed = LoginId::parse("login_id", "Zoe\u{301}@example.com").unwrap();
+        assert_eq!(decomposed.normalized(), composed.normalized());
+        assert_eq!(decomposed.typed(), "Zoe\u{301}@example.com");
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! by deadline (checked on read) and are swept periodically so memory stays bounded.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::{EphemeralStore, RateDecision, StoreError, Versioned};
+use crate::clock::Clock;
 use crate::recovery::captcha::CaptchaRecord;
 use crate::recovery::flow::Flow;
 
@@ -18,10 +20,10 @@ struct Entry<T> {
 }
 
 impl<T> Entry<T> {
-    fn new(value: T, ttl: Duration) -> Self {
+    fn new(value: T, ttl: Duration, now: Instant) -> Self {
         Self {
             value,
-            deadline: Instant::now() + ttl,
+            deadline: now + ttl,
         }
     }
 
@@ -89,6 +91,39 @@ impl State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Where time comes from: the monotonic clock, or (tests) the service's own clock, so that a
+    /// test moving a manual clock past a rate-limit window or a freeze sees it end, as it sees
+    /// flows and codes expire.
+    time: TimeSource,
+}
+
+#[derive(Default)]
+enum TimeSource {
+    #[default]
+    Monotonic,
+    /// `Instant`s derived from `clock`: `origin` plus how far the clock is past `clock_origin`.
+    Clock {
+        clock: Arc<dyn Clock>,
+        origin: Instant,
+        clock_origin: DateTime<Utc>,
+    },
+}
+
+impl TimeSource {
+    fn now(&self) -> Instant {
+        match self {
+            Self::Monotonic => Instant::now(),
+            Self::Clock {
+                clock,
+                origin,
+                clock_origin,
+            } => {
+                // A clock set back before the store was made counts as its origin.
+                let elapsed = (clock.now() - *clock_origin).to_std().unwrap_or_default();
+                *origin + elapsed
+            }
+        }
+    }
 }
 
 impl MemoryStore {
@@ -96,9 +131,25 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// A store whose entries expire by `clock` rather than by the monotonic clock: for tests
+    /// that drive a `ManualClock` across TTLs and windows (the Redis stores expire by the Redis
+    /// server's own time, which no test clock moves).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let clock_origin = clock.now();
+        Self {
+            state: Mutex::default(),
+            time: TimeSource::Clock {
+                clock,
+                origin: Instant::now(),
+                clock_origin,
+            },
+        }
+    }
+
     fn put_marker(&self, key: String, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.with(|s, _| {
-            s.markers.insert(key, Entry::new(value.to_owned(), ttl));
+        self.with(|s, now| {
+            s.markers
+                .insert(key, Entry::new(value.to_owned(), ttl, now));
         })
     }
 
@@ -116,7 +167,7 @@ impl MemoryStore {
             .state
             .lock()
             .map_err(|_| StoreError::Internal(anyhow::anyhow!("in-process store lock poisoned")))?;
-        let now = Instant::now();
+        let now = self.time.now();
         state.maybe_sweep(now);
         Ok(f(&mut state, now))
     }
@@ -125,9 +176,9 @@ impl MemoryStore {
 #[async_trait]
 impl EphemeralStore for MemoryStore {
     async fn put_captcha(&self, captcha: &CaptchaRecord, ttl: Duration) -> Result<(), StoreError> {
-        self.with(|s, _| {
+        self.with(|s, now| {
             s.captchas
-                .insert(captcha.id.clone(), Entry::new(captcha.clone(), ttl));
+                .insert(captcha.id.clone(), Entry::new(captcha.clone(), ttl, now));
         })
     }
 
@@ -141,12 +192,13 @@ impl EphemeralStore for MemoryStore {
     }
 
     async fn insert_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
-        self.with(|s, _| {
+        self.with(|s, now| {
             let versioned = Versioned {
                 value: flow.clone(),
                 version: 1,
             };
-            s.flows.insert(flow.id.clone(), Entry::new(versioned, ttl));
+            s.flows
+                .insert(flow.id.clone(), Entry::new(versioned, ttl, now));
         })
     }
 
@@ -160,9 +212,9 @@ impl EphemeralStore for MemoryStore {
             let entry = s
                 .account_flows
                 .entry(owner.to_owned())
-                .or_insert_with(|| Entry::new(HashSet::new(), ttl));
+                .or_insert_with(|| Entry::new(HashSet::new(), ttl, now));
             if !entry.live(now) {
-                *entry = Entry::new(HashSet::new(), ttl);
+                *entry = Entry::new(HashSet::new(), ttl, now);
             }
             entry.value.insert(flow_id.to_owned());
             entry.deadline = entry.deadline.max(now + ttl);
@@ -192,6 +244,7 @@ impl EphemeralStore for MemoryStore {
                         version: expected_version + 1,
                     },
                     ttl,
+                    now,
                 );
                 true
             }
@@ -221,9 +274,11 @@ impl EphemeralStore for MemoryStore {
         flow_id: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.with(|s, _| {
-            s.tokens
-                .insert(token_mac.to_owned(), Entry::new(flow_id.to_owned(), ttl));
+        self.with(|s, now| {
+            s.tokens.insert(
+                token_mac.to_owned(),
+                Entry::new(flow_id.to_owned(), ttl, now),
+            );
         })
     }
 
@@ -241,15 +296,15 @@ impl EphemeralStore for MemoryStore {
             if s.claims.get(key).is_some_and(|e| e.live(now)) {
                 return false;
             }
-            s.claims.insert(key.to_owned(), Entry::new((), ttl));
+            s.claims.insert(key.to_owned(), Entry::new((), ttl, now));
             true
         })
     }
 
     async fn put_cached(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.with(|s, _| {
+        self.with(|s, now| {
             s.cache
-                .insert(key.to_owned(), Entry::new(value.to_owned(), ttl));
+                .insert(key.to_owned(), Entry::new(value.to_owned(), ttl, now));
         })
     }
 
@@ -278,9 +333,9 @@ impl EphemeralStore for MemoryStore {
             let entry = s
                 .counters
                 .entry(key.to_owned())
-                .or_insert_with(|| Entry::new(0, window));
+                .or_insert_with(|| Entry::new(0, window, now));
             if !entry.live(now) {
-                *entry = Entry::new(0, window);
+                *entry = Entry::new(0, window, now);
             }
             entry.value = entry.value.saturating_add(1);
             if entry.value > limit {
@@ -347,12 +402,40 @@ impl EphemeralStore for MemoryStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
     fn markers(store: &MemoryStore) -> usize {
         store.with(|s, _| s.markers.len()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_store_on_a_manual_clock_ends_windows_and_markers_when_the_clock_passes_them() {
+        let clock = crate::clock::ManualClock::new(Utc::now());
+        let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+        let window = Duration::from_secs(3600);
+        assert_eq!(
+            store.hit("k", 1, window).await.unwrap(),
+            RateDecision::Allowed
+        );
+        let RateDecision::Limited { retry_after } = store.hit("k", 1, window).await.unwrap() else {
+            panic!("the second hit is over the limit");
+        };
+        assert_eq!(retry_after, window);
+        store.freeze_recovery("owner", window).await.unwrap();
+        clock.advance(window - Duration::from_secs(1));
+        assert!(store.recovery_frozen("owner").await.unwrap());
+        assert!(matches!(
+            store.hit("k", 1, window).await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
+        clock.advance(Duration::from_secs(1));
+        assert!(!store.recovery_frozen("owner").await.unwrap());
+        assert_eq!(
+            store.hit("k", 1, window).await.unwrap(),
+            RateDecision::Allowed
+        );
     }
 
     #[test]

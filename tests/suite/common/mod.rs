@@ -183,6 +183,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config), overrides: Overrides) -> TestApp {
+    spawn_app_on_clock(ManualClock::new(Utc::now()), configure, overrides).await
+}
+
+/// `spawn_app_with` on a clock the caller made first (e.g. to give a store the same clock).
+pub async fn spawn_app_on_clock(
+    clock: ManualClock,
+    configure: impl FnOnce(&mut Config),
+    overrides: Overrides,
+) -> TestApp {
     // `RUST_LOG=debug cargo test …` shows the service's logs for a failing test.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -193,7 +202,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config), overrides: Over
     config.database_url = fresh_database_url(&dir).await;
     configure(&mut config);
     let notifier = CapturingNotifier::new();
-    let clock = ManualClock::new(Utc::now());
     let overrides = Overrides {
         clock: Some(Arc::new(clock.clone())),
         // A test may bring its own notifier (a failing one), or configure SMTP to get the real

@@ -9,6 +9,7 @@ mod breach_check;
 mod live_code;
 mod localized_errors;
 mod mail_content;
+mod model;
 mod password_policy;
 mod proof_of_work;
 mod recovery_flow;
