@@ -278,21 +278,25 @@ impl Recovery {
     ) -> Result<(), RecoveryError> {
         let check = self.settings.captcha_check();
         let typed = captcha.and_then(CaptchaAnswer::typed);
-        if check == CaptchaCheck::DigitsOrWork && typed.is_none() && pow_solution.is_none() {
-            // Neither way through was taken: a captcha that did not pass, not a malformed call,
-            // so a front end treats it as it treats wrong digits (a new picture, the field).
-            return Err(RecoveryError::CaptchaInvalid(vec![
-                FieldViolation::new(
-                    "captcha_answer",
-                    "type the digits of the picture, or send pow_solution instead",
-                ),
-                FieldViolation::new(
-                    "pow_solution",
-                    "solve the proof of work from CreateCaptcha, or type the digits instead",
-                ),
-            ]));
-        }
         let mut missing = Vec::new();
+        if check == CaptchaCheck::DigitsOrWork && typed.is_none() && pow_solution.is_none() {
+            // Neither way through was sent: a call missing its captcha, as in image mode without
+            // the alternative (nothing was taken, so the picture still takes its digits once).
+            if captcha.is_none() {
+                missing.push(FieldViolation::new(
+                    "captcha_id",
+                    "is required with captcha_answer: call CreateCaptcha first",
+                ));
+            }
+            missing.push(FieldViolation::new(
+                "captcha_answer",
+                "type the digits of the picture, or send pow_solution instead",
+            ));
+            missing.push(FieldViolation::new(
+                "pow_solution",
+                "solve the proof of work from CreateCaptcha, or type the digits instead",
+            ));
+        }
         if matches!(check, CaptchaCheck::Digits | CaptchaCheck::DigitsAndWork) && typed.is_none() {
             if captcha.is_none() {
                 missing.push(FieldViolation::new(

@@ -274,7 +274,8 @@ async fn in_image_mode_the_digits_alone_or_the_work_alone_start_a_flow() {
 }
 
 #[tokio::test]
-async fn in_image_mode_a_start_with_neither_the_digits_nor_the_work_is_captcha_invalid() {
+async fn in_image_mode_a_start_with_neither_the_digits_nor_the_work_is_invalid_argument_naming_both()
+ {
     let app = app(CaptchaMode::Image).await;
     let reply = challenge(&app).await;
     let nothing = start_typing(&app, &unique_login(), "", "", "")
@@ -283,10 +284,13 @@ async fn in_image_mode_a_start_with_neither_the_digits_nor_the_work_is_captcha_i
     let untyped = start_typing(&app, &unique_login(), &reply.captcha_id, "  ", "")
         .await
         .failure();
-    for failure in [nothing, untyped] {
-        failure.assert(Code::InvalidArgument, "CAPTCHA_INVALID");
-        assert_eq!(failure.fields(), vec!["captcha_answer", "pow_solution"]);
-    }
+    nothing.assert(Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(
+        nothing.fields(),
+        vec!["captcha_id", "captcha_answer", "pow_solution"]
+    );
+    untyped.assert(Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(untyped.fields(), vec!["captcha_answer", "pow_solution"]);
     // Refused before anything was taken: the picture still takes its digits once.
     assert!(
         start(&app, &unique_login(), &reply.captcha_id, "")

@@ -530,7 +530,7 @@ impl World {
                     CaptchaArg::Fresh { right } => (inv.key, *right),
                     CaptchaArg::Made(key) => (*key, true),
                     CaptchaArg::Missing => {
-                        return Err(invalid(&["captcha_id", "captcha_answer"]));
+                        return Err(invalid(&["captcha_id", "captcha_answer", "pow_solution"]));
                     }
                 };
                 // The first answer burns a captcha, right or wrong.
