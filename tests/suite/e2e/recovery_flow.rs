@@ -280,9 +280,13 @@ async fn without_a_captcha_start_is_refused_naming_both_ways_through_unless_capt
         .start_recovery(request())
         .await
         .failure();
-    // The default image captcha takes the digits or, instead, the proof of work.
-    failure.assert(Code::InvalidArgument, "CAPTCHA_INVALID");
-    assert_eq!(failure.fields(), vec!["captcha_answer", "pow_solution"]);
+    // The default image captcha takes the digits or, instead, the proof of work: a call with
+    // neither is malformed, and the violations name every field that would have let it through.
+    failure.assert(Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(
+        failure.fields(),
+        vec!["captcha_id", "captcha_answer", "pow_solution"]
+    );
     app.stop().await;
 
     let app = spawn_app_with(
