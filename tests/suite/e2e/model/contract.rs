@@ -504,12 +504,31 @@ impl World {
 
     /// Applies one call; returns the answer the service must give.
     pub fn apply(&mut self, settings: &Settings, inv: &Invocation) -> Answer {
-        match self.try_apply(settings, inv) {
+        self.apply_reading(settings, inv, None)
+    }
+
+    /// Applies one call of a step whose calls ran at once, where the service may have read the
+    /// flow before another call of the step changed it: `VerifyCode` weighs a guess against the
+    /// account's budget on the flow it read, before the compare-and-set that settles the flow
+    /// (so a burst of guesses can never outrun the budget). Two right codes at once may then
+    /// spend two guesses, and the second one may be refused as over the budget.
+    pub fn apply_reading(
+        &mut self,
+        settings: &Settings,
+        inv: &Invocation,
+        read: Option<&World>,
+    ) -> Answer {
+        match self.try_apply(settings, inv, read) {
             Ok(answer) | Err(answer) => answer,
         }
     }
 
-    fn try_apply(&mut self, settings: &Settings, inv: &Invocation) -> Result<Answer, Answer> {
+    fn try_apply(
+        &mut self,
+        settings: &Settings,
+        inv: &Invocation,
+        read: Option<&World>,
+    ) -> Result<Answer, Answer> {
         let now = self.now;
         match &inv.op {
             Op::CreateCaptcha => {
@@ -614,9 +633,10 @@ impl World {
                     .and_then(|k| self.flows.get(&k).map(|f| (k, f.clone())))
                     .ok_or_else(|| refused("FLOW_NOT_FOUND", Detail::None))?;
                 let alive = now < current.expires_at;
-                let would_weigh = alive
-                    && current.failed < settings.max_attempts
-                    && matches!(current.state, FlowState::CodeSent { expires_at, .. } if now < expires_at);
+                let weighed = read.and_then(|w| w.flows.get(&key)).unwrap_or(&current);
+                let would_weigh = now < weighed.expires_at
+                    && weighed.failed < settings.max_attempts
+                    && matches!(weighed.state, FlowState::CodeSent { expires_at, .. } if now < expires_at);
                 let owner = current.owner();
                 if would_weigh {
                     self.hit(Budget::Codes(owner), settings.verify_code_per_account)

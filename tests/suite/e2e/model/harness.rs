@@ -886,12 +886,29 @@ impl Case<'_> {
         let mut next = Vec::new();
         for world in &self.worlds {
             for order in orders(invocations.len()) {
-                let mut candidate = world.clone();
-                let fits = order.iter().all(|&i| {
-                    candidate.apply(self.settings, invocations[i]) == results[i].0.answer
-                });
-                if fits && !next.contains(&candidate) {
-                    next.push(candidate);
+                // Each VerifyCode of a step of several calls may have read its flow as the step
+                // found it (see `World::apply_reading`): try every such choice.
+                let stale: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        invocations.len() > 1 && matches!(invocations[i].op, Op::VerifyCode { .. })
+                    })
+                    .collect();
+                for mask in 0..(1u32 << stale.len()) {
+                    let mut candidate = world.clone();
+                    let fits = order.iter().all(|&i| {
+                        let read = stale
+                            .iter()
+                            .position(|&s| s == i)
+                            .filter(|bit| mask & (1 << bit) != 0)
+                            .map(|_| world);
+                        candidate.apply_reading(self.settings, invocations[i], read)
+                            == results[i].0.answer
+                    });
+                    if fits && !next.contains(&candidate) {
+                        next.push(candidate);
+                    }
                 }
             }
         }
