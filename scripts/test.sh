@@ -16,7 +16,8 @@
 #      of the contract, about a minute per backend) is one of the end-to-end suites;
 #   4. the end-to-end suites (every test under `e2e::` in tests/suite) again on Redis +
 #      PostgreSQL, Redis Cluster + MariaDB;
-#   4b. every cargo-fuzz target for 10 s (scripts/fuzz-smoke.sh; the long run: a larger number);
+#   4b. every cargo-fuzz target for 10 s (scripts/fuzz-smoke.sh; the long run: a larger number),
+#      built and run in the background while step 4 waits on its databases;
 #   5. the ecosystem's tools on the contract and the binary (scripts/web-checks.sh): buf lint and
 #      breaking, the web bundle up to date, the web UI in headless Chromium, a grpc-js client,
 #      the README walk-through script;
@@ -31,7 +32,7 @@ cd "$(dirname "$0")/.."
 bash scripts/test-services.sh
 bash scripts/redis-cluster.sh start
 bash scripts/redis-sentinel.sh start
-trap 'bash scripts/redis-cluster.sh stop >/dev/null 2>&1 || true; bash scripts/redis-sentinel.sh stop >/dev/null 2>&1 || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; bash scripts/redis-cluster.sh stop >/dev/null 2>&1 || true; bash scripts/redis-sentinel.sh stop >/dev/null 2>&1 || true' EXIT
 
 export RECOVERY_TEST_REDIS_URL=${RECOVERY_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 export RECOVERY_TEST_REDIS_CLUSTER=${RECOVERY_TEST_REDIS_CLUSTER:-redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003}
@@ -51,13 +52,26 @@ promtool test rules deploy/prometheus/alerts.test.yaml
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked
 
+# The fuzz targets build (cold: several minutes of CPU) and run while the end-to-end suites below
+# wait on their databases; the output is shown, and a failure fails the run, once those are done.
+echo "== every fuzz target, 10 s each, in the background (scripts/fuzz-smoke.sh; longer: scripts/fuzz-smoke.sh 600)"
+mkdir -p target
+bash scripts/fuzz-smoke.sh 10 >target/fuzz-smoke.log 2>&1 &
+fuzz_pid=$!
+
 # The end-to-end suites are the modules under tests/suite/e2e/: a new one needs no edit here.
 echo "== end-to-end on Redis + PostgreSQL"
 RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres cargo test --locked --test suite e2e::
 echo "== end-to-end on Redis Cluster + MariaDB"
 RECOVERY_TEST_STORE=cluster RECOVERY_TEST_DB=mysql cargo test --locked --test suite e2e::
-echo "== every fuzz target, 10 s each (scripts/fuzz-smoke.sh; longer: scripts/fuzz-smoke.sh 600)"
-bash scripts/fuzz-smoke.sh 10
+echo "== the fuzz targets (started above)"
+fuzz_status=0
+wait "$fuzz_pid" || fuzz_status=$?
+cat target/fuzz-smoke.log
+if ((fuzz_status)); then
+  echo "scripts/fuzz-smoke.sh failed (exit $fuzz_status)" >&2
+  exit "$fuzz_status"
+fi
 echo "== web UI, buf, grpc-js, README walk-through (scripts/web-checks.sh)"
 cargo build --locked --bin recovery-service
 bash scripts/web-checks.sh
