@@ -64,9 +64,9 @@ fn server() -> SocketAddr {
                 let mut config = Config {
                     database_url: format!("sqlite://{}?mode=rwc", dir.join("fuzz.db").display()),
                     secret: Some("fuzz-secret-0123456789-0123456789-0123456789".into()),
-                    captcha: recovery_service::recovery::handle::CaptchaMode::Off,
                     ..Config::default()
                 };
+                config.captcha.mode = recovery_service::recovery::handle::CaptchaMode::Off;
                 config.rate_limits.enabled = false;
                 config.hashing.m_cost_kib = 256;
                 config.hashing.t_cost = 1;
