@@ -320,6 +320,25 @@ pub fn code_in(email: &Email) -> String {
     panic!("no code in message: {}", email.subject);
 }
 
+/// The long code in a delivered message: 5 groups of 4 Crockford base32 characters.
+pub fn long_code_in(email: &Email) -> String {
+    email
+        .text
+        .split_whitespace()
+        .find(|word| {
+            let groups: Vec<&str> = word.split('-').collect();
+            groups.len() == 5
+                && groups.iter().all(|group| {
+                    group.len() == 4
+                        && group
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                })
+        })
+        .unwrap_or_else(|| panic!("no long code in message: {}", email.text))
+        .to_owned()
+}
+
 /// The "it wasn't me" report code in a delivered code message (32 hex digits).
 pub fn report_code_in(email: &Email) -> String {
     email
@@ -379,6 +398,7 @@ impl TestApp {
                 captcha_answer: CAPTCHA_ANSWER.into(),
                 locale: "en".into(),
                 pow_solution: String::new(),
+                device_token: String::new(),
             })
             .await
     }
