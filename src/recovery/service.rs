@@ -239,10 +239,26 @@ impl Recovery {
         self.check_captcha(captcha.as_ref(), pow_solution.as_ref(), now)
             .await?;
         let login_key = self.login_key(&login);
-        // Before the account lookup: a limited answer must not depend on whether it exists.
-        self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
-            .await?;
-        let account = self.accounts.find_by_login(login.normalized()).await?;
+        // A start naming a device token looks the account up first, known login or not, and the
+        // account's own device is not held back by the per-login start limit (which an attacker
+        // can spend with a few captchas an hour). Any other token is answered as none.
+        let looked_up = match &device_token {
+            Some(_) => Some(self.accounts.find_by_login(login.normalized()).await?),
+            None => None,
+        };
+        let own_device = looked_up
+            .as_ref()
+            .is_some_and(|account| self.known_device(device_token.as_ref(), account.as_ref(), now));
+        // Otherwise before the account lookup: a limited answer must not depend on whether it
+        // exists.
+        if !own_device {
+            self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
+                .await?;
+        }
+        let account = match looked_up {
+            Some(account) => account,
+            None => self.accounts.find_by_login(login.normalized()).await?,
+        };
         // A reported ("it wasn't me") account is frozen: its starts become decoys, exactly as
         // for an unknown login (same answer, same writes, nothing delivered). The freeze is read
         // for unknown logins too, so both make the same store calls.

@@ -319,7 +319,11 @@ async fn a_malformed_long_code_is_invalid_argument_naming_the_field() {
 
 impl TestApp {
     /// `StartRecovery` naming a device token.
-    async fn start_with_device(&self, login: &str, device_token: &str) -> proto::RecoveryFlow {
+    async fn try_start_with_device(
+        &self,
+        login: &str,
+        device_token: &str,
+    ) -> Result<tonic::Response<proto::StartRecoveryResponse>, tonic::Status> {
         let captcha_id = self.captcha().await;
         self.recovery
             .clone()
@@ -331,6 +335,11 @@ impl TestApp {
                 pow_solution: String::new(),
                 device_token: device_token.into(),
             })
+            .await
+    }
+
+    async fn start_with_device(&self, login: &str, device_token: &str) -> proto::RecoveryFlow {
+        self.try_start_with_device(login, device_token)
             .await
             .expect("flow started")
             .into_inner()
@@ -478,4 +487,34 @@ async fn the_export_names_the_device_token_expiry_and_erasure_takes_it() {
         !json.contains("mac"),
         "the token's hash left the database: {json}"
     );
+}
+
+/// The per-login start limit is spendable with a few captchas an hour; the account's own device
+/// is not held back by it, and any other token is answered as none.
+#[tokio::test]
+async fn the_owners_device_starts_past_a_spent_per_login_limit() {
+    let app = spawn_app_with(|c| c.rate_limits.per_login.limit = 2, Overrides::default()).await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let device = app.recover_for_device_token(&login, NEW_PASSWORD).await;
+    app.start(&login).await;
+    let refused = |result| match result {
+        Ok(_) => panic!("started past the per-login limit"),
+        Err(status) => {
+            let failure = Failure { status };
+            failure.assert(Code::ResourceExhausted, "RATE_LIMITED");
+            assert_eq!(failure.metadata("scope").as_deref(), Some("login"));
+        }
+    };
+    refused(app.try_start(&login).await);
+    let forged = if device.starts_with('A') {
+        format!("B{}", &device[1..])
+    } else {
+        format!("A{}", &device[1..])
+    };
+    refused(app.try_start_with_device(&login, &forged).await);
+    let flow = app.start_with_device(&login, &device).await;
+    app.send_code(&flow.flow_id)
+        .await
+        .expect("the owner's device started and got a code");
 }
