@@ -92,6 +92,14 @@ fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> String {
     }
 }
 
+/// The token with its first character changed: well formed, never issued.
+fn forge(token: &str) -> String {
+    let first = if token.starts_with('A') { 'B' } else { 'A' };
+    std::iter::once(first)
+        .chain(token.chars().skip(1))
+        .collect()
+}
+
 #[track_caller]
 fn assert_account_limited(failure: &Failure) {
     failure.assert(Code::ResourceExhausted, "RATE_LIMITED");
@@ -238,11 +246,8 @@ async fn a_wrong_long_code_counts_against_the_flows_attempts_only() {
     let flow = app.start(&login).await;
     app.send_code(&flow.flow_id).await.expect("code sent");
     let long = long_code_in(&app.mailed(&login, 2).await);
-    let wrong = if long.starts_with('Z') {
-        format!("Y{}", &long[1..])
-    } else {
-        format!("Z{}", &long[1..])
-    };
+    let first = if long.starts_with('Z') { 'Y' } else { 'Z' };
+    let wrong: String = std::iter::once(first).chain(long.chars().skip(1)).collect();
     let failure = app.verify(&flow.flow_id, &wrong).await.failure();
     failure.assert(Code::InvalidArgument, "CODE_INVALID");
     assert_eq!(failure.metadata("attempts_left").as_deref(), Some("2"));
@@ -383,11 +388,7 @@ async fn the_owners_device_gets_a_code_after_the_mail_budget_is_spent_and_others
 
     // A forged token, another account's token, and a token for a login nobody registered:
     // each answered exactly as no token at all.
-    let forged = if device.starts_with('A') {
-        format!("B{}", &device[1..])
-    } else {
-        format!("A{}", &device[1..])
-    };
+    let forged = forge(&device);
     let mut refusals = Vec::new();
     for (login, token) in [
         (&login, ""),
@@ -507,11 +508,7 @@ async fn the_owners_device_starts_past_a_spent_per_login_limit() {
         }
     };
     refused(app.try_start(&login).await);
-    let forged = if device.starts_with('A') {
-        format!("B{}", &device[1..])
-    } else {
-        format!("A{}", &device[1..])
-    };
+    let forged = forge(&device);
     refused(app.try_start_with_device(&login, &forged).await);
     let flow = app.start_with_device(&login, &device).await;
     app.send_code(&flow.flow_id)
