@@ -1,7 +1,8 @@
 //! Every request message through the service's edge: protobuf decoding (prost, as the gRPC
 //! codec does it), then the same parsers and password policy the handlers run. Asserts that
 //! nothing panics and that what a parser accepts keeps its promises (a login's lookup form is
-//! its canonical form, and canonical again, a code is 6-10 ASCII digits or 20 Crockford symbols, ids are canonical UUIDs, ...).
+//! its canonical form, and canonical again, a code is 6-10 ASCII digits or 20 Crockford
+//! symbols, ids are canonical UUIDs, ...).
 //!
 //! Input layout: the first byte picks the request type; the rest is either decoded as that
 //! protobuf message or, when it is not valid protobuf, split at 0xFF bytes into the message's
