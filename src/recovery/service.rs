@@ -299,6 +299,10 @@ impl Recovery {
         if let Some(account) = frozen_account {
             record.account_id = Some(account.id.clone());
         }
+        if known_device {
+            // An auditor sees which starts drew on the reserved mail budget.
+            record.detail = Some(serde_json::json!({ "known_device": true }).to_string());
+        }
         self.record(record).await;
         Ok(self.view(&flow))
     }

@@ -378,7 +378,7 @@ async fn the_owners_device_gets_a_code_after_the_mail_budget_is_spent_and_others
     )
     .await;
     let (login, other) = (unique_login(), unique_login());
-    app.create_account(&login).await;
+    let account_id = app.create_account(&login).await;
     app.create_account(&other).await;
     let device = app.recover_for_device_token(&login, NEW_PASSWORD).await;
     let foreign = app.recover_for_device_token(&other, NEW_PASSWORD).await;
@@ -419,6 +419,15 @@ async fn the_owners_device_gets_a_code_after_the_mail_budget_is_spent_and_others
     app.send_code(&flow.flow_id).await.expect("second of two");
     let flow = app.start_with_device(&login, &device).await;
     assert_account_limited(&app.send_code(&flow.flow_id).await.failure());
+    // The known device's starts are audited as such (three of them), the others are not.
+    let audit = app.audit_of(&account_id).await;
+    let known: Vec<_> = audit
+        .iter()
+        .filter(|(event, _, detail)| {
+            event == "recovery.started" && detail.as_deref() == Some(r#"{"known_device":true}"#)
+        })
+        .collect();
+    assert_eq!(known.len(), 3, "{audit:?}");
 }
 
 #[tokio::test]
