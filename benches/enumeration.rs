@@ -80,6 +80,7 @@ impl Clients {
             captcha_answer: String::new(),
             locale: "en".to_owned(),
             pow_solution: String::new(),
+            device_token: String::new(),
         };
         let began = Instant::now();
         let response = self.recovery.start_recovery(request).await?;

@@ -1,7 +1,8 @@
 //! Every request message through the service's edge: protobuf decoding (prost, as the gRPC
 //! codec does it), then the same parsers and password policy the handlers run. Asserts that
 //! nothing panics and that what a parser accepts keeps its promises (a login's lookup form is
-//! its canonical form, and canonical again, a code is six ASCII digits, ids are canonical UUIDs, ...).
+//! its canonical form, and canonical again, a code is 6-10 ASCII digits or 20 Crockford
+//! symbols, ids are canonical UUIDs, ...).
 //!
 //! Input layout: the first byte picks the request type; the rest is either decoded as that
 //! protobuf message or, when it is not valid protobuf, split at 0xFF bytes into the message's
@@ -177,6 +178,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!answer.is_empty() && answer.bytes().all(|b| b.is_ascii_digit()));
             }
             locale(&r.locale);
+            // Never a violation: a token that is not ours is no token.
+            if let Some(token) = input::DeviceToken::parse(&r.device_token) {
+                assert_eq!(token.expose().len(), input::DeviceToken::CHARS);
+            }
         }
         1 => {
             let r = decode_or_split(body, || {
@@ -203,9 +208,19 @@ fuzz_target!(|data: &[u8]| {
             });
             id("flow_id", &r.flow_id);
             if let Ok(code) = VerificationCode::parse("code", &r.code) {
-                let digits = VerificationCode::MIN_DIGITS..=VerificationCode::MAX_DIGITS;
-                assert!(digits.contains(&code.expose().len()));
-                assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
+                if code.is_long() {
+                    // A long code: 20 symbols of Crockford's alphabet, canonical (upper case).
+                    assert_eq!(code.expose().len(), input::LONG_CODE_CHARS);
+                    assert!(
+                        code.expose()
+                            .bytes()
+                            .all(|b| input::CROCKFORD_ALPHABET.contains(&b))
+                    );
+                } else {
+                    let digits = VerificationCode::MIN_DIGITS..=VerificationCode::MAX_DIGITS;
+                    assert!(digits.contains(&code.expose().len()));
+                    assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
+                }
             }
         }
         4 => {

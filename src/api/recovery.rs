@@ -114,6 +114,7 @@ impl TryFrom<proto::StartRecoveryRequest> for StartRecovery {
             &req.captcha_answer,
             &req.pow_solution,
         )
+        .map(|command| command.with_device_token(&req.device_token))
     }
 }
 
@@ -230,10 +231,11 @@ impl RecoveryService for RecoveryApi {
     ) -> Result<Response<proto::ResetPasswordResponse>, Status> {
         let ctx = self.clients.context(&request);
         let command = request.into_inner().try_into().map_err(to_status)?;
-        let changed_at = self.recovery.reset_password(&ctx, command).await;
-        let changed_at = changed_at.map_err(to_status)?;
+        let reset = self.recovery.reset_password(&ctx, command).await;
+        let reset = reset.map_err(to_status)?;
         Ok(Response::new(proto::ResetPasswordResponse {
-            password_changed_at: Some(timestamp(changed_at)),
+            password_changed_at: Some(timestamp(reset.changed_at)),
+            device_token: reset.device_token.expose_secret().to_owned(),
         }))
     }
 

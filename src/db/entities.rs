@@ -19,6 +19,10 @@ pub mod account {
         pub password_version: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// HMAC of the device token of the browser that last reset the password (the token
+        /// itself is never stored); `None`: no known device.
+        pub device_token_mac: Option<String>,
+        pub device_token_expires_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -140,6 +140,7 @@ pub(super) async fn export(
         updated_at: found.updated_at,
         password_changed_at: found.password_changed_at,
         password_set_at,
+        device_token_expires_at: found.device_token_expires_at,
         audit,
     }))
 }

@@ -5,6 +5,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod device_tokens;
 mod lifecycle;
 mod webhooks;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(CanonicalLogins),
             Box::new(lifecycle::DataLifecycle),
             Box::new(webhooks::Webhooks),
+            Box::new(device_tokens::DeviceTokens),
         ]
     }
 }
@@ -320,7 +322,8 @@ impl MigrationName for CanonicalLogins {
 #[async_trait::async_trait]
 impl MigrationTrait for CanonicalLogins {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 
         use crate::db::entities::account;
         use crate::recovery::input::canonical_login;
@@ -333,14 +336,24 @@ impl MigrationTrait for CanonicalLogins {
             )
             .await?;
         }
-        let mut pages = account::Entity::find().paginate(db, 500);
+        // Only the columns this migration knows: the entity gains columns in later migrations
+        // (the device token), which do not exist yet when this one runs.
+        let mut pages = account::Entity::find()
+            .select_only()
+            .column(account::Column::Id)
+            .column(account::Column::LoginId)
+            .column(account::Column::LoginNormalized)
+            .into_tuple::<(String, String, String)>()
+            .paginate(db, 500);
         while let Some(rows) = pages.fetch_and_next().await? {
-            for row in rows {
-                let canonical = canonical_login(&row.login_id);
-                if canonical != row.login_normalized {
-                    let mut update: account::ActiveModel = row.into();
-                    update.login_normalized = Set(canonical);
-                    update.update(db).await?;
+            for (id, login_id, login_normalized) in rows {
+                let canonical = canonical_login(&login_id);
+                if canonical != login_normalized {
+                    account::Entity::update_many()
+                        .col_expr(account::Column::LoginNormalized, Expr::value(canonical))
+                        .filter(account::Column::Id.eq(id))
+                        .exec(db)
+                        .await?;
                 }
             }
         }

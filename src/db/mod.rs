@@ -354,6 +354,7 @@ fn to_account(model: account::Model) -> Account {
         password_changed_at: model.password_changed_at,
         password_version: model.password_version,
         created_at: model.created_at,
+        device_token: model.device_token_mac.zip(model.device_token_expires_at),
     }
 }
 
@@ -407,6 +408,8 @@ impl AccountRepository for Database {
             password_version: Set(0),
             created_at: Set(new.created_at),
             updated_at: Set(new.created_at),
+            device_token_mac: Set(None),
+            device_token_expires_at: Set(None),
         };
         if let Err(error) = account::Entity::insert(row)
             .exec_without_returning(&txn)
@@ -438,6 +441,7 @@ impl AccountRepository for Database {
             password_changed_at: None,
             password_version: 0,
             created_at: new.created_at,
+            device_token: None,
         })
     }
 
@@ -510,6 +514,15 @@ impl AccountRepository for Database {
                 Expr::value(Some(commit.changed_at)),
             )
             .col_expr(account::Column::UpdatedAt, Expr::value(commit.changed_at))
+            // The browser that reset becomes the known device; any earlier one is forgotten.
+            .col_expr(
+                account::Column::DeviceTokenMac,
+                Expr::value(Some(commit.device_token.0.clone())),
+            )
+            .col_expr(
+                account::Column::DeviceTokenExpiresAt,
+                Expr::value(Some(commit.device_token.1)),
+            )
             .col_expr(
                 account::Column::PasswordVersion,
                 sea_orm::sea_query::ExprTrait::add(Expr::col(account::Column::PasswordVersion), 1),
@@ -589,6 +602,23 @@ impl AccountRepository for Database {
         }
         txn.commit().await.map_err(classify)?;
         Ok(ResetOutcome::Applied)
+    }
+
+    async fn revoke_device_token(&self, account_id: &str) -> Result<(), RepoError> {
+        account::Entity::update_many()
+            .col_expr(
+                account::Column::DeviceTokenMac,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                account::Column::DeviceTokenExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(account::Column::Id.eq(account_id))
+            .exec(&self.conn)
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError> {

@@ -506,6 +506,8 @@ pub fn render(
                 client_os => client.and_then(|c| c.os),
                 report_code => message.report_code.clone(),
                 report_url => report_url,
+                // Only long codes are mailed in hyphenated groups (`group_long_code`).
+                long_code => message.code.as_deref().is_some_and(|code| code.contains('-')),
             },
         )
     };

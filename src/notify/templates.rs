@@ -49,6 +49,8 @@
 //!         client_os => "Windows 10",
 //!         report_code => (),
 //!         report_url => (),
+//!         // A long code (mailed once the account's guess budget is spent) says why it is long.
+//!         long_code => false,
 //!     },
 //! )?;
 //! assert!(msg.text.contains("042917"));
@@ -455,6 +457,7 @@ mod tests {
             client_os => "Windows 10",
             report_code => "RPT-7Q2X",
             report_url => "https://id.example.com/recovery/report?code=RPT-7Q2X",
+            long_code => false,
         }
     }
 
@@ -471,6 +474,7 @@ mod tests {
             client_os => (),
             report_code => (),
             report_url => (),
+            long_code => false,
         }
     }
 
@@ -591,6 +595,7 @@ mod tests {
             "client_os",
             "report_code",
             "report_url",
+            "long_code",
         ] {
             assert!(code_vars.contains(var), "{var}");
         }

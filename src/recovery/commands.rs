@@ -6,7 +6,7 @@ use secrecy::SecretString;
 
 use super::error::{FieldViolation, RecoveryError, Violations};
 use super::flow::Channel;
-use super::input::{self, LoginId, ReportCode, ResetToken, VerificationCode};
+use super::input::{self, DeviceToken, LoginId, ReportCode, ResetToken, VerificationCode};
 use super::pow::PowSolution;
 
 /// A flow id we issued (a UUID): anything else cannot exist in the store.
@@ -48,9 +48,17 @@ pub struct StartRecovery {
     /// `None` when not given (refused later if proof of work is on).
     pub pow_solution: Option<PowSolution>,
     pub locale: String,
+    /// `None` when not given or not shaped like ours (a start ignores it silently then).
+    pub device_token: Option<DeviceToken>,
 }
 
 impl StartRecovery {
+    /// The same command naming a device token (see `DeviceToken::parse`: never a violation).
+    pub fn with_device_token(mut self, device_token: &str) -> Self {
+        self.device_token = DeviceToken::parse(device_token);
+        self
+    }
+
     pub fn parse(
         login_id: &str,
         locale: &str,
@@ -98,6 +106,7 @@ impl StartRecovery {
             captcha,
             pow_solution,
             locale,
+            device_token: None,
         })
     }
 }

@@ -66,6 +66,10 @@ pub enum FlowState {
         /// HMAC(secret, flow ‖ code): the code itself is never stored.
         code_mac: String,
         code_expires_at: DateTime<Utc>,
+        /// A long code (100 bits, issued once the owner's guess budget was spent): guessing it
+        /// is hopeless, so only the flow's `max_attempts` weighs it, not that budget.
+        #[serde(default)]
+        long_code: bool,
     },
     /// Too many wrong codes: the flow is dead until it expires.
     Locked,
@@ -143,6 +147,14 @@ pub struct Flow {
     pub sends: u32,
     pub resend_available_at: Option<DateTime<Utc>>,
     pub state: FlowState,
+    /// Started by the helpdesk (`AdminStartRecovery`): its codes are not weighed by the
+    /// anonymous per-account guess budget (the flow's own `max_attempts` still holds).
+    #[serde(default)]
+    pub helpdesk: bool,
+    /// Started with a valid device token of the account: its mails draw on the reserved
+    /// `send_code_known_device` budget instead of the anonymous one.
+    #[serde(default)]
+    pub known_device: bool,
 }
 
 /// What `VerifyCode` decided: the next flow to write, and what to answer once it is written.
@@ -189,6 +201,8 @@ impl Flow {
             sends: 0,
             resend_available_at: Some(now),
             state: FlowState::ChooseMethod,
+            helpdesk: false,
+            known_device: false,
         }
     }
 
@@ -270,8 +284,30 @@ impl Flow {
             code_mac,
             // A code never outlives its flow.
             code_expires_at: after(now, settings.code_ttl).min(self.expires_at),
+            long_code: false,
         };
         Ok(next)
+    }
+
+    /// The same flow with its current code marked long (see `FlowState::CodeSent`).
+    pub fn with_long_code(mut self) -> Flow {
+        if let FlowState::CodeSent { long_code, .. } = &mut self.state {
+            *long_code = true;
+        }
+        self
+    }
+
+    /// Whether the anonymous per-account guess budget weighs this flow's codes: not for a
+    /// helpdesk flow, nor for a long code.
+    pub fn guesses_count_against_account(&self) -> bool {
+        !self.helpdesk
+            && !matches!(
+                self.state,
+                FlowState::CodeSent {
+                    long_code: true,
+                    ..
+                }
+            )
     }
 
     /// `VerifyCode`. `code_matches` was computed in constant time by the caller. A wrong code is

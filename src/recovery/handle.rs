@@ -22,6 +22,11 @@ pub(crate) const CODE_PURPOSE: &str = "code";
 pub(crate) const TOKEN_PURPOSE: &str = "reset-token";
 pub(crate) const LOGIN_PURPOSE: &str = "login";
 pub(crate) const REPORT_PURPOSE: &str = "report-code";
+pub(crate) const DEVICE_PURPOSE: &str = "device-token";
+
+/// How long a device token names its browser to the account: 180 days, so a person who
+/// recovers twice a year keeps the reserved mail budget.
+pub const DEVICE_TOKEN_TTL: Duration = Duration::from_secs(180 * DAY_SECS);
 
 /// Average 25 000 SHA-256 hashes per solve: about a second for the widget on a phone, ~5 ms for
 /// a native bot on one core;
@@ -182,6 +187,15 @@ pub struct RateLimits {
     /// Codes mailed per account across all its flows (unknown logins: per login key): caps the
     /// mail an attacker can make a victim receive.
     pub send_code_per_account: RateLimit,
+    /// Codes mailed per account for flows started with a valid device token of that account (a
+    /// browser that reset its password before): a budget of its own that anonymous callers
+    /// cannot spend, so the owner still gets a code after an attacker spent
+    /// `send_code_per_account`.
+    pub send_code_known_device: RateLimit,
+    /// `AdminStartRecovery` calls per authenticated caller (API key, client certificate
+    /// identity, or the loopback peer). Helpdesk starts never spend, and are never refused by,
+    /// the anonymous per-account budgets; this bounds what one caller can start.
+    pub helpdesk_per_caller: RateLimit,
 }
 
 impl Default for RateLimits {
@@ -213,6 +227,16 @@ impl Default for RateLimits {
             send_code_per_account: RateLimit {
                 limit: 10,
                 window_secs: 24 * 3600,
+            },
+            send_code_known_device: RateLimit {
+                limit: 5,
+                window_secs: 24 * 3600,
+            },
+            // A helpdesk desk handles a few recoveries an hour; a leaked key can start (and mail)
+            // at most this many.
+            helpdesk_per_caller: RateLimit {
+                limit: 60,
+                window_secs: 3600,
             },
         }
     }

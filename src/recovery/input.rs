@@ -191,7 +191,37 @@ pub fn parse_captcha_answer(
 
 /// A one-time code as typed: 6-10 digits (the deployment's `flow.code_digits`; the use case
 /// checks the exact length), spaces and dashes forgiven ("123 456").
-pub struct VerificationCode(SecretString);
+pub struct VerificationCode {
+    code: SecretString,
+    long: bool,
+}
+
+/// Crockford's base32 alphabet: digits and upper-case letters without I, L, O and U.
+pub const CROCKFORD_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Characters of a long code (5 bits each: 100 bits).
+pub const LONG_CODE_CHARS: usize = 20;
+
+/// One typed character of a long code as Crockford's decoding reads it: either case, and the
+/// look-alikes I and L as 1, O as 0. U is not in the alphabet.
+fn crockford_symbol(c: char) -> Option<char> {
+    match c.to_ascii_uppercase() {
+        'I' | 'L' => Some('1'),
+        'O' => Some('0'),
+        upper if upper.is_ascii() && CROCKFORD_ALPHABET.contains(&(upper as u8)) => Some(upper),
+        _ => None,
+    }
+}
+
+/// A long code for display: 5 groups of 4 joined by `-` (`7K3M-…`).
+pub fn group_long_code(canonical: &str) -> String {
+    let chars: Vec<char> = canonical.chars().collect();
+    chars
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
 
 impl VerificationCode {
     pub const MIN_DIGITS: usize = 6;
@@ -201,12 +231,17 @@ impl VerificationCode {
     pub fn wrong_shape(field: &'static str, digits: usize) -> FieldViolation {
         FieldViolation::new(
             field,
-            format!("must be the {digits}-digit code from the message"),
+            format!(
+                "must be the {digits}-digit code or the {LONG_CODE_CHARS}-character code from the message"
+            ),
         )
     }
 
+    /// A short code (6-10 digits) or a long code (20 Crockford base32 characters, any case,
+    /// I/L read as 1 and O as 0); spaces and hyphens anywhere are ignored. A long code is kept
+    /// in its canonical form (upper case, no separators), the one its MAC was made over.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldViolation> {
-        common_checks(field, raw, 32)?;
+        common_checks(field, raw, 64)?;
         let code: String = raw
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
@@ -214,12 +249,54 @@ impl VerificationCode {
         if code.is_empty() {
             return Err(FieldViolation::new(field, "must not be empty"));
         }
-        if !(Self::MIN_DIGITS..=Self::MAX_DIGITS).contains(&code.len())
-            || !code.chars().all(|c| c.is_ascii_digit())
+        if (Self::MIN_DIGITS..=Self::MAX_DIGITS).contains(&code.len())
+            && code.chars().all(|c| c.is_ascii_digit())
         {
-            return Err(Self::wrong_shape(field, Self::MIN_DIGITS));
+            return Ok(Self {
+                code: SecretString::from(code),
+                long: false,
+            });
         }
-        Ok(Self(SecretString::from(code)))
+        if code.chars().count() == LONG_CODE_CHARS {
+            let canonical: Option<String> = code.chars().map(crockford_symbol).collect();
+            if let Some(canonical) = canonical {
+                return Ok(Self {
+                    code: SecretString::from(canonical),
+                    long: true,
+                });
+            }
+        }
+        Err(Self::wrong_shape(field, Self::MIN_DIGITS))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.code.expose_secret()
+    }
+
+    /// Whether this is a long code (the shape mailed once an account's guess budget is spent).
+    pub fn is_long(&self) -> bool {
+        self.long
+    }
+}
+
+/// A device token as `ResetPassword` issues it: 32 random bytes, base64url without padding (43
+/// characters). Anything else is no token at all, never an error: a start answers the same
+/// with a malformed, forged, expired or foreign token as with none.
+pub struct DeviceToken(SecretString);
+
+impl DeviceToken {
+    pub const CHARS: usize = 43;
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.len() > MAX_FIELD_BYTES {
+            return None;
+        }
+        let token = raw.trim();
+        let ours = token.len() == Self::CHARS
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ours.then(|| Self(SecretString::from(token.to_owned())))
     }
 
     pub fn expose(&self) -> &str {
@@ -392,6 +469,34 @@ mod tests {
         // matches, so the parser accepts the whole configurable range.
         assert!(VerificationCode::parse("code", "1234567890").is_ok());
         for bad in ["", "12345", "12345678901", "12345a", "１２３４５６"] {
+            assert!(VerificationCode::parse("code", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_long_code_is_read_in_any_case_with_or_without_separators() {
+        let canonical = "7K3M0R1ZABCDEFGHJKMN";
+        for typed in [
+            "7K3M-0R1Z-ABCD-EFGH-JKMN",
+            "7k3m0r1zabcdefghjkmn",
+            " 7k3m 0r1z abcd efgh jkmn ",
+            "7K3M-OR1Z-ABCD-EFGH-JKMN",
+            "7K3M-0RIZ-ABCD-EFGH-JKMN",
+            "7K3M-0RlZ-ABCD-EFGH-JKMN",
+        ] {
+            let code = VerificationCode::parse("code", typed).unwrap();
+            assert!(code.is_long(), "{typed}");
+            assert_eq!(code.expose(), canonical, "{typed}");
+        }
+        assert!(!VerificationCode::parse("code", "123456").unwrap().is_long());
+        assert_eq!(group_long_code(canonical), "7K3M-0R1Z-ABCD-EFGH-JKMN");
+        // U is not in Crockford's alphabet; 19 or 21 characters are neither shape.
+        for bad in [
+            "7K3M-0R1Z-ABCD-EFGH-JKMU",
+            "7K3M-0R1Z-ABCD-EFGH-JKM",
+            "7K3M-0R1Z-ABCD-EFGH-JKMNP",
+            "7K3M-0R1Z-ABCD-EFGH-JKM\u{e9}",
+        ] {
             assert!(VerificationCode::parse("code", bad).is_err(), "{bad}");
         }
     }

@@ -13,6 +13,7 @@ use super::ports::{AuditRecord, OutboxEvent, RateDecision};
 
 const ACCOUNT_CODES: &str = "rl:acct-codes";
 const ACCOUNT_SENDS: &str = "rl:acct-sends";
+const ACCOUNT_DEVICE_SENDS: &str = "rl:acct-device-sends";
 
 fn account_key(kind: &str, owner: &str) -> String {
     format!("{kind}:{owner}")
@@ -30,6 +31,10 @@ pub(crate) enum LimitScope<'a> {
     VerifyCode(&'a str),
     /// Codes mailed per flow owner.
     SendCode(&'a str),
+    /// Codes mailed per account for flows started with a valid device token of it.
+    SendCodeKnownDevice(&'a str),
+    /// `AdminStartRecovery` calls per authenticated caller.
+    Helpdesk(&'a str),
     ClientIp(IpAddr),
     Global,
 }
@@ -132,6 +137,16 @@ impl Recovery {
                 limits.send_code_per_account,
                 "account",
             ),
+            LimitScope::SendCodeKnownDevice(owner) => (
+                account_key(ACCOUNT_DEVICE_SENDS, owner),
+                limits.send_code_known_device,
+                "account",
+            ),
+            LimitScope::Helpdesk(caller) => (
+                format!("rl:helpdesk:{caller}"),
+                limits.helpdesk_per_caller,
+                "caller",
+            ),
             // IPv6 per /64 (`ipv6_prefix_len`), IPv4 per address; the audit row keeps the full
             // address (`ctx.client_ip`).
             LimitScope::ClientIp(ip) => (
@@ -152,6 +167,8 @@ impl Recovery {
                     LimitScope::Login(key) | LimitScope::VerifyPassword(key) => Some(key),
                     LimitScope::VerifyCode(_)
                     | LimitScope::SendCode(_)
+                    | LimitScope::SendCodeKnownDevice(_)
+                    | LimitScope::Helpdesk(_)
                     | LimitScope::ClientIp(_)
                     | LimitScope::Global => None,
                 };
@@ -200,6 +217,17 @@ impl Recovery {
         self.record(record).await;
     }
 
+    /// Whether the owner's anonymous guess budget is spent (the next code it would weigh is
+    /// refused): then its new codes are long. Read the same way for unknown logins' owners.
+    pub(crate) async fn guess_budget_spent(&self, owner: &str) -> Result<bool, RecoveryError> {
+        let limits = &self.settings.limits;
+        if !limits.enabled {
+            return Ok(false);
+        }
+        let hits = self.store.hits(&account_key(ACCOUNT_CODES, owner)).await?;
+        Ok(hits >= u64::from(limits.verify_code_per_account.limit))
+    }
+
     /// Per-IP and global limits, shared by every recovery RPC.
     pub(crate) async fn limit_caller(
         &self,
@@ -222,6 +250,7 @@ impl Recovery {
         for key in [
             account_key(ACCOUNT_CODES, &owner),
             account_key(ACCOUNT_SENDS, &owner),
+            account_key(ACCOUNT_DEVICE_SENDS, &owner),
             format!("rl:login:{login_key}"),
             format!("rl:verify:{login_key}"),
         ] {

@@ -10,8 +10,9 @@ use super::commands::{AdminStartRecovery, ReportUnrequested};
 use super::error::RecoveryError;
 use super::flow::{Channel, Method};
 use super::handle::{REPORT_PURPOSE, Recovery, RequestContext};
+use super::limits::LimitScope;
 use super::ports::OutboxEvent;
-use super::service::{CodeDelivery, FlowView};
+use super::service::{CodeDelivery, FlowOrigin, FlowView};
 use crate::clock::after;
 use crate::secrets::mask_email;
 
@@ -83,6 +84,9 @@ impl Recovery {
         // that the ending below would miss.
         self.store.freeze_recovery(owner, freeze).await?;
         self.end_other_flows(owner, "").await;
+        // The known device is forgotten too: whoever asked may have reset from it before.
+        // The owner's way back while frozen is the helpdesk.
+        self.accounts.revoke_device_token(owner).await?;
         let mut audit = self.audit("recovery.reported", None, ctx, "ok");
         audit.account_id = Some(owner.to_owned());
         audit.detail =
@@ -118,9 +122,12 @@ impl Recovery {
 
     /// `AccountService.AdminStartRecovery`: a helpdesk (authenticated as `caller`) starts a
     /// flow for an existing account and issues its code, mailed as usual or handed back for
-    /// out-of-band delivery. No captcha and no per-login start limit (the caller is trusted),
-    /// but the per-account send budget and the one-live-code rule hold. It works during a
-    /// report freeze: the helpdesk has checked who is asking.
+    /// out-of-band delivery. No captcha, no per-login start limit and none of the anonymous
+    /// per-account budgets (mail and guesses): those are what an attacker spends to lock the
+    /// owner out, and the helpdesk is the owner's way back. Its own budget is per caller
+    /// (`rate_limits.helpdesk_per_caller`), counted before the account is looked up; the
+    /// per-flow caps and the one-live-code rule hold. It works during a report freeze: the
+    /// helpdesk has checked who is asking.
     #[tracing::instrument(skip_all, fields(flow_id))]
     pub async fn admin_start_recovery(
         &self,
@@ -133,6 +140,8 @@ impl Recovery {
             return_code,
             locale,
         } = command;
+        self.limit(ctx, "AdminStartRecovery", LimitScope::Helpdesk(caller))
+            .await?;
         let now = self.clock.now();
         let account = self
             .accounts
@@ -145,7 +154,14 @@ impl Recovery {
             masked_destination: mask_email(&account.email),
         }];
         let flow = self
-            .open_flow(Some(&account), login_key, methods, locale, now)
+            .open_flow(
+                Some(&account),
+                login_key,
+                methods,
+                locale,
+                FlowOrigin::Helpdesk,
+                now,
+            )
             .await?;
         let delivery = if return_code {
             CodeDelivery::ReturnToCaller

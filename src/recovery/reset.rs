@@ -7,11 +7,19 @@ use secrecy::{ExposeSecret, SecretString};
 use super::commands::ResetPassword;
 use super::error::RecoveryError;
 use super::flow::Flow;
-use super::handle::{Recovery, RequestContext, TOKEN_PURPOSE};
+use super::handle::{DEVICE_PURPOSE, DEVICE_TOKEN_TTL, Recovery, RequestContext, TOKEN_PURPOSE};
 use super::input::ResetToken;
 use super::ports::{Account, MessageKind, Notice, ResetCommit, ResetOutcome, Versioned};
 use crate::clock::after;
-use crate::secrets::mask_email;
+use crate::secrets::{keys, mask_email};
+
+/// What a successful `ResetPassword` answers.
+pub struct PasswordReset {
+    pub changed_at: DateTime<Utc>,
+    /// The device token for the browser that reset (see `DEVICE_TOKEN_TTL`); only its keyed
+    /// hash is stored, on the account, replacing the one before.
+    pub device_token: SecretString,
+}
 
 /// What a reset attempt got to know before it failed, for its audit row.
 #[derive(Default)]
@@ -54,7 +62,7 @@ impl Recovery {
         &self,
         ctx: &RequestContext,
         command: ResetPassword,
-    ) -> Result<DateTime<Utc>, RecoveryError> {
+    ) -> Result<PasswordReset, RecoveryError> {
         let ResetPassword {
             token,
             new_password,
@@ -86,7 +94,7 @@ impl Recovery {
         new_password: SecretString,
         confirmation: SecretString,
         trace: &mut ResetTrace,
-    ) -> Result<DateTime<Utc>, RecoveryError> {
+    ) -> Result<PasswordReset, RecoveryError> {
         self.limit_caller(ctx, "ResetPassword").await?;
         let now = self.clock.now();
         let settings = &self.settings.flow;
@@ -136,7 +144,14 @@ impl Recovery {
                 other => other,
             })?;
         let held_version = held.version + 1;
-        let commit = self.reset_commit(&flow, &account, new_hash, now, ctx, depth)?;
+        let device_token =
+            SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);
+        let mut commit = self.reset_commit(&flow, &account, new_hash, now, ctx, depth)?;
+        commit.device_token = (
+            self.keys
+                .sign(DEVICE_PURPOSE, &[device_token.expose_secret().as_bytes()]),
+            after(now, DEVICE_TOKEN_TTL),
+        );
         let outcome = match self.accounts.commit_reset(commit).await {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -171,7 +186,10 @@ impl Recovery {
                 self.end_other_flows(&account.id, &flow.id).await;
                 self.deliveries.wake();
                 self.event_wake.notify_one();
-                Ok(now)
+                Ok(PasswordReset {
+                    changed_at: now,
+                    device_token,
+                })
             }
         }
     }
@@ -225,6 +243,8 @@ impl Recovery {
             event_payload,
             audit: self.audit("recovery.password_reset", Some(flow), ctx, "ok"),
             notice: Some(notice),
+            // Filled in by the caller, which holds the token to hand out.
+            device_token: (String::new(), now),
         })
     }
 

@@ -13,10 +13,12 @@ use super::commands::{
 };
 use super::error::{FieldViolation, PolicyViolation, RecoveryError};
 use super::flow::{Channel, Flow, FlowStage, FlowState, Method};
-use super::handle::{CODE_PURPOSE, CaptchaCheck, LOGIN_PURPOSE, REPORT_PURPOSE, TOKEN_PURPOSE};
+use super::handle::{
+    CODE_PURPOSE, CaptchaCheck, DEVICE_PURPOSE, LOGIN_PURPOSE, REPORT_PURPOSE, TOKEN_PURPOSE,
+};
 pub use super::handle::{CaptchaAnswerSource, Recovery, RecoverySettings, RequestContext};
-use super::input::LoginId;
-use super::input::VerificationCode;
+use super::input::{DeviceToken, LoginId};
+use super::input::{VerificationCode, group_long_code};
 use super::limits::LimitScope;
 use super::policy::PasswordPolicy;
 use super::ports::{Account, MessageKind, Notice, Versioned};
@@ -36,6 +38,15 @@ pub(crate) enum CodeDelivery {
     /// Handed back to the helpdesk caller (`AdminStartRecovery` with `return_code`); nothing
     /// is mailed.
     ReturnToCaller,
+}
+
+/// Who opened a flow, which decides the budgets its codes draw on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlowOrigin {
+    /// `StartRecovery`; `known_device` when it named a valid device token of the account.
+    SelfService { known_device: bool },
+    /// `AdminStartRecovery`: budgeted per caller, never by the anonymous per-account budgets.
+    Helpdesk,
 }
 
 /// A new single-use report code for a code mail: 128 random bits as hex. Only its keyed hash is
@@ -221,16 +232,33 @@ impl Recovery {
             captcha,
             pow_solution,
             locale,
+            device_token,
         } = command;
         self.limit_caller(ctx, "StartRecovery").await?;
         let now = self.clock.now();
         self.check_captcha(captcha.as_ref(), pow_solution.as_ref(), now)
             .await?;
         let login_key = self.login_key(&login);
-        // Before the account lookup: a limited answer must not depend on whether it exists.
-        self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
-            .await?;
-        let account = self.accounts.find_by_login(login.normalized()).await?;
+        // A start naming a device token looks the account up first, known login or not, and the
+        // account's own device is not held back by the per-login start limit (which an attacker
+        // can spend with a few captchas an hour). Any other token is answered as none.
+        let looked_up = match &device_token {
+            Some(_) => Some(self.accounts.find_by_login(login.normalized()).await?),
+            None => None,
+        };
+        let own_device = looked_up
+            .as_ref()
+            .is_some_and(|account| self.known_device(device_token.as_ref(), account.as_ref(), now));
+        // Otherwise before the account lookup: a limited answer must not depend on whether it
+        // exists.
+        if !own_device {
+            self.limit(ctx, "StartRecovery", LimitScope::Login(&login_key))
+                .await?;
+        }
+        let account = match looked_up {
+            Some(account) => account,
+            None => self.accounts.find_by_login(login.normalized()).await?,
+        };
         // A reported ("it wasn't me") account is frozen: its starts become decoys, exactly as
         // for an unknown login (same answer, same writes, nothing delivered). The freeze is read
         // for unknown logins too, so both make the same store calls.
@@ -241,6 +269,7 @@ impl Recovery {
         } else {
             (account, None)
         };
+        let known_device = self.known_device(device_token.as_ref(), account.as_ref(), now);
         // Methods come from what was typed, never from the account: showing the address on
         // file would tell an attacker the account exists.
         let methods = vec![Method {
@@ -248,7 +277,14 @@ impl Recovery {
             masked_destination: mask_email(login.typed()),
         }];
         let flow = self
-            .open_flow(account.as_ref(), login_key, methods, locale, now)
+            .open_flow(
+                account.as_ref(),
+                login_key,
+                methods,
+                locale,
+                FlowOrigin::SelfService { known_device },
+                now,
+            )
             .await?;
         let mut record = self.audit(
             "recovery.started",
@@ -263,8 +299,37 @@ impl Recovery {
         if let Some(account) = frozen_account {
             record.account_id = Some(account.id.clone());
         }
+        if known_device {
+            // An auditor sees which starts drew on the reserved mail budget.
+            record.detail = Some(serde_json::json!({ "known_device": true }).to_string());
+        }
         self.record(record).await;
         Ok(self.view(&flow))
+    }
+
+    /// Whether `token` is the live device token of `account` (the browser that last reset its
+    /// password). Compared in constant time under every key, and against a stand-in when there
+    /// is no account or no token on it, so known and unknown logins, foreign and forged tokens
+    /// all take the same steps; a wrong token is simply not a known device, never an error.
+    fn known_device(
+        &self,
+        token: Option<&DeviceToken>,
+        account: Option<&Account>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(token) = token else {
+            return false;
+        };
+        const NO_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+        let (stored, live) = account
+            .and_then(|account| account.device_token.as_ref())
+            .map_or((NO_TOKEN, false), |(mac, expires_at)| {
+                (mac.as_str(), now < *expires_at)
+            });
+        let matches = self
+            .keys
+            .verify(DEVICE_PURPOSE, &[token.expose().as_bytes()], stored);
+        matches && live
     }
 
     /// The captcha of a `StartRecovery`, as `CaptchaCheck` asks: first that what it needs is
@@ -339,6 +404,7 @@ impl Recovery {
         login_key: String,
         methods: Vec<Method>,
         locale: String,
+        origin: FlowOrigin,
         now: DateTime<Utc>,
     ) -> Result<Flow, RecoveryError> {
         let mut flow = Flow::start(
@@ -351,6 +417,10 @@ impl Recovery {
             &self.settings.flow,
         );
         flow.password_version = account.map_or(0, |a| a.password_version);
+        match origin {
+            FlowOrigin::SelfService { known_device } => flow.known_device = known_device,
+            FlowOrigin::Helpdesk => flow.helpdesk = true,
+        }
         tracing::Span::current().record("flow_id", flow.id.as_str());
         let ttl = flow.remaining(now);
         self.store.insert_indexed_flow(&flow, ttl).await?;
@@ -455,14 +525,29 @@ impl Recovery {
     ) -> Result<(Flow, SecretString), RecoveryError> {
         let now = self.clock.now();
         let settings = &self.settings.flow;
+        let loaded = self
+            .read_flow(flow_id)
+            .await?
+            .ok_or(RecoveryError::FlowNotFound)?;
+        // Once the owner's anonymous guess budget is spent, a self-service code is a long one
+        // (100 bits): the owner can still verify, and guessing it is hopeless. Read for every
+        // self-service send, known login or not, so decoys get long codes at the same point.
+        // Helpdesk flows are not weighed by that budget, so they keep the short code.
+        let long = delivery == CodeDelivery::Mail
+            && !loaded.value.helpdesk
+            && self.guess_budget_spent(&loaded.value.owner()).await?;
         let mut issued_code = None;
         let mut capped_flow = None;
         let updated = self
-            .update_flow(flow_id, now, |flow| {
+            .update_loaded_flow(flow_id, Some(loaded), now, |flow| {
                 flow.ensure_alive(now)?;
                 let channel = flow.pick_channel(channel)?;
-                let code =
-                    keys::random_digits(settings.code_digits).map_err(RecoveryError::internal)?;
+                let code = if long {
+                    keys::random_long_code()
+                } else {
+                    keys::random_digits(settings.code_digits)
+                }
+                .map_err(RecoveryError::internal)?;
                 let mac = self
                     .keys
                     .sign(CODE_PURPOSE, &[flow.id.as_bytes(), code.as_bytes()]);
@@ -473,6 +558,7 @@ impl Recovery {
                             capped_flow = Some(flow.clone());
                         }
                     })?;
+                let next = if long { next.with_long_code() } else { next };
                 issued_code = Some(SecretString::from(code));
                 Ok((Some(next), ()))
             })
@@ -514,14 +600,19 @@ impl Recovery {
             _ => next.expires_at,
         };
         // The per-account mail cap, counted only for a send the flow allowed (a cooldown refusal
-        // mails nothing). Past it the flow is put back as it was: no code was issued.
-        if let Err(error) = self
-            .limit(
-                ctx,
-                "SendVerificationCode",
-                LimitScope::SendCode(&next.owner()),
-            )
-            .await
+        // mails nothing). Past it the flow is put back as it was: no code was issued. A flow
+        // started with the account's device token draws on a budget anonymous callers cannot
+        // spend; the helpdesk draws on none (its calls are budgeted per caller).
+        let owner = next.owner();
+        let mail_budget = match delivery {
+            CodeDelivery::Mail if next.known_device => {
+                Some(LimitScope::SendCodeKnownDevice(&owner))
+            }
+            CodeDelivery::Mail => Some(LimitScope::SendCode(&owner)),
+            CodeDelivery::HelpdeskMail | CodeDelivery::ReturnToCaller => None,
+        };
+        if let Some(scope) = mail_budget
+            && let Err(error) = self.limit(ctx, "SendVerificationCode", scope).await
         {
             self.restore_flow(&previous, now).await;
             return Err(error);
@@ -530,7 +621,6 @@ impl Recovery {
         // is put back below, so nothing is consumed. The recipient lookup is inside for that
         // reason: the soak (benches/SOAK.md) found sends answered UNAVAILABLE during a database
         // restart that had spent the cooldown, when the lookup ran before this point.
-        let owner = next.owner();
         let sent = async {
             // From here this flow holds the owner's only live code: codes of its other flows
             // stop verifying. Written for unknown logins too (same writes), and before the
@@ -570,7 +660,12 @@ impl Recovery {
                     .first()
                     .map(|m| m.masked_destination.clone())
                     .unwrap_or_default(),
-                code: Some(code.clone()),
+                // A long code is mailed in groups of four, which are easier to copy by eye.
+                code: Some(if long {
+                    SecretString::from(group_long_code(code.expose_secret()))
+                } else {
+                    code.clone()
+                }),
                 report_code: Some(report_code),
                 expires_at: code_expires_at,
                 changed_at: None,
@@ -612,7 +707,10 @@ impl Recovery {
         let now = self.clock.now();
         let settings = &self.settings.flow;
         let digits = settings.code_digits as usize;
-        if code.expose().len() != digits {
+        // A long code has one length whatever `code_digits` is; a short one must have the
+        // configured number of digits. Either shape is accepted here for every flow (the flow's
+        // kind of code is not revealed by the answer): the wrong shape is simply a wrong code.
+        if !code.is_long() && code.expose().len() != digits {
             return Err(RecoveryError::InvalidArgument(vec![
                 VerificationCode::wrong_shape("code", digits),
             ]));
@@ -632,7 +730,9 @@ impl Recovery {
                 .outcome,
             Err(RecoveryError::CodeInvalid { .. })
         );
-        if would_weigh {
+        // Helpdesk flows and long codes are weighed only by the flow's own `max_attempts`:
+        // the anonymous budget is what an attacker spends, and it must not lock these out.
+        if would_weigh && flow.guesses_count_against_account() {
             self.limit(ctx, "VerifyCode", LimitScope::VerifyCode(&flow.owner()))
                 .await?;
         }

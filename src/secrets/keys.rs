@@ -155,6 +155,17 @@ pub fn random_digits(digits: u32) -> Result<String, getrandom::Error> {
     }
 }
 
+/// A long verification code: 20 symbols of Crockford's base32 (100 bits), canonical form (upper
+/// case, no separators). Each symbol is the low 5 bits of one random byte: 256 is a multiple
+/// of 32, so every symbol is uniform.
+pub fn random_long_code() -> Result<String, getrandom::Error> {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    Ok(random_bytes::<20>()?
+        .iter()
+        .map(|byte| char::from(ALPHABET[usize::from(byte & 0x1f)]))
+        .collect())
+}
+
 /// 256 random bits, base64url without padding: a reset token.
 pub fn random_token() -> Result<String, getrandom::Error> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))

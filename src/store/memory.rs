@@ -317,6 +317,15 @@ impl EphemeralStore for MemoryStore {
         })
     }
 
+    async fn hits(&self, key: &str) -> Result<u64, StoreError> {
+        self.with(|s, now| {
+            s.counters
+                .get(key)
+                .filter(|e| e.live(now))
+                .map_or(0, |e| u64::from(e.value))
+        })
+    }
+
     async fn clear_limit(&self, key: &str) -> Result<(), StoreError> {
         self.with(|s, _| {
             s.counters.remove(key);

@@ -635,6 +635,13 @@ impl EphemeralStore for RedisStore {
         })
     }
 
+    async fn hits(&self, key: &str) -> Result<u64, StoreError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.key("rl", key));
+        let count: Option<u64> = self.run_command("hits", &command).await?;
+        Ok(count.unwrap_or(0))
+    }
+
     async fn clear_limit(&self, key: &str) -> Result<(), StoreError> {
         let mut invocation = self.scripts.delete_key.prepare_invoke();
         invocation.key(self.key("rl", key));

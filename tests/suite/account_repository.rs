@@ -203,6 +203,7 @@ fn commit(
         event_payload: format!(r#"{{"account_id":"{account_id}"}}"#),
         audit: audit("recovery.password_reset", account_id, flow_id),
         notice: Some(sealed(&uuid::Uuid::new_v4().to_string(), changed_at)),
+        device_token: ("0".repeat(64), changed_at),
     }
 }
 

@@ -235,6 +235,7 @@ async fn with_redis_stopped_calls_are_unavailable_in_bounded_time_and_recover_wi
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await;
     assert_unavailable("StartRecovery", started, result);

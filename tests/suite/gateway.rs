@@ -785,6 +785,7 @@ async fn a_grpc_web_error_carries_its_status_details() {
         captcha_answer: "000000".into(),
         locale: String::new(),
         pow_solution: String::new(),
+        device_token: String::new(),
     };
 
     let reply = grpc_web(&app, "StartRecovery", &request, false).await;

@@ -174,6 +174,7 @@ async fn metrics_parse_and_move_when_a_flow_runs() {
             captcha_answer: String::new(),
             locale: "en".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .unwrap()

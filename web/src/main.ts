@@ -541,6 +541,7 @@ function showStart(): void {
           captchaAnswer: digits ? answer.value.trim() : "",
           locale,
           powSolution: work && state.powSolution ? await state.powSolution : "",
+          deviceToken: storedDeviceToken(),
         });
       });
       if (outcome.ok) {
@@ -614,16 +615,47 @@ function showSend(): void {
   });
 }
 
+// ---- the known device ------------------------------------------------------------------------
+
+/** Where the device token of the last reset on this browser is kept. It is worth a mail budget
+ *  of its own for this account (an attacker who spends the anonymous one cannot lock the owner
+ *  out); a missing or stale one is simply not sent, or ignored by the service. */
+const DEVICE_TOKEN_KEY = "recovery.deviceToken";
+
+function storedDeviceToken(): string {
+  try {
+    return localStorage.getItem(DEVICE_TOKEN_KEY) ?? "";
+  } catch {
+    return ""; // storage switched off (private mode, policy): the start works without it
+  }
+}
+
+function storeDeviceToken(token: string): void {
+  if (!token) return;
+  try {
+    localStorage.setItem(DEVICE_TOKEN_KEY, token);
+  } catch {
+    // Nothing to do: without storage this browser is simply not a known device.
+  }
+}
+
 // ---- step 5: the code -> "Confirm" -----------------------------------------------------------
 
 function showCode(): void {
   const destination = state.method?.maskedDestination ?? "";
+  // The short code is digits; once an account's guess budget is spent the mail carries a long
+  // code (5 groups of 4 letters and digits), so the field takes both, in any case, with the
+  // hyphens or without.
   const code = h("input", {
     type: "text",
     name: "code",
-    inputmode: "numeric",
+    inputmode: "text",
     autocomplete: "one-time-code",
-    maxlength: "6",
+    autocapitalize: "characters",
+    autocorrect: "off",
+    spellcheck: "false",
+    maxlength: "32",
+    pattern: "[0-9A-Za-z \\-]*",
     "aria-required": "true",
   });
   const confirm = h("button", { type: "submit" }, t("confirm"));
@@ -780,6 +812,7 @@ function showPassword(): void {
     );
     if (outcome.ok) {
       state.resetToken = undefined;
+      storeDeviceToken(outcome.value.deviceToken);
       showDone();
       return;
     }

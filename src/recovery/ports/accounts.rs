@@ -29,6 +29,9 @@ pub struct Account {
     /// Bumped by every password change (not by a rehash).
     pub password_version: i64,
     pub created_at: DateTime<Utc>,
+    /// The known device: the HMAC of the device token the last reset handed out, and when it
+    /// expires. One per account: every reset replaces it.
+    pub device_token: Option<(String, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,8 @@ pub struct ResetCommit {
     pub event_payload: String,
     pub audit: AuditRecord,
     pub notice: Option<SealedDelivery>,
+    /// The HMAC of the new device token and its expiry: it replaces the account's earlier one.
+    pub device_token: (String, DateTime<Utc>),
 }
 
 /// Everything an erasure writes, in one transaction.
@@ -100,6 +105,9 @@ pub struct AccountData {
     pub password_changed_at: Option<DateTime<Utc>>,
     /// When each remembered password was set (newest first); the hashes stay behind.
     pub password_set_at: Vec<DateTime<Utc>>,
+    /// Until when the known device's token (handed out by the last reset) is honoured; the
+    /// token's keyed hash stays behind.
+    pub device_token_expires_at: Option<DateTime<Utc>>,
     /// The audit trail of the account, oldest first.
     pub audit: Vec<AuditEntry>,
 }
@@ -153,6 +161,8 @@ pub trait AccountRepository: Send + Sync + 'static {
         new_hash: &str,
     ) -> Result<bool, RepoError>;
     async fn commit_reset(&self, commit: ResetCommit) -> Result<ResetOutcome, RepoError>;
+    /// Forgets the account's device token (a reported unrequested recovery).
+    async fn revoke_device_token(&self, account_id: &str) -> Result<(), RepoError>;
     async fn record_audit(&self, record: AuditRecord) -> Result<(), RepoError>;
     /// The audit row and an outbox event, in one transaction (the flow events for SIEMs).
     async fn record_audit_with_event(

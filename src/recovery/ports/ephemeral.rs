@@ -92,6 +92,10 @@ pub trait EphemeralStore: Send + Sync + 'static {
         window: Duration,
     ) -> Result<RateDecision, StoreError>;
 
+    /// How many hits the live window of `key` holds (0 when none), without counting one:
+    /// whether a budget is already spent.
+    async fn hits(&self, key: &str) -> Result<u64, StoreError>;
+
     /// Marks `key` as used until `ttl` runs out; `true` only for the first caller. What makes
     /// a proof-of-work solution single use.
     async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;

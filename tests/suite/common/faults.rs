@@ -145,6 +145,10 @@ impl EphemeralStore for FaultyStore {
         self.check()?;
         self.inner.hit(key, limit, window).await
     }
+    async fn hits(&self, key: &str) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.hits(key).await
+    }
     async fn clear_limit(&self, key: &str) -> Result<(), StoreError> {
         self.check()?;
         self.inner.clear_limit(key).await

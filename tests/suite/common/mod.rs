@@ -320,6 +320,42 @@ pub fn code_in(email: &Email) -> String {
     panic!("no code in message: {}", email.subject);
 }
 
+fn is_long_code(word: &str) -> bool {
+    let groups: Vec<&str> = word.split('-').collect();
+    groups.len() == 5
+        && groups.iter().all(|group| {
+            group.len() == 4
+                && group
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        })
+}
+
+/// Whether a delivered message carries a long code.
+pub fn has_long_code(email: &Email) -> bool {
+    email.text.split_whitespace().any(is_long_code)
+}
+
+/// The long code in a delivered message: 5 groups of 4 Crockford base32 characters.
+pub fn long_code_in(email: &Email) -> String {
+    email
+        .text
+        .split_whitespace()
+        .find(|word| is_long_code(word))
+        .unwrap_or_else(|| panic!("no long code in message: {}", email.text))
+        .to_owned()
+}
+
+/// 20 symbols shown as a long code is mailed: 5 groups of 4 joined by `-`.
+pub fn group_long(symbols: &str) -> String {
+    let chars: Vec<char> = symbols.chars().collect();
+    chars
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 /// The "it wasn't me" report code in a delivered code message (32 hex digits).
 pub fn report_code_in(email: &Email) -> String {
     email
@@ -379,6 +415,7 @@ impl TestApp {
                 captcha_answer: CAPTCHA_ANSWER.into(),
                 locale: "en".into(),
                 pow_solution: String::new(),
+                device_token: String::new(),
             })
             .await
     }

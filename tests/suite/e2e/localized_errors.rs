@@ -49,6 +49,7 @@ async fn flow_in(app: &TestApp, locale: &str) -> (String, String) {
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: locale.into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .unwrap()
@@ -160,6 +161,7 @@ async fn start_recovery_speaks_the_locale_it_was_asked_for() {
                 captcha_answer: "000000".into(),
                 locale: "ru".into(),
                 pow_solution: String::new(),
+                device_token: String::new(),
             },
             "sv",
         ))

@@ -66,6 +66,7 @@ async fn ask_for_a_code(
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: locale.into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .unwrap()

@@ -8,6 +8,7 @@ mod attacker;
 mod breach_check;
 mod live_code;
 mod localized_errors;
+mod lockout;
 mod mail_content;
 mod model;
 mod password_policy;

@@ -93,6 +93,7 @@ async fn start_typing(
             captcha_answer: captcha_answer.into(),
             locale: "en".into(),
             pow_solution: pow_solution.into(),
+            device_token: String::new(),
         })
         .await
 }

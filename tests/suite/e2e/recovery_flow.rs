@@ -34,6 +34,7 @@ async fn the_whole_story_resets_the_password_and_only_the_new_one_logs_in() {
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .unwrap()
@@ -207,6 +208,7 @@ async fn a_wrong_captcha_is_captcha_invalid_and_burns_the_captcha() {
             captcha_answer: answer.into(),
             locale: String::new(),
             pow_solution: String::new(),
+            device_token: String::new(),
         };
         async move { client.start_recovery(request).await }
     };
@@ -232,6 +234,7 @@ async fn a_used_captcha_is_rejected() {
         captcha_answer: CAPTCHA_ANSWER.into(),
         locale: String::new(),
         pow_solution: String::new(),
+        device_token: String::new(),
     };
     app.recovery
         .clone()
@@ -260,6 +263,7 @@ async fn an_expired_captcha_is_rejected() {
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: String::new(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .failure()
@@ -723,6 +727,7 @@ async fn bad_input_names_every_field_and_the_server_keeps_serving() {
             captcha_answer: "12a".into(),
             locale: "<script>".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .failure();
@@ -908,6 +913,7 @@ async fn the_code_message_is_in_the_requested_language() {
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "sv-SE".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .unwrap()

@@ -177,6 +177,7 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
             captcha_answer: WRONG_CAPTCHA.into(),
             locale: "en".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .failure()
@@ -345,6 +346,7 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         })
         .await
         .failure()

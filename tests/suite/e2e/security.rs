@@ -59,6 +59,7 @@ async fn start_as_client(app: &TestApp, login: &str) -> Result<proto::RecoveryFl
             captcha_answer: CAPTCHA_ANSWER.into(),
             locale: "en".into(),
             pow_solution: String::new(),
+            device_token: String::new(),
         }))
         .await?;
     Ok(response.into_inner().flow.unwrap())

@@ -255,9 +255,18 @@ pub struct Account {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlowState {
     ChooseMethod,
-    CodeSent { code: Key, expires_at: Millis },
+    /// `long`: issued once the owner's guess budget was spent (weighed by the flow's attempts
+    /// only).
+    CodeSent {
+        code: Key,
+        expires_at: Millis,
+        long: bool,
+    },
     Locked,
-    Verified { token: Key, expires_at: Millis },
+    Verified {
+        token: Key,
+        expires_at: Millis,
+    },
     Completed,
 }
 
@@ -272,11 +281,18 @@ pub struct Flow {
     pub sends: u32,
     pub resend_available_at: Option<Millis>,
     pub state: FlowState,
+    /// Opened by `AdminStartRecovery`: the anonymous per-account budgets do not weigh it.
+    pub helpdesk: bool,
 }
 
 impl Flow {
     fn owner(&self) -> Owner {
         self.account.map_or(Owner::Login(self.slot), Owner::Account)
+    }
+
+    /// Whether the owner's guess budget weighs this flow's codes.
+    fn guesses_count(&self) -> bool {
+        !self.helpdesk && !matches!(self.state, FlowState::CodeSent { long: true, .. })
     }
 }
 
@@ -401,6 +417,13 @@ impl World {
         }
     }
 
+    /// Whether the budget is spent (the next hit is refused), without counting one.
+    fn spent(&self, budget: &Budget, rule: Window) -> bool {
+        self.counters
+            .get(budget)
+            .is_some_and(|c| self.store_now < c.until && c.count >= rule.limit)
+    }
+
     fn limit_ip(&mut self, settings: &Settings, client: u32) -> Result<(), Answer> {
         self.hit(Budget::Ip(client), settings.per_ip)
             .map_err(|_| refused("RATE_LIMITED", Detail::Scope("client_ip")))
@@ -416,7 +439,14 @@ impl World {
         self.flows.get(&key).filter(|f| self.now < f.expires_at)
     }
 
-    fn open_flow(&mut self, settings: &Settings, key: Key, slot: u8, account: Option<u8>) {
+    fn open_flow(
+        &mut self,
+        settings: &Settings,
+        key: Key,
+        slot: u8,
+        account: Option<u8>,
+        helpdesk: bool,
+    ) {
         let password_version = account
             .and_then(|a| self.accounts.get(&a))
             .map_or(0, |a| a.version);
@@ -429,6 +459,7 @@ impl World {
             sends: 0,
             resend_available_at: Some(self.now),
             state: FlowState::ChooseMethod,
+            helpdesk,
         };
         self.owner_flows
             .entry(flow.owner())
@@ -458,8 +489,15 @@ impl World {
             return Err(refused("FLOW_NOT_FOUND", Detail::None));
         };
         let owner = flow.owner();
-        self.hit(Budget::Sends(owner), settings.send_code_per_account)
-            .map_err(|_| refused("RATE_LIMITED", Detail::Scope("account")))?;
+        // Read before the send is counted, as the service does.
+        let long = delivery == Delivery::Mail
+            && !flow.helpdesk
+            && self.spent(&Budget::Codes(owner), settings.verify_code_per_account);
+        // The helpdesk neither spends nor meets the anonymous mail budget.
+        if delivery == Delivery::Mail {
+            self.hit(Budget::Sends(owner), settings.send_code_per_account)
+                .map_err(|_| refused("RATE_LIMITED", Detail::Scope("account")))?;
+        }
         let sends = flow.sends + 1;
         let next = Flow {
             sends,
@@ -468,6 +506,7 @@ impl World {
             state: FlowState::CodeSent {
                 code: inv.key,
                 expires_at: (self.now + settings.code_ttl).min(flow.expires_at),
+                long,
             },
             ..flow.clone()
         };
@@ -571,7 +610,7 @@ impl World {
                     .contains_key(&login.slot)
                     .then_some(login.slot)
                     .filter(|slot| !self.frozen(Owner::Account(*slot)));
-                self.open_flow(settings, inv.key, login.slot, account);
+                self.open_flow(settings, inv.key, login.slot, account, false);
                 let flow = &self.flows[&inv.key];
                 Ok(Answer::Flow(self.view(settings, flow)))
             }
@@ -638,7 +677,7 @@ impl World {
                     && weighed.failed < settings.max_attempts
                     && matches!(weighed.state, FlowState::CodeSent { expires_at, .. } if now < expires_at);
                 let owner = current.owner();
-                if would_weigh {
+                if would_weigh && current.guesses_count() {
                     self.hit(Budget::Codes(owner), settings.verify_code_per_account)
                         .map_err(|_| refused("RATE_LIMITED", Detail::Scope("account")))?;
                 }
@@ -646,7 +685,9 @@ impl World {
                     return Err(refused("FLOW_NOT_FOUND", Detail::None));
                 }
                 let (current_code, code_expires_at) = match current.state {
-                    FlowState::CodeSent { code, expires_at } => (code, expires_at),
+                    FlowState::CodeSent {
+                        code, expires_at, ..
+                    } => (code, expires_at),
                     FlowState::Locked => return Err(refused("ATTEMPTS_EXHAUSTED", Detail::None)),
                     FlowState::ChooseMethod => {
                         return Err(refused("FLOW_STATE", Detail::State("CHOOSE_METHOD")));
@@ -799,10 +840,12 @@ impl World {
                 if !login.valid {
                     return Err(invalid(&["login_id"]));
                 }
+                // `helpdesk_per_caller` is not modelled: the harness's one caller (loopback)
+                // serves every case of a run, so the server runs with a budget no run reaches.
                 if !self.accounts.contains_key(&login.slot) {
                     return Err(refused("ACCOUNT_NOT_FOUND", Detail::None));
                 }
-                self.open_flow(settings, inv.key, login.slot, Some(login.slot));
+                self.open_flow(settings, inv.key, login.slot, Some(login.slot), true);
                 let delivery = if *return_code {
                     Delivery::ReturnToCaller
                 } else {

@@ -65,7 +65,7 @@ pub enum FlowRef {
 pub enum CodeRef {
     /// The newest code delivered for the flow (to the mailbox or to the helpdesk).
     Latest,
-    /// The same, typed as "123 456".
+    /// The same, typed as "123 456" (a long code: in lower case, without its hyphens).
     LatestSpaced,
     /// The code delivered before the newest (a resend made it stale).
     Previous,
@@ -73,6 +73,8 @@ pub enum CodeRef {
     OtherFlow,
     /// Six digits that are none of the flow's codes.
     Wrong,
+    /// A well-formed long code (20 Crockford characters) that is none of the flow's codes.
+    WrongLong,
     /// Seven digits: well-formed for the parser, the wrong length for this deployment.
     WrongLength,
     Malformed,
@@ -343,6 +345,7 @@ fn code() -> impl Strategy<Value = CodeRef> {
         2 => Just(CodeRef::Previous),
         1 => Just(CodeRef::OtherFlow),
         4 => Just(CodeRef::Wrong),
+        1 => Just(CodeRef::WrongLong),
         1 => Just(CodeRef::WrongLength),
         1 => Just(CodeRef::Malformed),
     ]
