@@ -182,6 +182,10 @@ pub struct RateLimits {
     /// Codes mailed per account across all its flows (unknown logins: per login key): caps the
     /// mail an attacker can make a victim receive.
     pub send_code_per_account: RateLimit,
+    /// Breached-password ranges fetched upstream per client IP (IPv6 per `ipv6_prefix_len`),
+    /// for ranges not in the cache: bounds the upstream requests and the cache churn one
+    /// caller can cause (`breach_check`). Past it: `RATE_LIMITED`, scope `client_ip`.
+    pub breach_fetch_per_ip: RateLimit,
 }
 
 impl Default for RateLimits {
@@ -213,6 +217,12 @@ impl Default for RateLimits {
             send_code_per_account: RateLimit {
                 limit: 10,
                 window_secs: 24 * 3600,
+            },
+            // A person tries a few new passwords per reset; a script walking the prefixes
+            // meets this at once.
+            breach_fetch_per_ip: RateLimit {
+                limit: 30,
+                window_secs: 600,
             },
         }
     }
