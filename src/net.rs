@@ -61,9 +61,9 @@ impl FromStr for IpRange {
         }
         match text.parse::<IpAddr>() {
             Ok(ip) => Ok(Self(IpNet::from(canonical(ip)))),
-            Err(_) => Err(
-                "neither an IP address nor a CIDR range (e.g. 10.0.0.0/8, fd00::/8)".to_owned(),
-            ),
+            Err(_) => {
+                Err("neither an IP address nor a CIDR range (e.g. 10.0.0.0/8, fd00::/8)".to_owned())
+            }
         }
     }
 }

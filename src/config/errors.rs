@@ -154,7 +154,10 @@ fn problem(kind: &Kind, written: &[String], from_env: bool) -> String {
             } else {
                 ""
             };
-            format!("wrong type: expected {expected}, found {}{hint}", kind_of(actual))
+            format!(
+                "wrong type: expected {expected}, found {}{hint}",
+                kind_of(actual)
+            )
         }
         Kind::InvalidValue(actual, expected) => {
             format!("invalid value ({}): expected {expected}", kind_of(actual))

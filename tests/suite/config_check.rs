@@ -446,7 +446,10 @@ fn refused_without_the_value(toml: &str, env: &[(&str, &str)], expected: &[&str]
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
         );
-        assert!(!output.status.success(), "{args:?} accepted {toml:?} {env:?}\n{err}");
+        assert!(
+            !output.status.success(),
+            "{args:?} accepted {toml:?} {env:?}\n{err}"
+        );
         assert!(
             !out.contains(CANARY) && !err.contains(CANARY),
             "{args:?} showed the value:\n{out}\n{err}"
@@ -459,9 +462,8 @@ fn refused_without_the_value(toml: &str, env: &[(&str, &str)], expected: &[&str]
 
 #[test]
 fn an_environment_value_missing_its_bracket_names_the_variable_not_the_secret() {
-    let endpoints = format!(
-        "[{{url = \"https://hooks.example.com/in\", secret = [\"whsec_{CANARY}\"]}}"
-    );
+    let endpoints =
+        format!("[{{url = \"https://hooks.example.com/in\", secret = [\"whsec_{CANARY}\"]}}");
     refused_without_the_value(
         "",
         &[("RECOVERY_WEBHOOKS__ENDPOINTS", &endpoints)],
@@ -486,7 +488,11 @@ fn an_unterminated_toml_string_names_the_file_and_line_not_the_secret() {
 #[test]
 fn a_value_of_the_wrong_type_or_kind_names_the_key_not_the_value() {
     for (toml, env, key) in [
-        (format!("[flow]\nmax_attempts = \"{CANARY}\"\n"), vec![], "`flow.max_attempts`"),
+        (
+            format!("[flow]\nmax_attempts = \"{CANARY}\"\n"),
+            vec![],
+            "`flow.max_attempts`",
+        ),
         (format!("notifier = \"{CANARY}\"\n"), vec![], "`notifier`"),
         (format!("secret = [\"{CANARY}\"]\n"), vec![], "`secret`"),
         (
@@ -496,7 +502,10 @@ fn a_value_of_the_wrong_type_or_kind_names_the_key_not_the_value() {
         ),
         (
             String::new(),
-            vec![("RECOVERY_SERVER__TRUSTED_PROXIES", format!("[\"{CANARY}\"]"))],
+            vec![(
+                "RECOVERY_SERVER__TRUSTED_PROXIES",
+                format!("[\"{CANARY}\"]"),
+            )],
             "RECOVERY_SERVER__TRUSTED_PROXIES",
         ),
         (
@@ -535,7 +544,12 @@ fn a_value_out_of_range_or_malformed_names_the_key_not_the_value() {
     );
     let digits = "7123456789";
     let dir = TempDir::new();
-    let output = run_bounded(&dir, "[flow]\nmax_attempts = 7123456789\n", &[], &["config", "check"]);
+    let output = run_bounded(
+        &dir,
+        "[flow]\nmax_attempts = 7123456789\n",
+        &[],
+        &["config", "check"],
+    );
     assert!(!stderr(&output).contains(digits), "{}", stderr(&output));
 }
 

@@ -639,7 +639,9 @@ mod erasure_cases {
             .unwrap()
             .iter()
             .filter(|row| {
-                !row["client_ip"].is_null() || !row["user_agent"].is_null() || !row["detail"].is_null()
+                !row["client_ip"].is_null()
+                    || !row["user_agent"].is_null()
+                    || !row["detail"].is_null()
             })
             .map(|row| {
                 (

@@ -125,9 +125,9 @@ impl EphemeralStore for FaultyStore {
     }
     async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
         self.check()?;
-        let failing = self
-            .failing_flow_deletes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let failing =
+            self.failing_flow_deletes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if failing.is_ok() {
             return Err(StoreError::Unavailable(anyhow::anyhow!(
                 "connection refused (injected)"

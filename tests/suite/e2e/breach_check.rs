@@ -271,7 +271,11 @@ async fn uncached_range_fetches_are_rate_limited_per_client() {
     let limited = reset_reasons(&app, &token, BREACHED[2]).await.unwrap_err();
     limited.assert(Code::ResourceExhausted, "RATE_LIMITED");
     assert_eq!(limited.metadata("scope").as_deref(), Some("client_ip"));
-    assert_eq!(seen.requests.lock().unwrap().len(), fetched, "fetched past the limit");
+    assert_eq!(
+        seen.requests.lock().unwrap().len(),
+        fetched,
+        "fetched past the limit"
+    );
     // A cached range costs no fetch, so the limit does not stand in its way; and the refusal
     // consumed nothing: the token is still good.
     let failure = reset_reasons(&app, &token, BREACHED[0]).await.unwrap_err();

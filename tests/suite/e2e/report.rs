@@ -270,7 +270,11 @@ async fn decoys_write_no_report_code() {
     let (app, store) = crate::common::faults::spawn_app_on_faulty_store().await;
     let unknown = app.start(&unique_login()).await;
     app.send_code(&unknown.flow_id).await.expect("decoy send");
-    assert_eq!(store.report_codes_put(), 0, "an unknown login stored a code");
+    assert_eq!(
+        store.report_codes_put(),
+        0,
+        "an unknown login stored a code"
+    );
 
     let login = unique_login();
     app.create_account(&login).await;
@@ -279,7 +283,11 @@ async fn decoys_write_no_report_code() {
     app.report(&report_code).await.expect("report accepted");
     let frozen = app.start(&login).await;
     app.send_code(&frozen.flow_id).await.expect("decoy send");
-    assert_eq!(store.report_codes_put(), 1, "a frozen account stored a code");
+    assert_eq!(
+        store.report_codes_put(),
+        1,
+        "a frozen account stored a code"
+    );
 }
 
 /// A report that cannot end the account's flows fails as a whole (UNAVAILABLE) and gives the
@@ -298,7 +306,9 @@ async fn a_report_that_cannot_end_the_flows_is_unavailable_and_can_be_repeated()
         .assert(Code::Unavailable, "UNAVAILABLE");
     let audit = app.audit_of(&account_id).await;
     assert!(
-        !audit.iter().any(|(event, _, _)| event == "recovery.reported"),
+        !audit
+            .iter()
+            .any(|(event, _, _)| event == "recovery.reported"),
         "{audit:?}"
     );
 

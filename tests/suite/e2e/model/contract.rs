@@ -772,7 +772,10 @@ impl World {
                     .ok_or_else(|| refused("TOKEN_INVALID", Detail::None))?;
                 // A reset or another report since the mail revoked the code.
                 if let Owner::Account(slot) = owner
-                    && self.accounts.get(&slot).is_some_and(|a| a.version != version)
+                    && self
+                        .accounts
+                        .get(&slot)
+                        .is_some_and(|a| a.version != version)
                 {
                     return Err(refused("TOKEN_INVALID", Detail::None));
                 }
