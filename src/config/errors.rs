@@ -35,7 +35,8 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 /// The parser's words for the mistake, with anything it quotes from the document left out
 /// unless it is a key of the offending line (a duplicate key is named).
 fn sanitized_message(message: &str, line: &str) -> String {
-    let key_part = line.split('=').next().unwrap_or_default();
+    // Only a line with `=` has a key part; on any other line everything may be a value.
+    let key_part = line.split_once('=').map_or("", |(key, _)| key);
     let mut out = String::new();
     let mut pieces = message.split('`');
     if let Some(first) = pieces.next() {
@@ -238,6 +239,11 @@ mod tests {
         assert_eq!(
             sanitized_message("duplicate key `secret`", "secret = 1"),
             "duplicate key `secret`"
+        );
+        // No `=` on the line: nothing on it is known to be a key.
+        assert_eq!(
+            sanitized_message("unexpected `hunter2hunter2`", "hunter2hunter2"),
+            "unexpected `…`"
         );
     }
 

@@ -69,9 +69,9 @@ impl Recovery {
     /// the account ends (their codes and reset tokens with them), and in one transaction the
     /// account's password version is bumped (no reset of a flow started before the report can
     /// commit, whatever the store did) and `recovery.reported` is audited and written to the
-    /// outbox. A step that fails is retried; if it still fails the call is `UNAVAILABLE` and the
-    /// report code is given back, so the same link works again (the freeze a failed report may
-    /// leave in place only protects the account).
+    /// outbox. Ending the flows is retried on a store error; if a step still fails the call is
+    /// `UNAVAILABLE` and the report code is given back, so the same link works again (the freeze
+    /// a failed report may leave in place only protects the account).
     #[tracing::instrument(skip_all)]
     pub async fn report_unrequested(
         &self,
