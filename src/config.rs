@@ -5,6 +5,7 @@
 //! Strict: an unknown key or `RECOVERY_*` variable ([`strict`]) and a value out of range
 //! ([`validate`]) fail the load, every problem listed at once.
 
+mod errors;
 pub mod schema;
 mod strict;
 mod validate;
@@ -77,9 +78,9 @@ fn captcha_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CaptchaMod
             "off" | "false" | "no" | "0" => Ok(CaptchaMode::Off),
             "pow" => Ok(CaptchaMode::Pow),
             "both" => Ok(CaptchaMode::Both),
-            other => Err(serde::de::Error::custom(format!(
-                "expected on, image, pow, both or off, got {other:?}"
-            ))),
+            _ => Err(serde::de::Error::custom(
+                "expected on, image, pow, both or off",
+            )),
         },
     }
 }
@@ -529,9 +530,43 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Why the configuration was refused. Every message names the key (or the file and line) and
+/// the kind of problem, never the value: a value may be a secret (a webhook key pasted into the
+/// wrong variable, a password in a URL), and the message ends up in terminals and log collectors.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    fn listed(problems: Vec<String>) -> Self {
+        match problems.as_slice() {
+            [] => Self("refused".to_owned()),
+            [one] => Self(one.clone()),
+            many => Self(format!(
+                "{} problems:\n  - {}",
+                many.len(),
+                many.join("\n  - ")
+            )),
+        }
+    }
+}
+
+/// A file that is not TOML is refused here, with the line, column and kind of the mistake.
+/// figment's own message quotes the offending line under a caret, and that line is often the
+/// one holding a secret (an unterminated `secret = "...`).
+fn check_toml_syntax(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError(format!(
+            "config file {} cannot be read: {}",
+            path.display(),
+            errors::io_kind(&error)
+        ))
+    })?;
+    match text.parse::<toml::Table>() {
+        Ok(_) => Ok(()),
+        Err(error) => Err(ConfigError(errors::toml_syntax(path, &text, &error))),
+    }
+}
 
 /// Query parameters whose value is a credential (matched as a substring of the lower-cased
 /// name): drivers take passwords as `?password=`, cloud endpoints tokens as `?access_token=`,
@@ -599,6 +634,7 @@ impl Config {
                     path.display()
                 )));
             }
+            check_toml_syntax(&path)?;
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(
@@ -616,17 +652,16 @@ impl Config {
                     }
                 }),
         );
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = match figment.extract() {
+            Ok(config) => config,
+            Err(error) => return Err(ConfigError::listed(errors::described(&figment, error))),
+        };
         let mut problems = strict::unknown_keys(&figment);
         problems.extend(validate::out_of_range(&config));
-        match problems.as_slice() {
-            [] => Ok(config),
-            [one] => Err(ConfigError(one.clone())),
-            many => Err(ConfigError(format!(
-                "{} problems:\n  - {}",
-                many.len(),
-                many.join("\n  - ")
-            ))),
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::listed(problems))
         }
     }
 

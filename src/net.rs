@@ -61,9 +61,9 @@ impl FromStr for IpRange {
         }
         match text.parse::<IpAddr>() {
             Ok(ip) => Ok(Self(IpNet::from(canonical(ip)))),
-            Err(_) => Err(format!(
-                "{text:?} is neither an IP address nor a CIDR range (e.g. 10.0.0.0/8, fd00::/8)"
-            )),
+            Err(_) => {
+                Err("neither an IP address nor a CIDR range (e.g. 10.0.0.0/8, fd00::/8)".to_owned())
+            }
         }
     }
 }
@@ -189,6 +189,10 @@ pub enum ClientIdentity {
 }
 
 impl ClientIdentity {
+    /// What [`ClientIdentity::parse`] accepts, for its error (which never quotes the input).
+    pub const EXPECTED: &'static str = "is not `dns:<name>` or `uri:<uri>` (e.g. dns:admin.internal, \
+         spiffe://cluster.local/ns/id/sa/helpdesk); wildcards are not accepted";
+
     /// `dns:<name>`, `uri:<uri>`, or a bare `spiffe://...` (a URI SAN).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -203,10 +207,7 @@ impl ClientIdentity {
                 Ok(Self::Dns(value.to_ascii_lowercase()))
             }
             "uri" if value.contains(':') && !value.contains(' ') => Ok(Self::Uri(value.to_owned())),
-            _ => Err(format!(
-                "{text:?} is not `dns:<name>` or `uri:<uri>` (e.g. dns:admin.internal, \
-                 spiffe://cluster.local/ns/id/sa/helpdesk); wildcards are not accepted"
-            )),
+            _ => Err(Self::EXPECTED.to_owned()),
         }
     }
 

@@ -168,10 +168,7 @@ impl App {
                 Duration::from_millis(settings.timeout_ms.max(1)),
             )
             .context("building the breach-check client")?;
-            Some(BreachCheck {
-                ranges: Arc::new(client),
-                settings,
-            })
+            Some(BreachCheck::new(Arc::new(client), settings))
         } else {
             None
         };

@@ -21,7 +21,13 @@ impl Recovery {
         } = command;
         let email = email.map_or_else(|| login.typed().to_owned(), |e| e.typed().to_owned());
         let (normalized, check) = self
-            .check_new_password(&password, Some(login.normalized()), Some(&email), &[])
+            .check_new_password(
+                &password,
+                Some(login.normalized()),
+                Some(&email),
+                &[],
+                Some((&RequestContext::default(), "CreateAccount")),
+            )
             .await?;
         if !check.violations.is_empty() {
             return Err(RecoveryError::PasswordPolicy(check.violations));
@@ -167,9 +173,18 @@ impl Recovery {
         &self,
         command: ExportAccountData,
     ) -> Result<String, RecoveryError> {
+        let account = self
+            .accounts
+            .find_by_id(&command.account_id)
+            .await?
+            .ok_or(RecoveryError::AccountNotFound)?;
+        // The rows an erasure would strip: the account's and its login's (see delete_account).
+        let login_key = LoginId::parse("login_id", &account.login_id)
+            .ok()
+            .map(|login| self.login_key(&login));
         let data = self
             .accounts
-            .export_account(&command.account_id)
+            .export_account(&account.id, login_key.as_deref())
             .await?
             .ok_or(RecoveryError::AccountNotFound)?;
         let json = serde_json::to_string_pretty(&data).map_err(RecoveryError::internal)?;

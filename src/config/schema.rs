@@ -171,7 +171,7 @@ fn walk(root: &Value, node: &Value, value: &Value, key: &str, problems: &mut Vec
             }
             if outside(value, minimum, maximum) {
                 problems.push(format!(
-                    "`{key}` = {value} is out of range: allowed {}",
+                    "`{key}` is out of range: allowed {}",
                     allowed(minimum, maximum)
                 ));
             }
@@ -181,7 +181,7 @@ fn walk(root: &Value, node: &Value, value: &Value, key: &str, problems: &mut Vec
 }
 
 /// One message per number outside the bounds the schema gives it, as
-/// "`flow.max_attempts` = 0 is out of range: allowed 1..=20".
+/// "`flow.max_attempts` is out of range: allowed 1..=20" (never the value).
 pub(super) fn out_of_range(config: &Config) -> Vec<String> {
     let schema = json_schema();
     let Ok(value) = serde_json::to_value(config) else {
@@ -586,8 +586,8 @@ mod tests {
         assert_eq!(
             out_of_range(&config),
             [
-                "`flow.max_attempts` = 0 is out of range: allowed 1..=20",
-                "`rate_limits.per_ip.window_secs` = 0 is out of range: allowed 1..=604800",
+                "`flow.max_attempts` is out of range: allowed 1..=20",
+                "`rate_limits.per_ip.window_secs` is out of range: allowed 1..=604800",
             ]
         );
     }
@@ -604,7 +604,7 @@ mod tests {
         }];
         assert_eq!(
             out_of_range(&config),
-            ["`webhooks.endpoints[0].timeout_ms` = 5 is out of range: allowed 100..=60000"]
+            ["`webhooks.endpoints[0].timeout_ms` is out of range: allowed 100..=60000"]
         );
     }
 

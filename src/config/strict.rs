@@ -93,7 +93,7 @@ fn closest(unknown: &KeyPath, tree: &serde_json::Value) -> Option<KeyPath> {
         .map(|(_, path)| path)
 }
 
-fn env_name(path: &[String]) -> String {
+pub(super) fn env_name(path: &[String]) -> String {
     format!("RECOVERY_{}", path.join("__").to_uppercase())
 }
 

@@ -20,6 +20,19 @@ use super::{Database, audit_row, classify};
 use crate::clock::Clock;
 use crate::recovery::ports::{AccountData, AccountErasure, AuditEntry, RepoError};
 
+/// The audit rows of one person, for erasure and export alike: those naming the account, and
+/// those naming only the keyed hash of its login (attempts before the account existed, decoys
+/// during a report freeze, budgets of the login). One definition, so an export shows exactly
+/// the rows an erasure strips.
+fn rows_of_person(account_id: &str, login_key: Option<&str>) -> sea_orm::Condition {
+    let mut whose =
+        sea_orm::Condition::any().add(audit_event::Column::AccountId.eq(account_id.to_owned()));
+    if let Some(login_key) = login_key {
+        whose = whose.add(audit_event::Column::LoginKey.eq(login_key.to_owned()));
+    }
+    whose
+}
+
 pub(super) async fn erase(
     conn: &DatabaseConnection,
     erasure: AccountErasure,
@@ -47,11 +60,7 @@ pub(super) async fn erase(
         .map_err(classify)?;
     // The trail stays (what happened, when, with which keyed login hash) but no longer says
     // from where or with what: address and agent are personal data, and `detail` is free text.
-    let mut whose = sea_orm::Condition::any()
-        .add(audit_event::Column::AccountId.eq(erasure.account_id.clone()));
-    if let Some(login_key) = erasure.login_key.clone() {
-        whose = whose.add(audit_event::Column::LoginKey.eq(login_key));
-    }
+    let whose = rows_of_person(&erasure.account_id, erasure.login_key.as_deref());
     audit_event::Entity::update_many()
         .col_expr(
             audit_event::Column::ClientIp,
@@ -92,6 +101,7 @@ pub(super) async fn erase(
 pub(super) async fn export(
     conn: &DatabaseConnection,
     account_id: &str,
+    login_key: Option<&str>,
 ) -> Result<Option<AccountData>, RepoError> {
     // One read-only snapshot, so a reset landing meanwhile cannot half-appear.
     let txn = conn.begin().await.map_err(classify)?;
@@ -113,7 +123,7 @@ pub(super) async fn export(
         .await
         .map_err(classify)?;
     let audit = audit_event::Entity::find()
-        .filter(audit_event::Column::AccountId.eq(account_id))
+        .filter(rows_of_person(account_id, login_key))
         .order_by_asc(audit_event::Column::At)
         .order_by_asc(audit_event::Column::Id)
         .all(&txn)

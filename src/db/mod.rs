@@ -662,15 +662,54 @@ impl AccountRepository for Database {
         txn.commit().await.map_err(classify)
     }
 
+    async fn record_report(
+        &self,
+        account_id: &str,
+        record: AuditRecord,
+        event: OutboxEvent,
+    ) -> Result<(), RepoError> {
+        let txn = self.conn.begin().await.map_err(classify)?;
+        account::Entity::update_many()
+            .col_expr(
+                account::Column::PasswordVersion,
+                sea_orm::sea_query::ExprTrait::add(Expr::col(account::Column::PasswordVersion), 1),
+            )
+            .filter(account::Column::Id.eq(account_id))
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        audit_event::Entity::insert(audit_row(record))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(classify)?;
+        outbox::Entity::insert(outbox::ActiveModel {
+            id: NotSet,
+            event_id: Set(event.event_id),
+            event_type: Set(event.event_type),
+            aggregate_id: Set(event.aggregate_id),
+            payload: Set(event.payload),
+            created_at: Set(event.created_at),
+            published_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(classify)?;
+        txn.commit().await.map_err(classify)
+    }
+
     async fn erase_account(&self, erasure: AccountErasure) -> Result<bool, RepoError> {
         // Rows still queued must be written first, or they would escape the stripping.
         self.flush_audit().await;
         lifecycle::erase(&self.conn, erasure).await
     }
 
-    async fn export_account(&self, account_id: &str) -> Result<Option<AccountData>, RepoError> {
+    async fn export_account(
+        &self,
+        account_id: &str,
+        login_key: Option<&str>,
+    ) -> Result<Option<AccountData>, RepoError> {
         self.flush_audit().await;
-        lifecycle::export(&self.conn, account_id).await
+        lifecycle::export(&self.conn, account_id, login_key).await
     }
 }
 

@@ -162,19 +162,17 @@ impl SmtpEndpoint {
             ("smtp", None) => SmtpSecurity::Plain,
             ("smtp", Some("required")) => SmtpSecurity::StartTlsRequired,
             ("smtp", Some("opportunistic")) => SmtpSecurity::StartTlsOpportunistic,
-            ("smtp", Some(other)) => {
-                return Err(invalid(format!(
-                    "`tls={other}`: expected `tls=required` or `tls=opportunistic`"
-                )));
+            ("smtp", Some(_)) => {
+                return Err(invalid(
+                    "the `tls` parameter: expected `tls=required` or `tls=opportunistic`",
+                ));
             }
             ("smtps", None) => SmtpSecurity::ImplicitTls,
             ("smtps", Some(_)) => {
                 return Err(invalid("`smtps` is always TLS; drop the `tls` parameter"));
             }
-            (other, _) => {
-                return Err(invalid(format!(
-                    "scheme `{other}`: expected `smtp` or `smtps`"
-                )));
+            _ => {
+                return Err(invalid("the scheme: expected `smtp` or `smtps`"));
             }
         };
 
@@ -327,7 +325,7 @@ impl SmtpNotifier {
 
         let from: Mailbox = mail_from
             .parse()
-            .with_context(|| format!("RECOVERY_MAIL_FROM {mail_from:?} is not a valid address"))?;
+            .context("`mail_from` (RECOVERY_MAIL_FROM) is not a valid address")?;
         let message_id_domain = from.email.domain().to_owned();
 
         let protection = match endpoint.security {
@@ -506,6 +504,71 @@ fn is_language_tag(locale: &str) -> bool {
         })
 }
 
+/// Characters that may continue an address or its local part: a match must not be followed or
+/// preceded by one (so `jo` is not masked inside `john`).
+fn address_char(c: char) -> bool {
+    c.is_alphanumeric() || "._%+-'=!#$&*/?^`{|}~\"".contains(c)
+}
+
+/// Replaces every case-insensitive, whole-token occurrence of `needle` in `text`.
+fn replace_token(text: &str, needle: &str, with: &str) -> String {
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    // Lower-casing may change lengths (e.g. `İ`); then match on the text as it is.
+    let lower = text.to_lowercase();
+    let (haystack, needle) = if lower.len() == text.len() {
+        (lower, needle.to_lowercase())
+    } else {
+        (text.to_owned(), needle.to_owned())
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = haystack[at..].find(&needle) {
+        let start = at + found;
+        let end = start + needle.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        // A quote or `%` that is part of the needle itself is fine at its edge.
+        let bounded = before.is_none_or(|c| !address_char(c) || c == '"' || c == '\'')
+            && after.is_none_or(|c| !address_char(c) || c == '"' || c == '\'' || c == '.');
+        out.push_str(&text[at..start]);
+        if bounded {
+            out.push_str(with);
+        } else {
+            out.push_str(&text[start..end]);
+        }
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// A relay's reply with the recipient masked in every spelling a relay uses: the address in any
+/// case, percent-encoded (`john%40example.com`), with a quoted local part
+/// (`"john"@example.com`), and the local part alone (`<john>: unknown user`).
+fn mask_recipient(reply: &str, to: &str) -> String {
+    let masked = mask_email(to);
+    let mut text = reply.to_owned();
+    let Some((local, domain)) = to.rsplit_once('@') else {
+        return replace_token(&text, to, &masked);
+    };
+    let bare_local = local.trim_matches('"');
+    let masked_local = masked.split('@').next().unwrap_or("***").to_owned();
+    for spelling in [
+        to.to_owned(),
+        format!("\"{bare_local}\"@{domain}"),
+        format!("{local}%40{domain}"),
+        format!("{bare_local}%40{domain}"),
+    ] {
+        text = replace_token(&text, &spelling, &masked);
+    }
+    for spelling in [local, bare_local] {
+        text = replace_token(&text, spelling, &masked_local);
+    }
+    text
+}
+
 /// Maps lettre's error onto the queue's two outcomes. Only what the relay itself called
 /// permanent (5xx) is dropped; everything else (4xx, refused connections, timeouts, TLS, an odd
 /// reply) is retried, because the queue gives up by itself when the message expires, so a wrong
@@ -524,11 +587,7 @@ fn classify(error: &lettre::transport::smtp::Error, to: &str) -> NotifyError {
     };
     // Relays echo the recipient in their replies ("550 <john@example.com>: unknown user"); the
     // text ends up in logs and in the queue's last error, so mask it there too.
-    let masked = mask_email(to);
-    let detail = error
-        .to_string()
-        .replace(to, &masked)
-        .replace(&to.to_ascii_lowercase(), &masked);
+    let detail = mask_recipient(&error.to_string(), to);
     let message = format!("SMTP {kind}: {detail}");
     if error.is_permanent() {
         NotifyError::Permanent(message)
@@ -568,6 +627,32 @@ impl Notifier for SmtpNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_the_recipient_is_masked_in_a_relay_reply() {
+        let to = "John.Smith@Example.com";
+        for reply in [
+            "550 5.1.1 <John.Smith@Example.com>: Recipient address rejected",
+            "550 5.1.1 <john.smith@example.com>: unknown user",
+            "550 5.1.1 <JOHN.SMITH@EXAMPLE.COM>: unknown user",
+            "550 5.1.1 <john.smith>: unknown user",
+            "550 user John.Smith unknown",
+            "550 5.1.1 \"john.smith\"@example.com: no mailbox",
+            "550 5.1.1 john.smith%40example.com: no mailbox",
+        ] {
+            let masked = mask_recipient(reply, to);
+            assert!(
+                !masked.to_lowercase().contains("john.smith"),
+                "{reply:?} -> {masked:?}"
+            );
+            assert!(masked.starts_with("550"), "{masked}");
+        }
+        // A word that merely contains the local part stays.
+        assert_eq!(
+            mask_recipient("550 joh is not jo", "jo@example.com"),
+            "550 joh is not j***"
+        );
+    }
 
     fn parse(url: &str) -> SmtpEndpoint {
         match SmtpEndpoint::parse(url) {

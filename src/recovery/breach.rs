@@ -1,10 +1,23 @@
 //! Breached passwords: a k-anonymity range check in the Have I Been Pwned format. The SHA-1 of
 //! the password is split into a 5-hex-digit prefix, the only thing sent out, and a 35-digit
-//! suffix looked up locally in the range the prefix returns. Ranges are cached in the ephemeral
-//! store per prefix, so every replica shares them and a burst of checks costs one request.
+//! suffix looked up locally in the range the prefix returns.
+//!
+//! Ranges are cached in the process, per prefix, in an LRU of `cache_max_entries` ranges (about
+//! 35 KB each) for `cache_ttl_secs`: bounded, whatever passwords callers try (all 1,048,576
+//! prefixes would be ~36 GB). A range that is not cached costs a request upstream, counted
+//! against the caller's `rate_limits.breach_fetch_per_ip`.
+//!
+//! Only `ResetPassword` and `CreateAccount` check breaches; `ValidatePassword` does not. A
+//! cached range answers in a few milliseconds less than a fetched one, so an unauthenticated
+//! call that consulted the cache would tell anyone which prefixes (which password families)
+//! were checked recently. `ResetPassword` needs a reset token and spends an argon2 hash, which
+//! dwarfs the difference.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hashlink::LruCache;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,7 +26,7 @@ use sha1::{Digest, Sha1};
 use crate::clock::DAY_SECS;
 
 use super::error::{PolicyViolation, RecoveryError};
-use super::ports::{BreachRanges, EphemeralStore};
+use super::ports::BreachRanges;
 
 pub const REASON: &str = "PASSWORD_BREACHED";
 
@@ -38,6 +51,10 @@ pub struct BreachSettings {
     /// Seconds a fetched range is reused. The upstream data changes over days, not seconds.
     #[schemars(range(min = 0, max = 30 * DAY_SECS))]
     pub cache_ttl_secs: u64,
+    /// Ranges kept in this process's cache (least recently used dropped first); each is about
+    /// 35 KB, so the default of 256 is about 9 MB. 0: no cache, every check asks upstream.
+    #[schemars(range(min = 0, max = 100_000))]
+    pub cache_max_entries: usize,
 }
 
 impl Default for BreachSettings {
@@ -49,13 +66,21 @@ impl Default for BreachSettings {
             min_count: 1,
             fail_closed: false,
             cache_ttl_secs: 86_400,
+            cache_max_entries: 256,
         }
     }
+}
+
+/// A fetched range (padding dropped) and when it stops being reused.
+struct Cached {
+    range: Arc<str>,
+    until: Instant,
 }
 
 pub struct BreachCheck {
     pub ranges: Arc<dyn BreachRanges>,
     pub settings: BreachSettings,
+    cache: Mutex<LruCache<String, Cached>>,
 }
 
 /// Uppercase hex SHA-1, split into the 5-digit prefix and the 35-digit suffix.
@@ -97,40 +122,80 @@ pub fn violation() -> PolicyViolation {
 }
 
 impl BreachCheck {
+    pub fn new(ranges: Arc<dyn BreachRanges>, settings: BreachSettings) -> Self {
+        let capacity = settings.cache_max_entries.max(1);
+        Self {
+            ranges,
+            settings,
+            cache: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// Ranges in the cache now (expired ones not yet dropped included): never more than
+    /// `cache_max_entries`.
+    pub fn cached_ranges(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn cached(&self, prefix: &str) -> Option<Arc<str>> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match cache.get(prefix) {
+            Some(entry) if entry.until > Instant::now() => Some(entry.range.clone()),
+            Some(_) => {
+                cache.remove(prefix);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, prefix: String, range: Arc<str>) {
+        if self.settings.cache_max_entries == 0 || self.settings.cache_ttl_secs == 0 {
+            return;
+        }
+        let until = Instant::now() + Duration::from_secs(self.settings.cache_ttl_secs);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(prefix, Cached { range, until });
+    }
+
     /// `Some(violation)` for a breached password; `None` for a clean one or, failing open, when
-    /// the range could not be had.
-    pub async fn check(
+    /// the range could not be had. `before_fetch` runs before a range is asked for upstream
+    /// (the caller's rate limit); its refusal is the answer.
+    pub async fn check<F, Fut>(
         &self,
-        store: &dyn EphemeralStore,
         password: &str,
-    ) -> Result<Option<PolicyViolation>, RecoveryError> {
+        before_fetch: F,
+    ) -> Result<Option<PolicyViolation>, RecoveryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), RecoveryError>>,
+    {
         let (prefix, suffix) = split_hash(password);
-        let cache_key = format!("breach:{prefix}");
-        let range = match store.cached(&cache_key).await {
-            Ok(Some(range)) => Some(range),
-            // A store hiccup only costs the cache, not the check.
-            Ok(None) | Err(_) => None,
-        };
-        let range = match range {
+        let range = match self.cached(&prefix) {
             Some(range) => range,
-            None => match self.fetch(&prefix).await {
-                Ok(range) => {
-                    let range = without_padding(&range);
-                    let ttl = Duration::from_secs(self.settings.cache_ttl_secs.max(1));
-                    if let Err(error) = store.put_cached(&cache_key, &range, ttl).await {
-                        tracing::warn!(%error, "breach range not cached");
+            None => match before_fetch().await {
+                Err(refused) => return Err(refused),
+                Ok(()) => match self.fetch(&prefix).await {
+                    Ok(range) => {
+                        let range: Arc<str> = without_padding(&range).into();
+                        self.remember(prefix, range.clone());
+                        range
                     }
-                    range
-                }
-                // Never the prefix in the log: it is 20 bits of the password's hash.
-                Err(error) if self.settings.fail_closed => {
-                    tracing::warn!(%error, "breach check failed: refusing (fail_closed)");
-                    return Err(RecoveryError::Unavailable(error));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "breach check failed: password accepted unchecked");
-                    return Ok(None);
-                }
+                    // Never the prefix in the log: it is 20 bits of the password's hash.
+                    Err(error) if self.settings.fail_closed => {
+                        tracing::warn!(%error, "breach check failed: refusing (fail_closed)");
+                        return Err(RecoveryError::Unavailable(error));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "breach check failed: password accepted unchecked");
+                        return Ok(None);
+                    }
+                },
             },
         };
         let seen = count_in(&range, &suffix);
@@ -150,6 +215,46 @@ impl BreachCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Fixed;
+
+    #[async_trait::async_trait]
+    impl BreachRanges for Fixed {
+        async fn range(&self, _prefix: &str) -> Result<String, super::super::ports::BreachError> {
+            Ok("0018A45C4D1DEF81644B54AB7F969B88D65:12".to_owned())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_at_most_its_bound_and_a_hit_fetches_nothing() {
+        let settings = BreachSettings {
+            cache_max_entries: 3,
+            ..BreachSettings::default()
+        };
+        let check = BreachCheck::new(Arc::new(Fixed), settings);
+        let mut fetches = 0;
+        for i in 0..20 {
+            check
+                .check(&format!("password {i}"), || {
+                    fetches += 1;
+                    async { Ok(()) }
+                })
+                .await
+                .expect("checked");
+            assert!(check.cached_ranges() <= 3);
+        }
+        assert_eq!(fetches, 20);
+        assert_eq!(check.cached_ranges(), 3);
+        // The last one is cached: no fetch, so no rate-limit hit either.
+        check
+            .check("password 19", || {
+                fetches += 1;
+                async { Ok(()) }
+            })
+            .await
+            .expect("checked");
+        assert_eq!(fetches, 20);
+    }
 
     #[test]
     fn the_hash_splits_into_prefix_and_suffix() {

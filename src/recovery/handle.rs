@@ -196,6 +196,10 @@ pub struct RateLimits {
     /// identity, or the loopback peer). Helpdesk starts never spend, and are never refused by,
     /// the anonymous per-account budgets; this bounds what one caller can start.
     pub helpdesk_per_caller: RateLimit,
+    /// Breached-password ranges fetched upstream per client IP (IPv6 per `ipv6_prefix_len`),
+    /// for ranges not in the cache: bounds the upstream requests and the cache churn one
+    /// caller can cause (`breach_check`). Past it: `RATE_LIMITED`, scope `client_ip`.
+    pub breach_fetch_per_ip: RateLimit,
 }
 
 impl Default for RateLimits {
@@ -237,6 +241,12 @@ impl Default for RateLimits {
             helpdesk_per_caller: RateLimit {
                 limit: 60,
                 window_secs: 3600,
+            },
+            // A person tries a few new passwords per reset; a script walking the prefixes
+            // meets this at once.
+            breach_fetch_per_ip: RateLimit {
+                limit: 30,
+                window_secs: 600,
             },
         }
     }

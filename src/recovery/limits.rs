@@ -36,6 +36,8 @@ pub(crate) enum LimitScope<'a> {
     /// `AdminStartRecovery` calls per authenticated caller.
     Helpdesk(&'a str),
     ClientIp(IpAddr),
+    /// Breached-password ranges fetched upstream for one client.
+    BreachFetch(IpAddr),
     Global,
 }
 
@@ -157,6 +159,14 @@ impl Recovery {
                 limits.per_ip,
                 "client_ip",
             ),
+            LimitScope::BreachFetch(ip) => (
+                format!(
+                    "rl:breach:{}",
+                    crate::net::rate_limit_bucket(ip, limits.ipv6_prefix_len)
+                ),
+                limits.breach_fetch_per_ip,
+                "client_ip",
+            ),
             LimitScope::Global => ("rl:global".to_owned(), limits.global, "global"),
         };
         let window = Duration::from_secs(rule.window_secs.max(1));
@@ -170,10 +180,29 @@ impl Recovery {
                     | LimitScope::SendCodeKnownDevice(_)
                     | LimitScope::Helpdesk(_)
                     | LimitScope::ClientIp(_)
+                    | LimitScope::BreachFetch(_)
                     | LimitScope::Global => None,
                 };
-                self.record_limited(ctx, operation, name, &key, window, None, login_key)
-                    .await;
+                // The rows of a budget kept per flow owner name that owner, so an export and an
+                // erasure of the person find them: the account, or an unknown login's key.
+                let login_key = match scope {
+                    LimitScope::VerifyCode(owner) | LimitScope::SendCode(owner) => {
+                        owner.strip_prefix("unknown:").or(login_key)
+                    }
+                    _ => login_key,
+                };
+                let account_id = match scope {
+                    LimitScope::VerifyCode(owner) | LimitScope::SendCode(owner)
+                        if !owner.starts_with("unknown:") =>
+                    {
+                        Some(owner)
+                    }
+                    _ => None,
+                };
+                self.record_limited_for(
+                    ctx, operation, name, &key, window, None, login_key, account_id,
+                )
+                .await;
                 Err(RecoveryError::RateLimited {
                     retry_after,
                     scope: name,
@@ -196,6 +225,25 @@ impl Recovery {
         flow: Option<&Flow>,
         login_key: Option<&str>,
     ) {
+        self.record_limited_for(
+            ctx, operation, scope, limit_key, window, flow, login_key, None,
+        )
+        .await;
+    }
+
+    /// `record_limited`, naming the account the budget was kept for (when no flow does).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_limited_for(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        scope: &'static str,
+        limit_key: &str,
+        window: Duration,
+        flow: Option<&Flow>,
+        login_key: Option<&str>,
+        account_id: Option<&str>,
+    ) {
         match self
             .store
             .hit(&format!("{limit_key}:audited"), 1, window)
@@ -211,6 +259,9 @@ impl Recovery {
         let mut record = self.audit("recovery.rate_limited", flow, ctx, "limited");
         if record.login_key.is_none() {
             record.login_key = login_key.map(str::to_owned);
+        }
+        if record.account_id.is_none() {
+            record.account_id = account_id.map(str::to_owned);
         }
         record.detail =
             Some(serde_json::json!({ "scope": scope, "operation": operation }).to_string());

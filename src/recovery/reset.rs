@@ -119,6 +119,7 @@ impl Recovery {
                 Some(&account.login_id),
                 Some(&account.email),
                 &history,
+                Some((ctx, "ResetPassword")),
             )
             .await?;
         if !check.violations.is_empty() {

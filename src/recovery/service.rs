@@ -50,17 +50,31 @@ pub(crate) enum FlowOrigin {
 }
 
 /// A new single-use report code for a code mail: 128 random bits as hex. Only its keyed hash is
-/// stored, pointing at the flow owner, for `report::REPORT_CODE_TTL`.
+/// stored, pointing at the account and its password version (a later reset or report revokes
+/// it, `report::ReportedOwner`), for `report::REPORT_CODE_TTL`.
+///
+/// A decoy (an unknown login, a frozen account) gets a code too, so the work is the same, but
+/// nothing durable is written for it: nobody receives the mail, and a week-long key per decoy
+/// would let anyone fill the store. The same round trip is made as a read-and-delete of a key
+/// that cannot exist.
 async fn issue_report_code(
     recovery: &Recovery,
-    owner: &str,
+    account: Option<&super::ports::Account>,
 ) -> Result<SecretString, RecoveryError> {
     let code = hex::encode(keys::random_bytes::<16>().map_err(RecoveryError::internal)?);
     let mac = recovery.keys.sign(REPORT_PURPOSE, &[code.as_bytes()]);
-    recovery
-        .store
-        .put_report_code(&mac, owner, super::report::REPORT_CODE_TTL)
-        .await?;
+    match account {
+        Some(account) => {
+            let owner = super::report::ReportedOwner::stored(&account.id, account.password_version);
+            recovery
+                .store
+                .put_report_code(&mac, &owner, super::report::REPORT_CODE_TTL)
+                .await?;
+        }
+        None => {
+            recovery.store.take_report_code(&mac).await?;
+        }
+    }
     Ok(SecretString::from(code))
 }
 
@@ -643,13 +657,13 @@ impl Recovery {
             // and nothing is delivered. Read for every send so all make the same calls.
             let frozen =
                 delivery == CodeDelivery::Mail && self.store.recovery_frozen(&owner).await?;
-            let recipient = self
+            let account = self
                 .accounts
                 .find_by_id(&lookup_id)
                 .await?
-                .map(|account| account.email)
                 .filter(|_| !frozen);
-            let report_code = issue_report_code(self, &owner).await?;
+            let recipient = account.as_ref().map(|account| account.email.clone());
+            let report_code = issue_report_code(self, account.as_ref()).await?;
             let notice = Notice {
                 kind: MessageKind::VerificationCode,
                 account_id: recipient.as_ref().map(|_| lookup_id.clone()),
@@ -827,13 +841,17 @@ impl Recovery {
         Ok(IssuedToken { token, expires_at })
     }
 
-    /// The stateless rules plus history: every violation at once.
+    /// The stateless rules plus history: every violation at once. `breach` is the caller of a
+    /// call that sets a password (`ResetPassword`, `CreateAccount`), whose per-IP budget an
+    /// uncached range fetch spends; `None` (`ValidatePassword`) skips the breach check, so its
+    /// answer time never depends on the range cache.
     pub(crate) async fn check_new_password(
         &self,
         password: &SecretString,
         login: Option<&str>,
         email: Option<&str>,
         history: &[String],
+        breach: Option<(&RequestContext, &'static str)>,
     ) -> Result<(SecretString, PasswordCheck), RecoveryError> {
         let local = login
             .map(|l| l.split_once('@').map_or(l, |(local, _)| local))
@@ -863,9 +881,19 @@ impl Recovery {
         let mut violations = assessment.violations;
         // Only for a password the local rules accept: the range request is a network round
         // trip, and a refused password needs no second reason.
-        if let (true, Some(breach)) = (violations.is_empty(), &self.breach) {
-            let found = breach
-                .check(self.store.as_ref(), normalized.expose_secret())
+        if let (true, Some(check), Some((ctx, operation))) =
+            (violations.is_empty(), &self.breach, breach)
+        {
+            let found = check
+                .check(normalized.expose_secret(), || async move {
+                    match ctx.client_ip {
+                        Some(ip) => {
+                            self.limit(ctx, operation, LimitScope::BreachFetch(ip))
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                })
                 .await?;
             violations.extend(found);
         }
@@ -895,7 +923,7 @@ impl Recovery {
         self.limit_caller(ctx, "ValidatePassword").await?;
         let login = command.login.as_ref().map(LoginId::normalized);
         let (_, check) = self
-            .check_new_password(&command.password, login, None, &[])
+            .check_new_password(&command.password, login, None, &[], None)
             .await?;
         Ok(check)
     }

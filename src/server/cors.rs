@@ -28,9 +28,10 @@ pub fn layer(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
     } else {
         let parsed = origins
             .iter()
-            .map(|origin| {
+            .enumerate()
+            .map(|(index, origin)| {
                 HeaderValue::from_str(origin.trim()).map_err(|_| {
-                    anyhow::anyhow!("server.cors_allowed_origins: {origin:?} is not a valid origin")
+                    anyhow::anyhow!("server.cors_allowed_origins[{index}] is not a valid origin")
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -67,6 +67,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// binary must never be paired with a cached page of the old one.
 const CACHE_CONTROL: &str = "no-cache";
 
+/// The report page's address carries a report code (`?code=`): never stored by the browser or
+/// a proxy. The page also takes the code out of the address (`history.replaceState`), and
+/// `Referrer-Policy: no-referrer` (on every page) keeps it out of any later request.
+const REPORT_CACHE_CONTROL: &str = "no-store";
+
 /// Strong ETags, one per asset (same order as `ASSETS`): the first 96 bits of the SHA-256 of
 /// the embedded bytes, computed once.
 fn etags() -> &'static [HeaderValue] {
@@ -88,6 +93,7 @@ pub fn respond<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return None;
     }
+    let report = request.uri().path() == "/report";
     let path = match request.uri().path() {
         // The "it wasn't me" page behind `[mail] report_url` is the same page: the script
         // shows the report screen at /report (its ?code= is read by the script, never here).
@@ -124,7 +130,11 @@ pub fn respond<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
     headers.insert(header::ETAG, tag.clone());
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_CONTROL),
+        HeaderValue::from_static(if report {
+            REPORT_CACHE_CONTROL
+        } else {
+            CACHE_CONTROL
+        }),
     );
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -234,6 +244,9 @@ mod tests {
             CONTENT_SECURITY_POLICY
         );
         assert_eq!(response.headers()[header::ETAG], etags()[0]);
+        // The code in its address is a credential: not stored, not sent on as a referrer.
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(response.headers()[header::REFERRER_POLICY], "no-referrer");
         assert!(respond(&get("/report/x")).is_none());
     }
 

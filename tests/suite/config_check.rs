@@ -100,7 +100,7 @@ fn a_value_out_of_range_names_the_key_and_the_allowed_range() {
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
-        message.contains("`flow.max_attempts` = 0 is out of range: allowed 1..=20"),
+        message.contains("`flow.max_attempts` is out of range: allowed 1..=20"),
         "{message}"
     );
 }
@@ -118,8 +118,8 @@ fn every_problem_is_listed_at_once() {
     assert!(message.contains("3 problems"), "{message}");
     for expected in [
         "unknown key `captcha_digit`",
-        "`flow.captcha_digits` = 20 is out of range: allowed 5..=8",
-        "`flow.code_ttl_secs` = 0 is out of range",
+        "`flow.captcha_digits` is out of range: allowed 5..=8",
+        "`flow.code_ttl_secs` is out of range",
     ] {
         assert!(
             message.contains(expected),
@@ -406,4 +406,183 @@ fn config_schema_prints_the_committed_schema_even_with_a_broken_configuration() 
         printed["properties"]["flow"]["default"]["max_attempts"], 5,
         "defaults are in the schema"
     );
+}
+
+/// A secret-looking value the configuration errors must never show.
+const CANARY: &str = "LeakCanary7f3a9c";
+
+/// Runs `args` with `toml` as the file and `env` set, stopping the process after 30 s (a
+/// configuration that unexpectedly starts the server must not hang the test).
+fn run_bounded(dir: &TempDir, toml: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let file = dir.0.join("recovery.toml");
+    std::fs::write(&file, toml).unwrap();
+    let mut child = command(dir)
+        .arg("--config")
+        .arg(&file)
+        .args(args)
+        .env("RECOVERY_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `config check` and `serve` both refuse, name `expected`, and show the canary nowhere.
+fn refused_without_the_value(toml: &str, env: &[(&str, &str)], expected: &[&str]) {
+    for args in [&["config", "check"][..], &["serve"][..]] {
+        let dir = TempDir::new();
+        let output = run_bounded(&dir, toml, env, args);
+        let (out, err) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        assert!(
+            !output.status.success(),
+            "{args:?} accepted {toml:?} {env:?}\n{err}"
+        );
+        assert!(
+            !out.contains(CANARY) && !err.contains(CANARY),
+            "{args:?} showed the value:\n{out}\n{err}"
+        );
+        for name in expected {
+            assert!(err.contains(name), "{args:?}: {name} missing in\n{err}");
+        }
+    }
+}
+
+#[test]
+fn an_environment_value_missing_its_bracket_names_the_variable_not_the_secret() {
+    let endpoints =
+        format!("[{{url = \"https://hooks.example.com/in\", secret = [\"whsec_{CANARY}\"]}}");
+    refused_without_the_value(
+        "",
+        &[("RECOVERY_WEBHOOKS__ENDPOINTS", &endpoints)],
+        &["RECOVERY_WEBHOOKS__ENDPOINTS", "wrong type", "missing `]`"],
+    );
+}
+
+#[test]
+fn an_unterminated_toml_string_names_the_file_and_line_not_the_secret() {
+    refused_without_the_value(
+        &format!("[flow]\nmax_attempts = 3\n\nsecret = \"{CANARY}\n"),
+        &[],
+        &["recovery.toml", "is not valid TOML", "line 4"],
+    );
+    refused_without_the_value(
+        &format!("smtp_url = 'smtp://user:{CANARY}@mail.example.com\n"),
+        &[],
+        &["recovery.toml", "line 1"],
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_or_kind_names_the_key_not_the_value() {
+    for (toml, env, key) in [
+        (
+            format!("[flow]\nmax_attempts = \"{CANARY}\"\n"),
+            vec![],
+            "`flow.max_attempts`",
+        ),
+        (format!("notifier = \"{CANARY}\"\n"), vec![], "`notifier`"),
+        (format!("secret = [\"{CANARY}\"]\n"), vec![], "`secret`"),
+        (
+            String::new(),
+            vec![("RECOVERY_LISTEN", format!("{CANARY}:50051"))],
+            "RECOVERY_LISTEN",
+        ),
+        (
+            String::new(),
+            vec![(
+                "RECOVERY_SERVER__TRUSTED_PROXIES",
+                format!("[\"{CANARY}\"]"),
+            )],
+            "RECOVERY_SERVER__TRUSTED_PROXIES",
+        ),
+        (
+            String::new(),
+            vec![("RECOVERY_CAPTCHA", CANARY.to_owned())],
+            "RECOVERY_CAPTCHA",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        refused_without_the_value(&toml, &env, &[key]);
+    }
+}
+
+#[test]
+fn a_value_out_of_range_or_malformed_names_the_key_not_the_value() {
+    refused_without_the_value(
+        "[flow]\nmax_attempts = 7123456789\n",
+        &[],
+        &["`flow.max_attempts`"],
+    );
+    refused_without_the_value(
+        &format!(
+            "[[webhooks.endpoints]]\nurl = \"{CANARY}:x\"\nsecret = [\"whsec_{CANARY}\"]\nevents = [\"{CANARY}!\"]\n"
+        ),
+        &[],
+        &[
+            "`webhooks.endpoints[0].url`",
+            "`webhooks.endpoints[0]` `secret` #1",
+            "`webhooks.endpoints[0].events[0]`",
+        ],
+    );
+    refused_without_the_value(
+        &format!("[account_api]\nallowed_client_identities = [\"{CANARY}\"]\n"),
+        &[],
+        &["`account_api.allowed_client_identities[0]`"],
+    );
+    let digits = "7123456789";
+    let dir = TempDir::new();
+    let output = run_bounded(
+        &dir,
+        "[flow]\nmax_attempts = 7123456789\n",
+        &[],
+        &["config", "check"],
+    );
+    assert!(!stderr(&output).contains(digits), "{}", stderr(&output));
+}
+
+#[test]
+fn start_errors_name_the_setting_not_the_value() {
+    // Past the loader: the notifier and the key ring refuse when `serve` builds them.
+    let smtp_url = format!("{CANARY}://mail.example.com");
+    let mail_from = format!("{CANARY} at example");
+    for (env, expected) in [
+        (
+            vec![
+                ("RECOVERY_NOTIFIER", "smtp"),
+                ("RECOVERY_SMTP_URL", smtp_url.as_str()),
+            ],
+            "SMTP URL",
+        ),
+        (
+            vec![
+                ("RECOVERY_NOTIFIER", "smtp"),
+                ("RECOVERY_SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("RECOVERY_MAIL_FROM", mail_from.as_str()),
+            ],
+            "mail_from",
+        ),
+        (vec![("RECOVERY_SECRET", CANARY)], "RECOVERY_SECRET"),
+    ] {
+        let dir = TempDir::new();
+        let output = run_bounded(&dir, "", &env, &["serve"]);
+        let err = stderr(&output);
+        assert!(!output.status.success(), "{env:?} started:\n{err}");
+        assert!(
+            !err.contains(CANARY) && err.contains(expected),
+            "{env:?}: {expected} missing or the value shown in\n{err}"
+        );
+    }
 }

@@ -36,6 +36,7 @@ every_backend!(
     a_cancelled_sweep_stops_between_batches,
     export_then_erasure_leaves_no_trace_and_the_login_is_new_again,
     erasure_and_export_refuse_unknown_and_malformed_ids,
+    export_shows_exactly_the_audit_rows_erasure_strips,
 );
 
 /// A migrated, empty database of its own.
@@ -551,5 +552,122 @@ mod erasure_cases {
             .await
             .failure()
             .assert(tonic::Code::NotFound, "ACCOUNT_NOT_FOUND");
+    }
+
+    /// One definition of "this person's rows": the audit rows an export returns are exactly
+    /// those an erasure strips, including the attempts before the account existed (the login's
+    /// keyed hash only), the decoys during a report freeze and the per-account budget refusals
+    /// (`recovery.rate_limited`, scope `account`).
+    pub async fn export_shows_exactly_the_audit_rows_erasure_strips(backend: &str) {
+        let dir = TempDir::new();
+        let url = crate::common::fresh_database_url_for(backend, &dir).await;
+        let app = spawn_app_with(
+            move |config| {
+                config.database_url = url;
+                config.rate_limits.send_code_per_account.limit = 1;
+                config.flow.resend_cooldown_secs = 0;
+            },
+            Overrides::default(),
+        )
+        .await;
+        let login = unique_login();
+        // Before the account exists: a start, a send, and a send past the login's budget.
+        let early = app.start(&login).await;
+        app.send_code(&early.flow_id).await.unwrap();
+        let limited = app.send_code(&early.flow_id).await.failure();
+        limited.assert(tonic::Code::ResourceExhausted, "RATE_LIMITED");
+        assert_eq!(limited.metadata("scope").as_deref(), Some("account"));
+
+        let account_id = app.create_account(&login).await;
+        let flow = app.start(&login).await;
+        app.send_code(&flow.flow_id).await.unwrap();
+        let mail = app
+            .notifier
+            .wait_for(&login, 1, std::time::Duration::from_secs(10))
+            .await;
+        let report_code = crate::common::report_code_in(mail.last().unwrap());
+        let limited = app.send_code(&flow.flow_id).await.failure();
+        assert_eq!(limited.metadata("scope").as_deref(), Some("account"));
+        app.recovery
+            .clone()
+            .report_unrequested_recovery(proto::ReportUnrequestedRecoveryRequest { report_code })
+            .await
+            .unwrap();
+        // A decoy during the freeze.
+        let decoy = app.start(&login).await;
+        let _ = app.send_code(&decoy.flow_id).await;
+
+        app.database.flush_audit().await;
+        let conn = app.database.connection();
+        let before = audit_event::Entity::find().all(conn).await.unwrap();
+        let json = export(&app, &account_id).await.unwrap().into_inner().json;
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        delete(&app, &account_id).await.unwrap();
+        let after: std::collections::HashMap<i64, audit_event::Model> = audit_event::Entity::find()
+            .all(conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+
+        // Rows with something to strip, as (event, flow, result, detail): those the erasure
+        // emptied, and those the export showed.
+        type Row = (String, Option<String>, String, Option<String>);
+        let mut stripped: Vec<Row> = before
+            .iter()
+            .filter(|row| {
+                row.client_ip.is_some() || row.user_agent.is_some() || row.detail.is_some()
+            })
+            .filter(|row| {
+                after.get(&row.id).is_some_and(|now| {
+                    now.client_ip.is_none() && now.user_agent.is_none() && now.detail.is_none()
+                })
+            })
+            .map(|row| {
+                (
+                    row.event.clone(),
+                    row.flow_id.clone(),
+                    row.result.clone(),
+                    row.detail.clone(),
+                )
+            })
+            .collect();
+        let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+        let mut exported: Vec<Row> = doc["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| {
+                !row["client_ip"].is_null()
+                    || !row["user_agent"].is_null()
+                    || !row["detail"].is_null()
+            })
+            .map(|row| {
+                (
+                    text(&row["event"]).unwrap(),
+                    text(&row["flow_id"]),
+                    text(&row["result"]).unwrap(),
+                    text(&row["detail"]),
+                )
+            })
+            .collect();
+        stripped.sort();
+        exported.sort();
+        assert_eq!(exported, stripped, "export and erasure disagree");
+
+        // The rows that used to escape one or the other are among them.
+        let early_id = Some(early.flow_id.clone());
+        assert!(exported.iter().any(|row| row.1 == early_id), "{exported:?}");
+        let decoy_id = Some(decoy.flow_id.clone());
+        assert!(exported.iter().any(|row| row.1 == decoy_id), "{exported:?}");
+        let account_budget = exported
+            .iter()
+            .filter(|row| {
+                row.0 == "recovery.rate_limited"
+                    && row.3.as_deref().is_some_and(|d| d.contains("\"account\""))
+            })
+            .count();
+        assert!(account_budget >= 2, "{exported:?}");
     }
 }

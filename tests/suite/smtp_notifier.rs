@@ -476,6 +476,21 @@ async fn an_invalid_recipient_address_is_a_permanent_failure() {
     assert!(sink.messages().is_empty());
 }
 
+/// A relay refusing the recipient echoes it in upper case, lower case, percent-encoded, quoted
+/// and as its local part alone: the error the queue keeps and logs masks every spelling.
+#[tokio::test]
+async fn a_relays_reply_shows_no_spelling_of_the_recipient() {
+    let sink = Sink::start(SinkOptions {
+        reject_recipients: true,
+        ..SinkOptions::default()
+    });
+    let notifier = notifier(&sink.url("smtp://", ""));
+    let reason = expect_permanent(notifier.send(&email("John.Smith@Example.com")).await);
+    assert!(reason.contains("550"), "{reason}");
+    assert!(!reason.to_lowercase().contains("john.smith"), "{reason}");
+    assert!(sink.messages().is_empty());
+}
+
 #[tokio::test]
 async fn the_smtp_password_never_shows_in_debug_or_in_errors() {
     let url = format!("smtps://{USER}:{PASSWORD}@127.0.0.1:{}", free_port());

@@ -9,6 +9,8 @@ name and renamed, so a reader never sees half a file, and the client's address a
         [--starttls CERT.pem KEY.pem]   # offer STARTTLS and refuse mail without it
         [--implicit-tls CERT.pem KEY.pem]  # TLS from the first byte (smtps)
         [--stall-first-data SECONDS]    # answer the first DATA late (a hanging relay)
+        [--reject-recipients]           # refuse every RCPT with 550, echoing the address
+                                        # in the spellings relays use
 """
 
 import argparse
@@ -26,11 +28,22 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class MaildropHandler:
-    def __init__(self, directory, stall_first_data):
+    def __init__(self, directory, stall_first_data, reject_recipients=False):
         self.directory = directory
         self.stall = stall_first_data
+        self.reject_recipients = reject_recipients
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.reject_recipients:
+            local, _, domain = address.rpartition("@")
+            return (
+                f"550 5.1.1 <{address.upper()}> ({address.lower()}, "
+                f"{local}%40{domain}, \"{local}\"@{domain}): unknown user {local}"
+            )
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
@@ -74,6 +87,7 @@ def main():
     parser.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--stall-first-data", type=float, default=0)
+    parser.add_argument("--reject-recipients", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -91,7 +105,10 @@ def main():
         options.update(ssl_context=server_context(*args.implicit_tls))
 
     controller = Controller(
-        MaildropHandler(args.dir, args.stall_first_data), hostname="127.0.0.1", port=args.port, **options
+        MaildropHandler(args.dir, args.stall_first_data, args.reject_recipients),
+        hostname="127.0.0.1",
+        port=args.port,
+        **options,
     )
     controller.start()
     print(f"smtp sink listening on 127.0.0.1:{args.port}", flush=True)

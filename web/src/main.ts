@@ -901,7 +901,11 @@ function showReport(fromLink: string): void {
 }
 
 if (window.location.pathname === "/report") {
-  showReport(new URLSearchParams(window.location.search).get("code")?.trim() ?? "");
+  const fromLink = new URLSearchParams(window.location.search).get("code")?.trim() ?? "";
+  // The code is a credential: out of the address bar, the history and any later Referer
+  // (the server also answers /report with no-store and no-referrer).
+  if (window.location.search) window.history.replaceState(null, "", window.location.pathname);
+  showReport(fromLink);
 } else {
   showStart();
 }

@@ -397,8 +397,13 @@ test("the report link in the code mail asks first, and only the click reports", 
       const response = await page.goto(report.link);
       assert.equal(response.status(), 200);
       assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
+      // The code in the address is a credential: never stored, never sent on as a referrer.
+      assert.equal(response.headers()["cache-control"], "no-store");
+      assert.equal(response.headers()["referrer-policy"], "no-referrer");
       await heading(page, "Report a recovery you did not ask for");
       assert.equal(await page.getByLabel("Report code", { exact: true }).inputValue(), report.code);
+      // ... and the page took it out of the address (and so out of the history).
+      assert.equal(page.url(), `http://127.0.0.1:${port}/report`);
       await page.locator("#screen").getByText(REPORT_EFFECT).waitFor();
       assert.equal(await page.locator("#alert").textContent(), "");
     }

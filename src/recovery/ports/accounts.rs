@@ -83,8 +83,8 @@ pub struct ResetCommit {
 #[derive(Debug, Clone)]
 pub struct AccountErasure {
     pub account_id: String,
-    /// Keyed hash of the login: audit rows written while the login was unknown carry only
-    /// this, and lose their client address and agent too.
+    /// Keyed hash of the login: audit rows written while the login was unknown (or during a
+    /// report freeze) carry only this, and lose their client address and agent too.
     pub login_key: Option<String>,
     pub at: DateTime<Utc>,
     pub event_id: String,
@@ -170,12 +170,27 @@ pub trait AccountRepository: Send + Sync + 'static {
         record: AuditRecord,
         event: OutboxEvent,
     ) -> Result<(), RepoError>;
+    /// A reported unrequested recovery ("it wasn't me"), in one transaction: the account's
+    /// password version is bumped (so no reset of a flow started before the report can
+    /// commit, and report codes mailed before it stop working), and the audit row and the
+    /// `recovery.reported` event are written.
+    async fn record_report(
+        &self,
+        account_id: &str,
+        record: AuditRecord,
+        event: OutboxEvent,
+    ) -> Result<(), RepoError>;
     /// Deletes the account and its password history, drops its queued mail, strips its audit
     /// rows of client address and agent, and writes the `account.deleted` event, all at once.
     /// `false`: no such account (nothing written).
     async fn erase_account(&self, erasure: AccountErasure) -> Result<bool, RepoError>;
-    /// `None`: no such account.
-    async fn export_account(&self, account_id: &str) -> Result<Option<AccountData>, RepoError>;
+    /// `None`: no such account. The audit rows are the same ones `erase_account` strips: those
+    /// of the account and those of `login_key` (the keyed hash of its login).
+    async fn export_account(
+        &self,
+        account_id: &str,
+        login_key: Option<&str>,
+    ) -> Result<Option<AccountData>, RepoError>;
 }
 
 /// A queued message as stored.

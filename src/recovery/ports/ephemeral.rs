@@ -119,7 +119,8 @@ pub trait EphemeralStore: Send + Sync + 'static {
     /// The flow named by the last `set_live_code` of `owner`, while it lasts.
     async fn live_code(&self, owner: &str) -> Result<Option<String>, StoreError>;
 
-    /// Points the keyed hash of a mailed report code ("it wasn't me") at its flow owner.
+    /// Points the keyed hash of a mailed report code ("it wasn't me") at its account and that
+    /// account's password version (`report::ReportedOwner`, an opaque value to the store).
     async fn put_report_code(
         &self,
         report_mac: &str,

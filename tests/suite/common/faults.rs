@@ -25,6 +25,11 @@ pub struct FaultyStore {
     inner: Arc<MemoryStore>,
     mode: Arc<AtomicU8>,
     flow_reads: Arc<AtomicUsize>,
+    report_codes_put: Arc<AtomicUsize>,
+    /// Calls of `delete_flow` that fail (UNAVAILABLE) before it works again.
+    failing_flow_deletes: Arc<AtomicUsize>,
+    /// `account_flows` answers nothing (an index lost in the store).
+    lose_account_flows: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const HEALTHY: u8 = 0;
@@ -39,6 +44,21 @@ impl FaultyStore {
     /// How many times a flow was read so far.
     pub fn flow_reads(&self) -> usize {
         self.flow_reads.load(Ordering::SeqCst)
+    }
+
+    /// How many report codes were written so far.
+    pub fn report_codes_put(&self) -> usize {
+        self.report_codes_put.load(Ordering::SeqCst)
+    }
+
+    /// The next `calls` deletions of a flow fail as if the store were down.
+    pub fn fail_flow_deletes(&self, calls: usize) {
+        self.failing_flow_deletes.store(calls, Ordering::SeqCst);
+    }
+
+    /// `account_flows` forgets every flow (or remembers again).
+    pub fn lose_account_flows(&self, lose: bool) {
+        self.lose_account_flows.store(lose, Ordering::SeqCst);
     }
 
     pub fn heal(&self) {
@@ -105,10 +125,21 @@ impl EphemeralStore for FaultyStore {
     }
     async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
         self.check()?;
+        let failing =
+            self.failing_flow_deletes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Unavailable(anyhow::anyhow!(
+                "connection refused (injected)"
+            )));
+        }
         self.inner.delete_flow(id).await
     }
     async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
         self.check()?;
+        if self.lose_account_flows.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
         self.inner.account_flows(account_id).await
     }
     async fn put_token(
@@ -173,6 +204,7 @@ impl EphemeralStore for FaultyStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.check()?;
+        self.report_codes_put.fetch_add(1, Ordering::SeqCst);
         self.inner.put_report_code(report_mac, owner, ttl).await
     }
     async fn take_report_code(&self, report_mac: &str) -> Result<Option<String>, StoreError> {

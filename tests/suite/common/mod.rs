@@ -243,6 +243,7 @@ pub async fn spawn_app_on_clock(
 }
 
 /// What a test asserts about an error: code, reason, details.
+#[derive(Debug)]
 pub struct Failure {
     pub status: tonic::Status,
 }

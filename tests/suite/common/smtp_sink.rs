@@ -51,6 +51,8 @@ pub struct SinkOptions {
     pub stall_first_data: Option<Duration>,
     /// Listen on this port instead of a free one (to restart a sink where the last one was).
     pub port: Option<u16>,
+    /// Refuse every recipient with a 550 reply that echoes the address in several spellings.
+    pub reject_recipients: bool,
 }
 
 impl Drop for Sink {
@@ -107,6 +109,9 @@ impl Sink {
         }
         if let Some((cert, key)) = &options.implicit_tls {
             command.arg("--implicit-tls").arg(cert).arg(key);
+        }
+        if options.reject_recipients {
+            command.arg("--reject-recipients");
         }
         if let Some(stall) = options.stall_first_data {
             command

@@ -1,6 +1,7 @@
 //! `[breach_check]` against a local server speaking the Have I Been Pwned range format: hit,
-//! miss, padding lines, the cache, a slow server and a dead one, failing open and closed. The
-//! server records every request, so the tests also see that only the 5-digit prefix left.
+//! miss, padding lines, the cache and its bound, the per-IP limit on fetches, a slow server and
+//! a dead one, failing open and closed; `ValidatePassword` never asks. The server records every
+//! request, so the tests also see that only the 5-digit prefix left.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,6 +87,15 @@ fn range_with(password: &str, count: u64) -> String {
 }
 
 async fn app(url: &str, timeout_ms: u64, fail_closed: bool) -> TestApp {
+    app_with(url, timeout_ms, fail_closed, |_| {}).await
+}
+
+async fn app_with(
+    url: &str,
+    timeout_ms: u64,
+    fail_closed: bool,
+    configure: impl FnOnce(&mut recovery_service::config::Config) + Send + 'static,
+) -> TestApp {
     let url = url.to_owned();
     spawn_app_with(
         move |c| {
@@ -93,10 +103,46 @@ async fn app(url: &str, timeout_ms: u64, fail_closed: bool) -> TestApp {
             c.breach_check.url = url;
             c.breach_check.timeout_ms = timeout_ms;
             c.breach_check.fail_closed = fail_closed;
+            configure(c);
         },
         Overrides::default(),
     )
     .await
+}
+
+/// Strong passwords of four different ranges.
+const BREACHED: [&str; 4] = [
+    "Amber-Falcon-River-73#",
+    "Silent-Harbor-Maple-58!",
+    "Crimson-Otter-Valley-26$",
+    "Velvet-Canyon-Thistle-94&",
+];
+
+/// A range listing every password of `BREACHED` as seen 5 times (each prefix's range then
+/// holds its password's suffix; the others are lines of other ranges, harmless).
+fn range_of_all() -> String {
+    BREACHED
+        .iter()
+        .map(|p| format!("{}:5", sha1_upper(p).1))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// A reset with `password` on `token`, as the violation reasons or the failure.
+async fn reset_reasons(app: &TestApp, token: &str, password: &str) -> Result<(), Failure> {
+    app.reset(token, password, password)
+        .await
+        .map(|_| ())
+        .map_err(|status| Failure { status })
+}
+
+/// The cache of the running service (the test hook: its entry count, not timing).
+fn cached_ranges(app: &TestApp) -> usize {
+    app.app
+        .breach
+        .as_ref()
+        .expect("breach check on")
+        .cached_ranges()
 }
 
 async fn validate(app: &TestApp, password: &str) -> Result<Vec<String>, tonic::Status> {
@@ -118,37 +164,36 @@ async fn validate(app: &TestApp, password: &str) -> Result<Vec<String>, tonic::S
 }
 
 #[tokio::test]
-async fn a_breached_password_is_refused_in_validate_and_reset() {
+async fn a_breached_password_is_refused_in_reset_and_validate_never_asks() {
     let (url, seen, _server) = range_server(range_with(NEW_PASSWORD, 3), Duration::ZERO).await;
     let app = app(&url, 2_000, false).await;
-
-    assert_eq!(
-        validate(&app, NEW_PASSWORD).await.unwrap(),
-        vec!["PASSWORD_BREACHED"]
-    );
-    // Only the prefix left, with padding asked for.
-    let (prefix, _) = sha1_upper(NEW_PASSWORD);
-    assert_eq!(
-        seen.requests.lock().unwrap().clone(),
-        vec![(format!("/range/{prefix}"), Some("true".to_owned()))]
-    );
-
     let login = unique_login();
     app.create_account(&login).await;
+    let before = seen.requests.lock().unwrap().len();
+
+    // ValidatePassword does not consult the breach check at all: no request, no cache entry,
+    // so its answer time cannot tell which ranges were checked lately.
+    assert!(validate(&app, NEW_PASSWORD).await.unwrap().is_empty());
+    assert_eq!(seen.requests.lock().unwrap().len(), before);
+    let cached = cached_ranges(&app);
+
     let (_, token) = app.verified_flow(&login).await;
-    let failure = Failure {
-        status: app
-            .reset(&token, NEW_PASSWORD, NEW_PASSWORD)
-            .await
-            .unwrap_err(),
-    };
+    let failure = reset_reasons(&app, &token, NEW_PASSWORD).await.unwrap_err();
     failure.assert(Code::InvalidArgument, "PASSWORD_POLICY");
     assert_eq!(failure.violation_reasons(), vec!["PASSWORD_BREACHED"]);
-    // The range was cached: the reset did not ask for it again (the one other request is the
-    // account's own password, checked by CreateAccount).
+    // Only the prefix left, with padding asked for.
+    let (prefix, _) = sha1_upper(NEW_PASSWORD);
     let asked = seen.requests.lock().unwrap().clone();
-    let for_new = asked.iter().filter(|(path, _)| path.ends_with(&prefix));
-    assert_eq!(for_new.count(), 1, "{asked:?}");
+    assert_eq!(
+        asked[before..].to_vec(),
+        vec![(format!("/range/{prefix}"), Some("true".to_owned()))]
+    );
+    assert_eq!(cached_ranges(&app), cached + 1);
+
+    // Cached: a second try does not ask again.
+    let failure = reset_reasons(&app, &token, NEW_PASSWORD).await.unwrap_err();
+    assert_eq!(failure.violation_reasons(), vec!["PASSWORD_BREACHED"]);
+    assert_eq!(seen.requests.lock().unwrap().len(), before + 1);
 
     // The token was kept; a clean password goes through.
     app.reset(&token, OTHER_PASSWORD, OTHER_PASSWORD)
@@ -160,52 +205,137 @@ async fn a_breached_password_is_refused_in_validate_and_reset() {
 #[tokio::test]
 async fn a_miss_and_a_padding_line_are_not_breaches() {
     // The password's own suffix only on a padding line (count 0).
-    let (url, _, _server) = range_server(range_with(NEW_PASSWORD, 0), Duration::ZERO).await;
+    let (url, seen, _server) = range_server(range_with(NEW_PASSWORD, 0), Duration::ZERO).await;
     let app = app(&url, 2_000, false).await;
-    assert!(validate(&app, NEW_PASSWORD).await.unwrap().is_empty());
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (_, token) = app.verified_flow(&login).await;
+    reset_reasons(&app, &token, NEW_PASSWORD)
+        .await
+        .expect("a padding line is no sighting");
+    let (prefix, _) = sha1_upper(NEW_PASSWORD);
+    assert!(
+        seen.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(path, _)| path.ends_with(&prefix))
+    );
     // Another password of another range: a miss.
-    assert!(validate(&app, OTHER_PASSWORD).await.unwrap().is_empty());
+    let (_, token) = app.verified_flow(&login).await;
+    reset_reasons(&app, &token, OTHER_PASSWORD)
+        .await
+        .expect("a miss");
+}
+
+#[tokio::test]
+async fn the_range_cache_stays_within_its_bound() {
+    let (url, seen, _server) = range_server(range_of_all(), Duration::ZERO).await;
+    let app = app_with(&url, 2_000, false, |c| {
+        c.breach_check.cache_max_entries = 2;
+    })
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (_, token) = app.verified_flow(&login).await;
+    for password in BREACHED {
+        let failure = reset_reasons(&app, &token, password).await.unwrap_err();
+        assert_eq!(failure.violation_reasons(), vec!["PASSWORD_BREACHED"]);
+        assert!(cached_ranges(&app) <= 2, "{}", cached_ranges(&app));
+    }
+    assert_eq!(cached_ranges(&app), 2);
+    // The oldest range was dropped: asking again fetches it again; the newest did not.
+    let fetched = seen.requests.lock().unwrap().len();
+    reset_reasons(&app, &token, BREACHED[3]).await.unwrap_err();
+    assert_eq!(seen.requests.lock().unwrap().len(), fetched);
+    reset_reasons(&app, &token, BREACHED[0]).await.unwrap_err();
+    assert_eq!(seen.requests.lock().unwrap().len(), fetched + 1);
+    assert_eq!(cached_ranges(&app), 2);
+}
+
+#[tokio::test]
+async fn uncached_range_fetches_are_rate_limited_per_client() {
+    let (url, seen, _server) = range_server(range_of_all(), Duration::ZERO).await;
+    let app = app_with(&url, 2_000, false, |c| {
+        c.rate_limits.breach_fetch_per_ip.limit = 2;
+    })
+    .await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (_, token) = app.verified_flow(&login).await;
+    for password in &BREACHED[..2] {
+        let failure = reset_reasons(&app, &token, password).await.unwrap_err();
+        assert_eq!(failure.violation_reasons(), vec!["PASSWORD_BREACHED"]);
+    }
+    let fetched = seen.requests.lock().unwrap().len();
+    let limited = reset_reasons(&app, &token, BREACHED[2]).await.unwrap_err();
+    limited.assert(Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(limited.metadata("scope").as_deref(), Some("client_ip"));
+    assert_eq!(
+        seen.requests.lock().unwrap().len(),
+        fetched,
+        "fetched past the limit"
+    );
+    // A cached range costs no fetch, so the limit does not stand in its way; and the refusal
+    // consumed nothing: the token is still good.
+    let failure = reset_reasons(&app, &token, BREACHED[0]).await.unwrap_err();
+    assert_eq!(failure.violation_reasons(), vec!["PASSWORD_BREACHED"]);
 }
 
 #[tokio::test]
 async fn a_slow_range_fails_open_or_closed_as_configured() {
     let (url, _, _server) = range_server(range_with(NEW_PASSWORD, 3), Duration::from_secs(3)).await;
+    // Failing open, the account's own password and the new one go through unchecked;
+    // failing closed, CreateAccount (which checks too) is refused.
     let open = app(&url, 200, false).await;
-    assert!(validate(&open, NEW_PASSWORD).await.unwrap().is_empty());
+    let login = unique_login();
+    open.create_account(&login).await;
+    let (_, token) = open.verified_flow(&login).await;
+    reset_reasons(&open, &token, NEW_PASSWORD)
+        .await
+        .expect("failing open accepts the password unchecked");
 
     let closed = app(&url, 200, true).await;
     let failure = Failure {
-        status: validate(&closed, NEW_PASSWORD).await.unwrap_err(),
+        status: closed
+            .accounts
+            .clone()
+            .create_account(proto::CreateAccountRequest {
+                login_id: unique_login(),
+                email: String::new(),
+                phone: String::new(),
+                password: NEW_PASSWORD.into(),
+            })
+            .await
+            .unwrap_err(),
     };
     failure.assert(Code::Unavailable, "UNAVAILABLE");
 }
 
 #[tokio::test]
 async fn a_dead_range_fails_open_or_closed_as_configured() {
-    // Up while the account is made (its password is checked too), then gone.
+    // Up while the accounts are made (their passwords are checked too), then gone.
     let (url, _, server) = range_server(range_with(NEW_PASSWORD, 3), Duration::ZERO).await;
     let open = app(&url, 1_000, false).await;
     let closed = app(&url, 1_000, true).await;
-    let login = unique_login();
-    closed.create_account(&login).await;
-    let (_, token) = closed.verified_flow(&login).await;
+    let (open_login, closed_login) = (unique_login(), unique_login());
+    open.create_account(&open_login).await;
+    closed.create_account(&closed_login).await;
+    let (_, open_token) = open.verified_flow(&open_login).await;
+    let (_, token) = closed.verified_flow(&closed_login).await;
     server.abort();
     let _ = server.await;
 
-    assert!(validate(&open, NEW_PASSWORD).await.unwrap().is_empty());
-    let failure = Failure {
-        status: closed
-            .reset(&token, NEW_PASSWORD, NEW_PASSWORD)
-            .await
-            .unwrap_err(),
-    };
+    reset_reasons(&open, &open_token, NEW_PASSWORD)
+        .await
+        .expect("failing open accepts the password unchecked");
+    let failure = reset_reasons(&closed, &token, NEW_PASSWORD)
+        .await
+        .unwrap_err();
     failure.assert(Code::Unavailable, "UNAVAILABLE");
     // The refusal consumed nothing: the token answers the same again, not TOKEN_INVALID.
-    let again = Failure {
-        status: closed
-            .reset(&token, NEW_PASSWORD, NEW_PASSWORD)
-            .await
-            .unwrap_err(),
-    };
+    let again = reset_reasons(&closed, &token, NEW_PASSWORD)
+        .await
+        .unwrap_err();
     again.assert(Code::Unavailable, "UNAVAILABLE");
 }

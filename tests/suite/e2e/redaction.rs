@@ -222,7 +222,8 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
     assert!(!app.login_works(&unknown, OLD_PASSWORD).await);
 
     // Helpdesk recovery with the code handed back, then "it wasn't me" with the report code
-    // of the first mail, twice (the second is refused).
+    // of a mail sent after the reset (the reset revoked the earlier ones), twice (the second is
+    // refused).
     let helpdesk = app
         .accounts
         .clone()
@@ -235,8 +236,17 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
         .unwrap()
         .into_inner();
     secrets.push(("helpdesk code", helpdesk.code.clone()));
+    let after_reset = app.start(&known).await;
+    let later_code = app.send_and_read_code(&after_reset.flow_id, &known).await;
+    secrets.push(("code", later_code));
     let mails = app.delivered_to(&known).await;
-    let report_code = report_code_in(mails.iter().find(|m| m.text.contains("Report it")).unwrap());
+    let report_code = report_code_in(
+        mails
+            .iter()
+            .rev()
+            .find(|m| m.text.contains("Report it"))
+            .unwrap(),
+    );
     secrets.push(("report code", report_code.clone()));
     for expect_ok in [true, false] {
         let reported = recovery
@@ -272,12 +282,12 @@ async fn no_secret_or_unmasked_login_reaches_any_log_event_or_span() {
         })
         .await
         .unwrap();
-    // Everything delivered (codes and the change notice) went through the worker's spans.
+    // Everything delivered (two codes and the change notice) went through the worker's spans.
     let messages = app
         .notifier
-        .wait_for(&known, 2, Duration::from_secs(10))
+        .wait_for(&known, 3, Duration::from_secs(10))
         .await;
-    assert_eq!(messages.len(), 2);
+    assert_eq!(messages.len(), 3);
     app.drain_deliveries().await;
     // The password.changed webhook was tried (and failed: nobody listens).
     let mut tried = false;

@@ -208,3 +208,133 @@ async fn reports_count_against_the_per_ip_limit() {
     limited.assert(Code::ResourceExhausted, "RATE_LIMITED");
     assert_eq!(limited.metadata("scope").as_deref(), Some("client_ip"));
 }
+
+/// The reset token of a mailed flow: (token, report code of its mail).
+async fn verified_with_report_code(app: &TestApp, login: &str) -> (String, String) {
+    let (flow_id, code, report_code) = mailed_flow(app, login).await;
+    let token = app
+        .verify(&flow_id, &code)
+        .await
+        .expect("code verifies")
+        .into_inner()
+        .reset_token;
+    (token, report_code)
+}
+
+/// VerifyCode, then the report, then ResetPassword with the token from before the report: the
+/// report bumped the account's password version, so the token is dead.
+#[tokio::test]
+async fn a_reset_token_from_before_a_report_is_token_invalid() {
+    let app = spawn_app().await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (token, report_code) = verified_with_report_code(&app, &login).await;
+    app.report(&report_code).await.expect("report accepted");
+    app.reset(&token, NEW_PASSWORD, NEW_PASSWORD)
+        .await
+        .failure()
+        .assert(Code::Unauthenticated, "TOKEN_INVALID");
+    assert!(app.login_works(&login, OLD_PASSWORD).await);
+}
+
+/// The owner's own completed reset revokes the report codes mailed before it: a link found in
+/// the mailbox later cannot freeze the account the owner just recovered.
+#[tokio::test]
+async fn a_completed_reset_revokes_the_accounts_report_codes() {
+    let app = spawn_app().await;
+    let login = unique_login();
+    let account_id = app.create_account(&login).await;
+    let (token, report_code) = verified_with_report_code(&app, &login).await;
+    app.reset(&token, NEW_PASSWORD, NEW_PASSWORD)
+        .await
+        .expect("reset");
+    let refused = app.report(&report_code).await.failure();
+    refused.assert(Code::Unauthenticated, "TOKEN_INVALID");
+    assert_eq!(refused.fields(), vec!["report_code".to_owned()]);
+    // Not frozen: the next recovery mails a code as usual.
+    let flow = app.start(&login).await;
+    app.send_and_read_code(&flow.flow_id, &login).await;
+    let audit = app.audit_of(&account_id).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(event, result, _)| event == "recovery.reported" && result == "token_invalid"),
+        "{audit:?}"
+    );
+}
+
+/// Decoys (an unknown login, a frozen account) write no report code: nobody receives their
+/// mail, and a week-long key per decoy would let anyone fill the store.
+#[tokio::test]
+async fn decoys_write_no_report_code() {
+    let (app, store) = crate::common::faults::spawn_app_on_faulty_store().await;
+    let unknown = app.start(&unique_login()).await;
+    app.send_code(&unknown.flow_id).await.expect("decoy send");
+    assert_eq!(
+        store.report_codes_put(),
+        0,
+        "an unknown login stored a code"
+    );
+
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (_, _, report_code) = mailed_flow(&app, &login).await;
+    assert_eq!(store.report_codes_put(), 1);
+    app.report(&report_code).await.expect("report accepted");
+    let frozen = app.start(&login).await;
+    app.send_code(&frozen.flow_id).await.expect("decoy send");
+    assert_eq!(
+        store.report_codes_put(),
+        1,
+        "a frozen account stored a code"
+    );
+}
+
+/// A report that cannot end the account's flows fails as a whole (UNAVAILABLE) and gives the
+/// code back; a passing fault is retried; the same code works once the store answers.
+#[tokio::test]
+async fn a_report_that_cannot_end_the_flows_is_unavailable_and_can_be_repeated() {
+    let (app, store) = crate::common::faults::spawn_app_on_faulty_store().await;
+    let login = unique_login();
+    let account_id = app.create_account(&login).await;
+    let (token, report_code) = verified_with_report_code(&app, &login).await;
+
+    store.fail_flow_deletes(1_000);
+    app.report(&report_code)
+        .await
+        .failure()
+        .assert(Code::Unavailable, "UNAVAILABLE");
+    let audit = app.audit_of(&account_id).await;
+    assert!(
+        !audit
+            .iter()
+            .any(|(event, _, _)| event == "recovery.reported"),
+        "{audit:?}"
+    );
+
+    // One failure is retried within the call.
+    store.fail_flow_deletes(1);
+    app.report(&report_code).await.expect("report accepted");
+    app.reset(&token, NEW_PASSWORD, NEW_PASSWORD)
+        .await
+        .failure()
+        .assert(Code::Unauthenticated, "TOKEN_INVALID");
+}
+
+/// The database is the guard, not the store: a flow the store failed to list for ending
+/// survives the report, and still its token cannot reset.
+#[tokio::test]
+async fn a_flow_the_report_missed_still_cannot_reset() {
+    let (app, store) = crate::common::faults::spawn_app_on_faulty_store().await;
+    let login = unique_login();
+    app.create_account(&login).await;
+    let (token, report_code) = verified_with_report_code(&app, &login).await;
+    store.lose_account_flows(true);
+    app.report(&report_code).await.expect("report accepted");
+    store.lose_account_flows(false);
+    app.reset(&token, NEW_PASSWORD, NEW_PASSWORD)
+        .await
+        .failure()
+        .assert(Code::Unauthenticated, "TOKEN_INVALID");
+    assert!(app.login_works(&login, OLD_PASSWORD).await);
+}

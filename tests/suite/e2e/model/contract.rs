@@ -311,6 +311,9 @@ struct Counter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Report {
     owner: Owner,
+    /// The account's password version when the code was mailed: a reset or a report since
+    /// revokes it.
+    version: u32,
     until: Millis,
     used: bool,
 }
@@ -515,20 +518,25 @@ impl World {
         if delivery == Delivery::ReturnToCaller {
             return Ok(());
         }
-        // A report code goes with every code mail, decoys included (nobody receives those).
-        self.reports.insert(
-            inv.key,
-            Report {
-                owner,
-                until: self.store_now + settings.report_code_ttl,
-                used: false,
-            },
-        );
         let delivered = match delivery {
             Delivery::Mail => flow.account.is_some() && !self.frozen(owner),
             Delivery::HelpdeskMail => true,
             Delivery::ReturnToCaller => false,
         };
+        // A report code goes with every delivered code mail; decoys (nobody receives them)
+        // store none.
+        if delivered && let Some(slot) = flow.account {
+            let version = self.accounts.get(&slot).map_or(0, |a| a.version);
+            self.reports.insert(
+                inv.key,
+                Report {
+                    owner,
+                    version,
+                    until: self.store_now + settings.report_code_ttl,
+                    used: false,
+                },
+            );
+        }
         if delivered {
             self.mails.push(Mail {
                 slot: flow.slot,
@@ -815,20 +823,31 @@ impl World {
                 };
                 self.limit_ip(settings, inv.client)?;
                 let store_now = self.store_now;
-                let owner = report
+                let (owner, version) = report
                     .and_then(|key| self.reports.get_mut(&key))
                     .filter(|r| !r.used && store_now < r.until)
                     .map(|r| {
                         r.used = true;
-                        r.owner
+                        (r.owner, r.version)
                     })
                     .ok_or_else(|| refused("TOKEN_INVALID", Detail::None))?;
+                // A reset or another report since the mail revoked the code.
+                if let Owner::Account(slot) = owner
+                    && self
+                        .accounts
+                        .get(&slot)
+                        .is_some_and(|a| a.version != version)
+                {
+                    return Err(refused("TOKEN_INVALID", Detail::None));
+                }
                 self.frozen_until
                     .insert(owner, store_now + settings.report_freeze);
                 self.end_flows_of(owner, None);
                 if let Owner::Account(slot) = owner
-                    && self.accounts.contains_key(&slot)
+                    && let Some(account) = self.accounts.get_mut(&slot)
                 {
+                    // The report bumps the password version: no flow started before it resets.
+                    account.version += 1;
                     self.events
                         .entry(slot)
                         .or_default()
