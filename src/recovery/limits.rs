@@ -31,6 +31,8 @@ pub(crate) enum LimitScope<'a> {
     /// Codes mailed per flow owner.
     SendCode(&'a str),
     ClientIp(IpAddr),
+    /// The client's IPv4 /24 or IPv6 /48 (`net::network_bucket`).
+    ClientNetwork(IpAddr),
     Global,
 }
 
@@ -142,6 +144,11 @@ impl Recovery {
                 limits.per_ip,
                 "client_ip",
             ),
+            LimitScope::ClientNetwork(ip) => (
+                format!("rl:net:{}", crate::net::network_bucket(ip)),
+                limits.per_network,
+                "network",
+            ),
             LimitScope::Global => ("rl:global".to_owned(), limits.global, "global"),
         };
         let window = Duration::from_secs(rule.window_secs.max(1));
@@ -153,14 +160,18 @@ impl Recovery {
                     LimitScope::VerifyCode(_)
                     | LimitScope::SendCode(_)
                     | LimitScope::ClientIp(_)
+                    | LimitScope::ClientNetwork(_)
                     | LimitScope::Global => None,
                 };
+                // The audit row says which limit it was; the caller is answered as for its own
+                // address (a network is a wider view of the same client).
                 self.record_limited(ctx, operation, name, &key, window, None, login_key)
                     .await;
-                Err(RecoveryError::RateLimited {
-                    retry_after,
-                    scope: name,
-                })
+                let scope = match scope {
+                    LimitScope::ClientNetwork(_) => "client_ip",
+                    _ => name,
+                };
+                Err(RecoveryError::RateLimited { retry_after, scope })
             }
         }
     }
@@ -200,7 +211,7 @@ impl Recovery {
         self.record(record).await;
     }
 
-    /// Per-IP and global limits, shared by every recovery RPC.
+    /// Per-IP, per-network and global limits, shared by every recovery RPC.
     pub(crate) async fn limit_caller(
         &self,
         ctx: &RequestContext,
@@ -208,6 +219,8 @@ impl Recovery {
     ) -> Result<(), RecoveryError> {
         if let Some(ip) = ctx.client_ip {
             self.limit(ctx, operation, LimitScope::ClientIp(ip)).await?;
+            self.limit(ctx, operation, LimitScope::ClientNetwork(ip))
+                .await?;
         }
         self.limit(ctx, operation, LimitScope::Global).await
     }
