@@ -554,10 +554,7 @@ mod tests {
             network_bucket(ip("203.0.113.77")),
             network_bucket(ip("203.0.114.77"))
         );
-        assert_eq!(
-            network_bucket(ip("2001:db8:1:2:3::9")),
-            "2001:db8:1::/48"
-        );
+        assert_eq!(network_bucket(ip("2001:db8:1:2:3::9")), "2001:db8:1::/48");
         assert_eq!(
             network_bucket(ip("2001:db8:1:ffff::1")),
             network_bucket(ip("2001:db8:1::1"))
@@ -605,10 +602,21 @@ mod tests {
         assert!(configured.admits("admin.example.com:8443"));
         assert!(!configured.admits("admin.example.com:443"));
         assert!(!configured.admits("admin.example.com"));
-        assert!(!configured.admits("localhost:50051"), "the list replaces the default");
-        for bad in ["*.example.com", "https://id.example.com", "id.example.com/", "::1", "", "a b"] {
-            let error = PublicHosts::from_config(Some(&["ok.example.com".to_owned(), bad.to_owned()]))
-                .unwrap_err();
+        assert!(
+            !configured.admits("localhost:50051"),
+            "the list replaces the default"
+        );
+        for bad in [
+            "*.example.com",
+            "https://id.example.com",
+            "id.example.com/",
+            "::1",
+            "",
+            "a b",
+        ] {
+            let error =
+                PublicHosts::from_config(Some(&["ok.example.com".to_owned(), bad.to_owned()]))
+                    .unwrap_err();
             assert!(error.starts_with("`server.public_hosts[1]`"), "{error}");
             if bad.len() > 3 {
                 assert!(!error.contains(bad), "the value is in the error: {error}");

@@ -94,7 +94,10 @@ mod tests {
 
         config.server.public_hosts = Some(vec!["https://id.example.com/".into()]);
         let found = problems(&config);
-        assert!(found[0].starts_with("`server.public_hosts[0]`"), "{found:?}");
+        assert!(
+            found[0].starts_with("`server.public_hosts[0]`"),
+            "{found:?}"
+        );
         assert!(!found[0].contains("https://id.example.com/"), "{found:?}");
     }
 }

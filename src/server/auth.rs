@@ -124,8 +124,7 @@ impl AccountAuth {
             })?);
         }
         let keys = KeyHashes::parse("account_api.api_key_sha256", &config.api_key_sha256)?;
-        let loopback =
-            config.trust_loopback || (!production && keys.is_empty() && !mutual_tls);
+        let loopback = config.trust_loopback || (!production && keys.is_empty() && !mutual_tls);
         Ok(Self {
             keys,
             client_certificates: mutual_tls,
