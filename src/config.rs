@@ -265,9 +265,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// How many proxies of ours append to `x-forwarded-for` before a call reaches the service:
     /// the client is the entry this many from the right (1: the address the gateway that calls
-    /// us accepted the connection from, as Envoy's `xff_num_trusted_hops` counts). Nothing left
-    /// of it is believed. Fewer entries, or one that is not an address: the peer is the client
-    /// (counted in `recovery.forwarded_for.rejected`).
+    /// us accepted the connection from). Envoy's `xff_num_trusted_hops` is the same count less
+    /// Envoy's own hop (an edge Envoy: 0 there, 1 here). Nothing left of the entry is
+    /// believed. Fewer entries, or one that is not an address: the peer is the client (counted
+    /// in `recovery.forwarded_for.rejected`).
     #[schemars(range(min = 1, max = 10))]
     pub trusted_hops: u8,
     /// Host names (and addresses) the service is reached by over HTTP/1.1 — the web page and
