@@ -100,30 +100,28 @@ fn names_internal_service(path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-impl PublicHosts {
-    /// Every authority the request names (the target's, then `Host`) must be admitted, and it
-    /// must name one.
-    fn admit<B>(&self, request: &Request<B>) -> bool {
-        let from_target = request.uri().authority().map(|a| a.as_str());
-        let mut named = from_target.into_iter().chain(
-            request
-                .headers()
-                .get_all(header::HOST)
-                .iter()
-                .map(|value| value.to_str().unwrap_or_default()),
-        );
-        let mut any = false;
-        let all_admitted = named.all(|authority| {
-            any = true;
-            self.admits(authority)
-        });
-        any && all_admitted
-    }
+/// Every authority the request names (the target's, then each `Host`) must be admitted, and
+/// it must name one.
+fn names_a_public_host<B>(hosts: &PublicHosts, request: &Request<B>) -> bool {
+    let from_target = request.uri().authority().map(|a| a.as_str());
+    let mut named = from_target.into_iter().chain(
+        request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .map(|value| value.to_str().unwrap_or_default()),
+    );
+    let mut any = false;
+    let all_admitted = named.all(|authority| {
+        any = true;
+        hosts.admits(authority)
+    });
+    any && all_admitted
 }
 
 fn verdict<B>(hosts: &PublicHosts, request: &Request<B>) -> Verdict {
     let http1 = is_http1(request.version());
-    if http1 && !hosts.admit(request) {
+    if http1 && !names_a_public_host(hosts, request) {
         return Verdict::Misdirected;
     }
     if names_internal_service(request.uri().path()) && (http1 || is_grpc_web(request.headers())) {
