@@ -64,7 +64,10 @@ fn server() -> SocketAddr {
                 let mut config = Config {
                     database_url: format!("sqlite://{}?mode=rwc", dir.join("fuzz.db").display()),
                     secret: Some("fuzz-secret-0123456789-0123456789-0123456789".into()),
-                    captcha: recovery_service::recovery::handle::CaptchaMode::Off,
+                    captcha: recovery_service::config::CaptchaConfig {
+                        mode: recovery_service::recovery::handle::CaptchaMode::Off,
+                        ..Default::default()
+                    },
                     ..Config::default()
                 };
                 config.rate_limits.enabled = false;
