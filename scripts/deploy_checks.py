@@ -160,6 +160,24 @@ for config_map in by_kind.get("ConfigMap", []):
     shipped = tomllib.loads(config_map.get("data", {}).get("recovery.toml", ""))
     if shipped.get("breach_check", {}).get("enabled") or shipped.get("webhooks", {}).get("endpoints"):
         check(443 in base_ports, "the shipped configuration calls out over HTTPS: recovery.yaml's policy must allow 443")
+for config_map in by_kind.get("ConfigMap", []):
+    shipped = tomllib.loads(config_map.get("data", {}).get("recovery.toml", ""))
+    if not shipped.get("production"):
+        continue
+    # The trust boundary: only the gateway's x-forwarded-for is believed (a narrow range, not
+    # the pod network), AccountService callers authenticate, and a browser front end has its
+    # host names.
+    for entry in shipped.get("server", {}).get("trusted_proxies", []):
+        network = ipaddress.ip_network(entry, strict=False)
+        check(network.prefixlen >= (24 if network.version == 4 else 64),
+              f"recovery.yaml: trusted_proxies {entry} is wider than the gateway (at most a /24 or /64)")
+    account = shipped.get("account_api", {})
+    check(any(re.fullmatch(r"[0-9a-f]{64}", key) for key in account.get("api_key_sha256", []))
+          or shipped.get("tls", {}).get("client_ca_file"),
+          "recovery.yaml: production needs AccountService API keys (account_api.api_key_sha256) or mutual TLS")
+    check(not account.get("trust_loopback"), "recovery.yaml: account_api.trust_loopback admits a mesh sidecar's every caller")
+    if shipped.get("ui", {}).get("enabled") or shipped.get("server", {}).get("cors_allowed_origins"):
+        check(shipped.get("server", {}).get("public_hosts"), "recovery.yaml: a browser front end needs server.public_hosts")
 if shipped_env.get("RECOVERY_NOTIFIER") == "smtp":
     check(587 in base_ports, "the shipped configuration sends mail: recovery.yaml's policy must allow the SMTP relay")
 if shipped_env.get("RECOVERY_OTLP_ENDPOINT"):
@@ -210,6 +228,11 @@ check(
     any(envoy_address in ipaddress.ip_network(entry, strict=False) for entry in trusted),
     f"compose: RECOVERY_SERVER__TRUSTED_PROXIES {trusted} covers the Envoy at {envoy_address}",
 )
+
+recovery_env = services["recovery"]["environment"]
+if recovery_env.get("RECOVERY_PRODUCTION") == "true":
+    check("RECOVERY_ACCOUNT_API__API_KEY_SHA256" in recovery_env,
+          "compose: production needs an AccountService key digest (RECOVERY_ACCOUNT_API__API_KEY_SHA256)")
 
 # Started in order: every dependency of a service has a health check or is waited for
 # explicitly, and every image is pinned.

@@ -5,6 +5,7 @@
 //! Strict: an unknown key or `RECOVERY_*` variable ([`strict`]) and a value out of range
 //! ([`validate`]) fail the load, every problem listed at once.
 
+mod boundary;
 mod errors;
 pub mod schema;
 mod strict;
@@ -259,10 +260,25 @@ pub struct ServerConfig {
     #[schemars(range(min = 1, max = 100_000))]
     pub concurrency_limit: usize,
     /// Peers whose `x-forwarded-for` is believed: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
-    /// bare addresses (= /32, /128). The client is the right-most forwarded address that is
-    /// not itself in these ranges (`net::TrustedProxies::client`). The same ranges are the
-    /// "trusted peers" of `telemetry.trust_traceparent`.
+    /// bare addresses (= /32, /128); keep them to the gateway's own addresses. From any other
+    /// peer the header is ignored and the peer is the client. The same ranges are the "trusted
+    /// peers" of `telemetry.trust_traceparent`.
     pub trusted_proxies: Vec<IpRange>,
+    /// How many proxies of ours append to `x-forwarded-for` before a call reaches the service:
+    /// the client is the entry this many from the right (1: the address the gateway that calls
+    /// us accepted the connection from). Envoy's `xff_num_trusted_hops` is the same count less
+    /// Envoy's own hop (an edge Envoy: 0 there, 1 here). Nothing left of the entry is
+    /// believed. Fewer entries, or one that is not an address: the peer is the client (counted
+    /// in `recovery.forwarded_for.rejected`).
+    #[schemars(range(min = 1, max = 10))]
+    pub trusted_hops: u8,
+    /// Host names (and addresses) the service is reached by over HTTP/1.1 — the web page and
+    /// grpc-web — as `host` (any port) or `host:port`, e.g. `["id.example.com"]`. A request
+    /// whose `Host` is not listed gets HTTP 421 and nothing runs: it is a page of another site
+    /// whose DNS was pointed at this port (DNS rebinding). Unset: `localhost`, `127.0.0.1` and
+    /// `[::1]`, any port; production mode requires it to be set when the web UI or
+    /// `cors_allowed_origins` is on. HTTP/2 gRPC callers are not affected.
+    pub public_hosts: Option<Vec<String>>,
     /// Seconds to let in-flight calls finish on SIGTERM.
     #[schemars(range(min = 0, max = 3600))]
     pub shutdown_grace_secs: u64,
@@ -281,6 +297,8 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             concurrency_limit: 32,
             trusted_proxies: Vec::new(),
+            trusted_hops: 1,
+            public_hosts: None,
             cors_allowed_origins: Vec::new(),
             shutdown_grace_secs: 20,
         }
@@ -291,8 +309,16 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(default)]
 pub struct AccountApiConfig {
-    /// SHA-256 (hex) of the API keys allowed to call `AccountService`. Empty: loopback only.
+    /// SHA-256 (hex) of the API keys allowed to call `AccountService` (`authorization: Bearer
+    /// <key>`); the keys themselves live with the callers (a Secret). Empty, with no mutual
+    /// TLS: loopback callers only, and refused in production mode.
     pub api_key_sha256: Vec<String>,
+    /// Admit loopback callers (127.0.0.0/8, ::1) without a key or certificate, also in
+    /// production mode or when keys are configured. Outside production mode loopback is
+    /// admitted anyway while no key and no client CA is set. Caution: in a service mesh the
+    /// sidecar proxy connects from loopback (Istio: 127.0.0.6) on behalf of every caller the
+    /// mesh lets in, so this admits all of them.
+    pub trust_loopback: bool,
     /// With mutual TLS: the client-certificate identities allowed to call `AccountService`,
     /// each `dns:<name>` (a DNS SAN) or `uri:<uri>` (a URI SAN, e.g. a SPIFFE id; a bare
     /// `spiffe://...` is read as `uri:`), compared exactly (DNS names case-insensitively).
@@ -690,7 +716,20 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.production && self.account_api.trust_loopback {
+            warnings.push(
+                "account_api.trust_loopback = true: every loopback caller may use AccountService without a key; \
+                 a service-mesh sidecar connects from loopback on behalf of every caller the mesh admits"
+                    .to_owned(),
+            );
+        }
         warnings
+    }
+
+    /// The trust-boundary rules (`account_api` in production, `server.public_hosts`), one
+    /// message each; `App::build` refuses to start on the first.
+    pub fn boundary_problems(&self) -> Vec<String> {
+        boundary::problems(self)
     }
 
     pub fn ui_enabled(&self) -> bool {

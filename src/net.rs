@@ -1,6 +1,8 @@
-//! Client addresses: ranges of trusted proxies (`server.trusted_proxies`), the right-most
-//! untrusted address of `x-forwarded-for`, and the bucket a client address is counted in by the
-//! per-IP rate limit; and the identities (SANs) a client certificate is known by. Neutral ground: used by `config`, `api`, `server` and `recovery`.
+//! Client addresses: ranges of trusted proxies (`server.trusted_proxies`), the client entry of
+//! `x-forwarded-for` (`server.trusted_hops` from the right), and the buckets a client address is
+//! counted in by the per-IP and per-network rate limits; the hosts HTTP/1.1 requests may name
+//! (`server.public_hosts`); and the identities (SANs) a client certificate is known by. Neutral
+//! ground: used by `config`, `api`, `server` and `recovery`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -93,55 +95,114 @@ impl<'de> Deserialize<'de> for IpRange {
     }
 }
 
-/// The peers whose `x-forwarded-for` is believed.
-#[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Vec<IpRange>);
+/// Who is believed about a client's address: the peers in `server.trusted_proxies` (our
+/// proxies), and how many `x-forwarded-for` entries, counted from the right, our own proxies
+/// wrote (`server.trusted_hops`).
+#[derive(Clone, Debug)]
+pub struct TrustedProxies {
+    ranges: Vec<IpRange>,
+    hops: usize,
+}
+
+impl Default for TrustedProxies {
+    fn default() -> Self {
+        Self::new(&[], 1)
+    }
+}
+
+/// Why a trusted proxy's `x-forwarded-for` named no client, so the peer itself was taken; the
+/// label of the `recovery.forwarded_for.rejected` metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedProblem {
+    /// The entry `trusted_hops` from the right is not an address (`unknown`, garbage, a zone id).
+    Unparseable,
+    /// Fewer entries than `trusted_hops`: a proxy of ours did not append, or there are fewer
+    /// proxies than configured.
+    TooFewEntries,
+}
+
+impl ForwardedProblem {
+    /// The metric attribute's value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Unparseable => "unparseable",
+            Self::TooFewEntries => "too_few_entries",
+        }
+    }
+}
+
+/// The client address of one call, and how it was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress {
+    pub ip: IpAddr,
+    /// `Some` when a trusted proxy sent `x-forwarded-for` but it named no usable client: `ip`
+    /// is then the peer (the proxy), never anything the header says.
+    pub problem: Option<ForwardedProblem>,
+}
 
 impl TrustedProxies {
-    pub fn new(ranges: &[IpRange]) -> Self {
-        Self(ranges.to_vec())
+    /// `hops` below 1 is taken as 1: a trusted proxy appends at least its own peer.
+    pub fn new(ranges: &[IpRange], hops: u8) -> Self {
+        Self {
+            ranges: ranges.to_vec(),
+            hops: usize::from(hops.max(1)),
+        }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|range| range.contains(ip))
+        self.ranges.iter().any(|range| range.contains(ip))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ranges.is_empty()
     }
 
     /// The client behind `peer`, given the `x-forwarded-for` values in the order received.
-    ///
-    /// The right-most untrusted rule: each proxy *appends* the address it received the call
-    /// from, so the list reads client, proxy 1, proxy 2, ... and only the entries appended by
-    /// our own proxies are facts; anything left of them is whatever the client wrote. Walking
-    /// from the right, every address that is itself a trusted proxy is a hop of ours and is
-    /// skipped; the first one that is not is the client (an attacker can prepend anything, but
-    /// cannot change what our proxies appended). The left-most entry is never taken on its own
-    /// (that is the one a client forges). When the direct peer is not trusted the header is
-    /// ignored altogether; when every entry is trusted (a call from inside the proxies'
-    /// network) the left-most of them is the caller; an entry that is not an address stops the
-    /// walk at the last address known good.
     pub fn client<'a>(&self, peer: IpAddr, forwarded: impl IntoIterator<Item = &'a str>) -> IpAddr {
+        self.resolve(peer, forwarded).ip
+    }
+
+    /// The client behind `peer`: the entry `trusted_hops` from the right of `x-forwarded-for`,
+    /// read only when `peer` is a trusted proxy.
+    ///
+    /// Each proxy *appends* the address it accepted the connection from, so the list reads
+    /// "whatever the client wrote, ..., what our proxies appended". Only the right-most
+    /// `trusted_hops` entries are facts (each written by a proxy of ours, the last by the one
+    /// that called us); the one they end on is the client, and nothing to its left is ever
+    /// believed, whatever it looks like: a client that writes `203.0.113.9, 127.0.0.9` must
+    /// not become `203.0.113.9` because its second entry happens to fall in a trusted range
+    /// (the old "skip trusted hops" walk did exactly that). Envoy counts the same way
+    /// (`xff_num_trusted_hops`).
+    ///
+    /// An untrusted peer's header is ignored altogether. No header: the peer (a call from
+    /// inside the proxies' network). Fewer entries than hops, or an entry that is not an
+    /// address: the peer, with the problem reported so it can be counted; never an error to
+    /// the caller, and never a guess from the rest of the header.
+    pub fn resolve<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded: impl IntoIterator<Item = &'a str>,
+    ) -> ClientAddress {
         let peer = canonical(peer);
+        let at_peer = |problem| ClientAddress { ip: peer, problem };
         if !self.contains(peer) {
-            return peer;
+            return at_peer(None);
         }
         let entries: Vec<&str> = forwarded
             .into_iter()
+            .filter(|value| !value.trim().is_empty())
             .flat_map(|value| value.split(','))
             .collect();
-        let mut client = peer;
-        for entry in entries.into_iter().rev() {
-            let Some(ip) = parse_forwarded(entry) else {
-                break;
-            };
-            client = ip;
-            if !self.contains(ip) {
-                break;
-            }
+        if entries.is_empty() {
+            return at_peer(None);
         }
-        client
+        let Some(index) = entries.len().checked_sub(self.hops) else {
+            return at_peer(Some(ForwardedProblem::TooFewEntries));
+        };
+        match entries.get(index).and_then(|entry| parse_forwarded(entry)) {
+            Some(ip) => ClientAddress { ip, problem: None },
+            None => at_peer(Some(ForwardedProblem::Unparseable)),
+        }
     }
 }
 
@@ -156,6 +217,24 @@ fn parse_forwarded(entry: &str) -> Option<IpAddr> {
         .parse::<std::net::SocketAddr>()
         .ok()
         .map(|addr| canonical(addr.ip()))
+}
+
+/// The per-network rate limit's bucket for `ip` (`rate_limits.per_network`): its IPv4 /24 or
+/// IPv6 /48, the smallest block commonly routed on its own (and what one site or one rented
+/// server range usually holds). An attacker who rotates through the addresses of one block
+/// (a /24 of a cloud provider, a /48 delegated to one customer) meets this limit even though
+/// each address stays under `per_ip`.
+pub fn network_bucket(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let network = std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00);
+            format!("{network}/24")
+        }
+        IpAddr::V6(v6) => {
+            let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 80));
+            format!("{network}/48")
+        }
+    }
 }
 
 /// The per-IP rate limit's bucket for `ip`: an IPv4 address is one client; an IPv6 client is
@@ -174,6 +253,118 @@ pub fn rate_limit_bucket(ip: IpAddr, ipv6_prefix_len: u8) -> String {
             let network = Ipv6Addr::from(u128::from(v6) & mask);
             format!("{network}/{prefix}")
         }
+    }
+}
+
+// ---- public hosts ---------------------------------------------------------------------------
+
+/// The hosts the service answers HTTP/1.1 for when `server.public_hosts` is unset (any port).
+pub const DEFAULT_PUBLIC_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// A `host[:port]` split and normalised: the host lower-cased, without a trailing dot, an IPv6
+/// address in brackets. `None` for anything else (a scheme, a path, user info, a wildcard, a
+/// bare IPv6 address, a port that is not a number).
+fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    let text = text.trim();
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '\\' | '@' | '?' | '#' | '*' | '%'))
+    {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        (format!("[{}]", inside.to_ascii_lowercase()), after)
+    } else {
+        // The port keeps its colon, so `host:` (an empty port) is refused below.
+        let (host, port) = match text.find(':') {
+            Some(colon) => (&text[..colon], &text[colon..]),
+            None => (text, ""),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if host.len() > 253 || !host.split('.').all(label_ok) {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        "" => None,
+        port => Some(port.strip_prefix(':')?.parse::<u16>().ok()?),
+    };
+    Some((host, port))
+}
+
+/// One entry of `server.public_hosts`: a host name or address (`id.example.com`, `127.0.0.1`,
+/// `[::1]`), matching any port, or with a port (`id.example.com:8443`), matching that port only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicHost {
+    host: String,
+    port: Option<u16>,
+}
+
+impl PublicHost {
+    /// The error says what is wrong, never the value (a configuration error is logged).
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        split_host_port(text)
+            .map(|(host, port)| Self { host, port })
+            .ok_or(
+                "is not a host name or address with an optional port (`id.example.com`, \
+                 `id.example.com:8443`, `127.0.0.1`, `[::1]`); no scheme, path or wildcard",
+            )
+    }
+
+    fn admits(&self, host: &str, port: Option<u16>) -> bool {
+        self.host == host && self.port.is_none_or(|own| Some(own) == port)
+    }
+}
+
+/// The hosts an HTTP/1.1 request (the web page, grpc-web) may name in `Host`: a page served
+/// under any other name is one an attacker's DNS pointed at us (DNS rebinding), and the
+/// browser then treats our answers as the attacker's own origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicHosts(Vec<PublicHost>);
+
+impl Default for PublicHosts {
+    fn default() -> Self {
+        Self(
+            DEFAULT_PUBLIC_HOSTS
+                .iter()
+                .filter_map(|host| PublicHost::parse(host).ok())
+                .collect(),
+        )
+    }
+}
+
+impl PublicHosts {
+    /// `server.public_hosts`; `None`: the loopback names of [`DEFAULT_PUBLIC_HOSTS`]. The
+    /// error names the entry by its index.
+    pub fn from_config(entries: Option<&[String]>) -> Result<Self, String> {
+        let Some(entries) = entries else {
+            return Ok(Self::default());
+        };
+        entries
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                PublicHost::parse(text)
+                    .map_err(|problem| format!("`server.public_hosts[{index}]` {problem}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether a request naming `authority` (a `Host` header or the authority of an
+    /// absolute-form target) is meant for this service.
+    pub fn admits(&self, authority: &str) -> bool {
+        split_host_port(authority)
+            .is_some_and(|(host, port)| self.0.iter().any(|entry| entry.admits(&host, port)))
     }
 }
 
@@ -230,7 +421,7 @@ mod tests {
 
     fn proxies(ranges: &[&str]) -> TrustedProxies {
         let ranges: Vec<IpRange> = ranges.iter().map(|r| r.parse().unwrap()).collect();
-        TrustedProxies::new(&ranges)
+        TrustedProxies::new(&ranges, 1)
     }
 
     #[test]
@@ -255,14 +446,20 @@ mod tests {
     }
 
     #[test]
-    fn the_client_is_the_right_most_address_that_is_not_a_trusted_proxy() {
-        let trusted = proxies(&["10.0.0.0/8"]);
-        // client, then two hops of ours; whatever the client prepended is ignored.
+    fn the_client_is_the_entry_our_nearest_proxy_appended() {
+        let trusted = proxies(&["127.0.0.0/8"]);
+        // The reproduction: a client that writes a fresh address and then one inside the
+        // trusted range is still the address our proxy saw, never the one it wrote.
+        for n in 1..=20 {
+            let claimed = format!("203.0.113.{n}, 127.0.0.9");
+            assert_eq!(
+                trusted.client(ip("127.0.0.1"), [claimed.as_str()]),
+                ip("127.0.0.9")
+            );
+        }
+        // Several values are one list, in the order received.
         assert_eq!(
-            trusted.client(
-                ip("10.0.0.2"),
-                ["6.6.6.6, 203.0.113.9, 10.0.0.5", "10.0.0.3"]
-            ),
+            trusted.client(ip("127.0.0.1"), ["6.6.6.6", "203.0.113.9"]),
             ip("203.0.113.9")
         );
         // An untrusted peer's header is not read at all.
@@ -270,23 +467,162 @@ mod tests {
             trusted.client(ip("198.51.100.1"), ["203.0.113.9"]),
             ip("198.51.100.1")
         );
-        // No header: the proxy itself.
-        assert_eq!(trusted.client(ip("10.0.0.2"), []), ip("10.0.0.2"));
-        // Every hop trusted: the farthest one.
-        assert_eq!(
-            trusted.client(ip("10.0.0.2"), ["10.0.0.9, 10.0.0.8"]),
-            ip("10.0.0.9")
-        );
-        // Garbage stops the walk at the last good address.
-        assert_eq!(
-            trusted.client(ip("10.0.0.2"), ["nonsense, 10.0.0.8"]),
-            ip("10.0.0.8")
-        );
+        // No header (or an empty one): the proxy itself, nothing to report.
+        for none in [&[][..], &[""][..], &["  "][..]] {
+            assert_eq!(
+                trusted.resolve(ip("127.0.0.2"), none.iter().copied()),
+                ClientAddress {
+                    ip: ip("127.0.0.2"),
+                    problem: None
+                }
+            );
+        }
         // Ports and mapped addresses.
         assert_eq!(
-            trusted.client(ip("::ffff:10.0.0.2"), ["[2001:db8::5]:443, 10.0.0.8:80"]),
+            trusted.client(ip("::ffff:127.0.0.2"), ["6.6.6.6, [2001:db8::5]:443"]),
             ip("2001:db8::5")
         );
+        assert_eq!(
+            trusted.client(ip("127.0.0.2"), ["::ffff:198.51.100.4:80"]),
+            ip("127.0.0.2"),
+            "an unbracketed IPv6 address with a port is not an address"
+        );
+        assert_eq!(
+            trusted.client(ip("127.0.0.2"), ["198.51.100.4:80"]),
+            ip("198.51.100.4")
+        );
+    }
+
+    #[test]
+    fn with_two_hops_the_second_entry_from_the_right_is_the_client() {
+        let trusted = TrustedProxies::new(&["10.1.0.0/16".parse().unwrap()], 2);
+        // client (forged prefix), the edge proxy appended the client, the inner proxy the edge.
+        assert_eq!(
+            trusted.client(ip("10.1.0.3"), ["1.1.1.1, 203.0.113.5, 10.1.2.3"]),
+            ip("203.0.113.5")
+        );
+        // Nothing left of it counts, even when it is in a trusted range.
+        assert_eq!(
+            trusted.client(ip("10.1.0.3"), ["203.0.113.5, 10.1.9.9, 10.1.2.3"]),
+            ip("10.1.9.9")
+        );
+    }
+
+    #[test]
+    fn a_short_or_unparseable_header_falls_back_to_the_peer_and_says_why() {
+        let two = TrustedProxies::new(&["10.0.0.0/8".parse().unwrap()], 2);
+        assert_eq!(
+            two.resolve(ip("10.0.0.2"), ["203.0.113.5"]),
+            ClientAddress {
+                ip: ip("10.0.0.2"),
+                problem: Some(ForwardedProblem::TooFewEntries)
+            }
+        );
+        let one = proxies(&["10.0.0.0/8"]);
+        for garbage in [
+            "203.0.113.5, unknown",
+            "203.0.113.5, ",
+            "fe80::1%eth0",
+            "203.0.113.5 10.0.0.8",
+            "_hidden",
+        ] {
+            assert_eq!(
+                one.resolve(ip("10.0.0.2"), [garbage]),
+                ClientAddress {
+                    ip: ip("10.0.0.2"),
+                    problem: Some(ForwardedProblem::Unparseable)
+                },
+                "{garbage}"
+            );
+        }
+        // Garbage left of the client entry is never looked at.
+        assert_eq!(
+            one.resolve(ip("10.0.0.2"), ["nonsense, 198.51.100.8"]),
+            ClientAddress {
+                ip: ip("198.51.100.8"),
+                problem: None
+            }
+        );
+        assert_eq!(ForwardedProblem::Unparseable.reason(), "unparseable");
+        assert_eq!(ForwardedProblem::TooFewEntries.reason(), "too_few_entries");
+    }
+
+    #[test]
+    fn networks_are_ipv4_24s_and_ipv6_48s() {
+        assert_eq!(network_bucket(ip("203.0.113.77")), "203.0.113.0/24");
+        assert_eq!(network_bucket(ip("::ffff:203.0.113.77")), "203.0.113.0/24");
+        assert_ne!(
+            network_bucket(ip("203.0.113.77")),
+            network_bucket(ip("203.0.114.77"))
+        );
+        assert_eq!(network_bucket(ip("2001:db8:1:2:3::9")), "2001:db8:1::/48");
+        assert_eq!(
+            network_bucket(ip("2001:db8:1:ffff::1")),
+            network_bucket(ip("2001:db8:1::1"))
+        );
+        assert_ne!(
+            network_bucket(ip("2001:db8:1::1")),
+            network_bucket(ip("2001:db8:2::1"))
+        );
+    }
+
+    #[test]
+    fn public_hosts_match_host_and_optional_port() {
+        let default = PublicHosts::default();
+        for admitted in [
+            "localhost",
+            "LOCALHOST:50051",
+            "localhost.:8080",
+            "127.0.0.1:1",
+            "[::1]:50051",
+            "[::1]",
+        ] {
+            assert!(default.admits(admitted), "{admitted}");
+        }
+        for refused in [
+            "rebind.attacker.example:50051",
+            "localhost.attacker.example",
+            "127.0.0.2:50051",
+            "",
+            "localhost:port",
+            "localhost:50051:1",
+            "user@localhost",
+            "::1",
+            "[::2]:50051",
+            "127.0.0.1/x",
+        ] {
+            assert!(!default.admits(refused), "{refused}");
+        }
+        let configured = PublicHosts::from_config(Some(&[
+            "Id.Example.com".to_owned(),
+            "admin.example.com:8443".to_owned(),
+        ]))
+        .unwrap();
+        assert!(configured.admits("id.example.com"));
+        assert!(configured.admits("id.example.com:443"));
+        assert!(configured.admits("admin.example.com:8443"));
+        assert!(!configured.admits("admin.example.com:443"));
+        assert!(!configured.admits("admin.example.com"));
+        assert!(
+            !configured.admits("localhost:50051"),
+            "the list replaces the default"
+        );
+        for bad in [
+            "*.example.com",
+            "https://id.example.com",
+            "id.example.com/",
+            "::1",
+            "",
+            "a b",
+        ] {
+            let error =
+                PublicHosts::from_config(Some(&["ok.example.com".to_owned(), bad.to_owned()]))
+                    .unwrap_err();
+            assert!(error.starts_with("`server.public_hosts[1]`"), "{error}");
+            if bad.len() > 3 {
+                assert!(!error.contains(bad), "the value is in the error: {error}");
+            }
+        }
     }
 
     #[test]

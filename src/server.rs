@@ -35,6 +35,7 @@ use crate::store::{EphemeralStore, MemoryStore, RedisStore};
 
 pub mod admin;
 pub mod auth;
+pub mod boundary;
 pub mod check;
 pub mod cors;
 pub mod metrics;
@@ -120,13 +121,19 @@ impl App {
         // (reqwest with `rustls-no-provider`) uses it instead of panicking. Already installed
         // (a second App in one process) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // The refusals of production mode (secret, notifier) come first: a misconfigured
+        // The refusals of production mode (secret, notifier, AccountService callers) come
+        // first: a misconfigured
         // production start must fail before it touches the database or Redis.
         let keys = key_ring(&config)?;
         let notifier = match overrides.notifier {
             Some(notifier) => notifier,
             None => build_notifier(&config)?,
         };
+        // Who may call AccountService, and which hosts the page may be reached by: checked by
+        // the loader too, again here for a configuration built in code.
+        if let Some(problem) = config.boundary_problems().into_iter().next() {
+            anyhow::bail!(problem);
+        }
         let database = Database::connect(&config.database_url, &config.database)
             .await
             .context("connecting to the database")?;
@@ -243,9 +250,16 @@ impl App {
             sweeper,
         } = self;
         let local: SocketAddr = listener.local_addr()?;
+        let trusted_proxies = crate::net::TrustedProxies::new(
+            &config.server.trusted_proxies,
+            config.server.trusted_hops,
+        );
         let clients = ClientResolver {
-            trusted_proxies: crate::net::TrustedProxies::new(&config.server.trusted_proxies),
+            trusted_proxies: trusted_proxies.clone(),
         };
+        let public_hosts =
+            crate::net::PublicHosts::from_config(config.server.public_hosts.as_deref())
+                .map_err(|problem| anyhow::anyhow!(problem))?;
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_admin = CancellationToken::new();
         let admin_task = match config.admin.listen {
@@ -310,12 +324,15 @@ impl App {
             gateway_auth,
         );
         let tls = tls::server_tls(&config.tls)?;
-        let account_auth =
-            auth::AccountAuth::from_config(&config.account_api, config.tls.mutual())?;
+        let account_auth = auth::AccountAuth::from_config(
+            &config.account_api,
+            config.tls.mutual(),
+            config.production,
+        )?;
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        if account_auth.is_loopback_only() {
+        if account_auth.is_loopback_only() && account_auth.admits_loopback() {
             tracing::warn!(
                 "no AccountService API keys or client CA configured: AccountService answers loopback callers only"
             );
@@ -365,7 +382,10 @@ impl App {
             // UNAVAILABLE (seen in the benchmark's preparation, issue 10). Calls past
             // `concurrency_limit` wait here instead, before any of their work has started.
             .accept_http1(true)
-            // Outermost, so a browser's preflight is answered before anything else looks at it.
+            // Outermost: a request for a foreign host, or AccountService over grpc-web or
+            // HTTP/1.1, is refused before anything else (CORS included) looks at it.
+            .layer(boundary::BoundaryLayer::new(public_hosts))
+            // Then a browser's preflight is answered before anything else looks at it.
             .layer(tower::util::option_layer(cors::layer(
                 &config.server.cors_allowed_origins,
             )?))
@@ -373,7 +393,7 @@ impl App {
             .layer(tower::util::option_layer(ui::layer(config.ui_enabled())))
             .layer(trace::GrpcTraceLayer::new(
                 config.telemetry.trust_traceparent,
-                crate::net::TrustedProxies::new(&config.server.trusted_proxies),
+                trusted_proxies,
             ))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(metrics::RpcMetricsLayer)

@@ -432,6 +432,20 @@ pub mod metrics {
             .add(1, &[KeyValue::new("scope", scope)]);
     }
 
+    /// A trusted proxy's `x-forwarded-for` named no usable client, so the proxy's own address
+    /// was taken; `reason` is `unparseable` or `too_few_entries` (`net::ForwardedProblem`).
+    pub fn forwarded_for_rejected(reason: &'static str) {
+        static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                counter(
+                    "recovery.forwarded_for.rejected",
+                    "x-forwarded-for headers of trusted proxies that named no client, by reason",
+                )
+            })
+            .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
     /// A call failed because of the store (Redis) or the database; `kind` is `unavailable`
     /// (unreachable, timed out) or `internal` (answered with an error).
     pub fn backend_error(backend: &'static str, kind: &'static str) {

@@ -1,6 +1,6 @@
 //! What the transport knows about the caller: client IP (from `x-forwarded-for` only when the
-//! direct peer is a trusted proxy, since anyone can send that header; the right-most address
-//! that is not a trusted proxy, see `net::TrustedProxies::client`) and user agent.
+//! direct peer is a trusted proxy, since anyone can send that header; the entry
+//! `server.trusted_hops` from the right, see `net::TrustedProxies::resolve`) and user agent.
 
 use tonic::Request;
 
@@ -45,7 +45,14 @@ impl ClientResolver {
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|value| value.to_str().ok());
-            self.trusted_proxies.client(addr.ip(), forwarded)
+            let client = self.trusted_proxies.resolve(addr.ip(), forwarded);
+            if let Some(problem) = client.problem {
+                // The proxy's header named no client: the call is counted against the proxy's
+                // own address, and operators see how often (a misconfigured hop count shows
+                // up here first).
+                crate::telemetry::metrics::forwarded_for_rejected(problem.reason());
+            }
+            client.ip
         });
         let user_agent = metadata
             .get("x-user-agent")

@@ -30,6 +30,7 @@ pub(super) fn out_of_range(config: &Config) -> Vec<String> {
             .to_owned()
     });
     p.0.extend(config.webhooks.problems(config.production));
+    p.0.extend(super::boundary::problems(config));
     if let Some(url) = &config.mail.report_url
         && let Some(problem) = crate::notify::report_link::check_report_url(url)
     {

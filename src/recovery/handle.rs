@@ -176,6 +176,12 @@ pub struct RateLimits {
     /// providers into one bucket.
     #[schemars(range(min = 32, max = 128))]
     pub ipv6_prefix_len: u8,
+    /// Recovery RPCs per client network, an IPv4 /24 or IPv6 /48, checked after `per_ip` and
+    /// before `global`: an attacker rotating through the addresses of one block (a cloud
+    /// provider's /24, a delegated /48) stays under `per_ip` with each address but not here.
+    /// Refused like `per_ip` (`scope=client_ip`). Several times `per_ip`, so a few people
+    /// behind one office or carrier network do not meet it.
+    pub per_network: RateLimit,
     /// Recovery RPCs for the whole service (all replicas share it through the store).
     pub global: RateLimit,
     /// `VerifyPassword` attempts per login (online guessing).
@@ -215,6 +221,11 @@ impl Default for RateLimits {
                 window_secs: 600,
             },
             ipv6_prefix_len: 64,
+            // Four addresses' worth of per_ip (a /24 holds 256).
+            per_network: RateLimit {
+                limit: 1200,
+                window_secs: 600,
+            },
             global: RateLimit {
                 limit: 50_000,
                 window_secs: 60,

@@ -38,6 +38,8 @@ pub(crate) enum LimitScope<'a> {
     ClientIp(IpAddr),
     /// Breached-password ranges fetched upstream for one client.
     BreachFetch(IpAddr),
+    /// The client's IPv4 /24 or IPv6 /48 (`net::network_bucket`).
+    ClientNetwork(IpAddr),
     Global,
 }
 
@@ -167,6 +169,11 @@ impl Recovery {
                 limits.breach_fetch_per_ip,
                 "client_ip",
             ),
+            LimitScope::ClientNetwork(ip) => (
+                format!("rl:net:{}", crate::net::network_bucket(ip)),
+                limits.per_network,
+                "network",
+            ),
             LimitScope::Global => ("rl:global".to_owned(), limits.global, "global"),
         };
         let window = Duration::from_secs(rule.window_secs.max(1));
@@ -181,6 +188,7 @@ impl Recovery {
                     | LimitScope::Helpdesk(_)
                     | LimitScope::ClientIp(_)
                     | LimitScope::BreachFetch(_)
+                    | LimitScope::ClientNetwork(_)
                     | LimitScope::Global => None,
                 };
                 // The rows of a budget kept per flow owner name that owner, so an export and an
@@ -199,14 +207,17 @@ impl Recovery {
                     }
                     _ => None,
                 };
+                // The audit row says which limit it was; the caller is answered as for its own
+                // address (a network is a wider view of the same client).
                 self.record_limited_for(
                     ctx, operation, name, &key, window, None, login_key, account_id,
                 )
                 .await;
-                Err(RecoveryError::RateLimited {
-                    retry_after,
-                    scope: name,
-                })
+                let scope = match scope {
+                    LimitScope::ClientNetwork(_) => "client_ip",
+                    _ => name,
+                };
+                Err(RecoveryError::RateLimited { retry_after, scope })
             }
         }
     }
@@ -279,7 +290,7 @@ impl Recovery {
         Ok(hits >= u64::from(limits.verify_code_per_account.limit))
     }
 
-    /// Per-IP and global limits, shared by every recovery RPC.
+    /// Per-IP, per-network and global limits, shared by every recovery RPC.
     pub(crate) async fn limit_caller(
         &self,
         ctx: &RequestContext,
@@ -287,6 +298,8 @@ impl Recovery {
     ) -> Result<(), RecoveryError> {
         if let Some(ip) = ctx.client_ip {
             self.limit(ctx, operation, LimitScope::ClientIp(ip)).await?;
+            self.limit(ctx, operation, LimitScope::ClientNetwork(ip))
+                .await?;
         }
         self.limit(ctx, operation, LimitScope::Global).await
     }

@@ -3,7 +3,10 @@
 //! `AccountService` (internal) accepts a bearer API key whose SHA-256 is listed in the
 //! configuration, or a client certificate verified by mutual TLS whose identity (a DNS or URI
 //! SAN) is in `account_api.allowed_client_identities` (any certificate of the client CA when the
-//! list is empty); with neither configured it answers loopback callers only. The identity that
+//! list is empty); with neither configured it answers loopback callers only, outside production
+//! mode (in production, loopback callers only with `account_api.trust_loopback = true`: a mesh
+//! sidecar is a loopback caller). Only over HTTP/2 gRPC: `server::boundary` refuses it over
+//! grpc-web and HTTP/1.1 before this runs. The identity that
 //! got a call in is put in the request's extensions as a [`CallerIdentity`], for the audit.
 //! `RecoveryService` can require a gateway key, so only the gateways in front of it can reach it. Keys are configured as SHA-256 digests: the config file
 //! (and `config check`) never holds a usable key.
@@ -103,25 +106,40 @@ pub struct AccountAuth {
     client_certificates: bool,
     /// `account_api.allowed_client_identities`; empty: any verified certificate.
     allowed: Vec<ClientIdentity>,
+    /// Loopback peers are admitted without a key or certificate.
+    loopback: bool,
 }
 
 impl AccountAuth {
-    pub fn from_config(config: &AccountApiConfig, mutual_tls: bool) -> anyhow::Result<Self> {
+    /// `production`: loopback callers are admitted only with `trust_loopback`, never implied.
+    pub fn from_config(
+        config: &AccountApiConfig,
+        mutual_tls: bool,
+        production: bool,
+    ) -> anyhow::Result<Self> {
         let mut allowed = Vec::with_capacity(config.allowed_client_identities.len());
         for (index, text) in config.allowed_client_identities.iter().enumerate() {
             allowed.push(ClientIdentity::parse(text).map_err(|error| {
                 anyhow::anyhow!("account_api.allowed_client_identities[{index}]: {error}")
             })?);
         }
+        let keys = KeyHashes::parse("account_api.api_key_sha256", &config.api_key_sha256)?;
+        let loopback = config.trust_loopback || (!production && keys.is_empty() && !mutual_tls);
         Ok(Self {
-            keys: KeyHashes::parse("account_api.api_key_sha256", &config.api_key_sha256)?,
+            keys,
             client_certificates: mutual_tls,
             allowed,
+            loopback,
         })
     }
 
     pub fn is_loopback_only(&self) -> bool {
         self.keys.is_empty() && !self.client_certificates
+    }
+
+    /// Loopback peers get in without a key or certificate.
+    pub fn admits_loopback(&self) -> bool {
+        self.loopback
     }
 
     /// Mutual TLS admits any certificate the client CA signed (no allow-list).
@@ -158,18 +176,20 @@ impl AccountAuth {
 
 impl Interceptor for AccountAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let caller = if self.is_loopback_only() {
-            request
-                .remote_addr()
-                .is_some_and(|addr| addr.ip().is_loopback())
-                .then(|| CallerIdentity("loopback".to_owned()))
-        } else {
-            self.certificate_caller(&request).or_else(|| {
+        let caller = self
+            .certificate_caller(&request)
+            .or_else(|| {
                 self.keys
                     .matching(bearer(&request))
                     .map(|digest| CallerIdentity(format!("api-key:{}", &hex::encode(digest)[..12])))
             })
-        };
+            .or_else(|| {
+                (self.loopback
+                    && request
+                        .remote_addr()
+                        .is_some_and(|addr| crate::net::canonical(addr.ip()).is_loopback()))
+                .then(|| CallerIdentity("loopback".to_owned()))
+            });
         match caller {
             Some(caller) => {
                 request.extensions_mut().insert(caller);
@@ -290,6 +310,7 @@ mod tests {
                 ..AccountApiConfig::default()
             },
             false,
+            false,
         )
         .unwrap();
         let mut request = Request::new(());
@@ -308,9 +329,45 @@ mod tests {
 
     #[test]
     fn with_mutual_tls_loopback_is_no_longer_enough() {
-        let auth = AccountAuth::from_config(&AccountApiConfig::default(), true).unwrap();
+        let auth = AccountAuth::from_config(&AccountApiConfig::default(), true, false).unwrap();
         assert!(!auth.is_loopback_only());
-        let auth = AccountAuth::from_config(&AccountApiConfig::default(), false).unwrap();
+        assert!(!auth.admits_loopback());
+        let auth = AccountAuth::from_config(&AccountApiConfig::default(), false, false).unwrap();
         assert!(auth.is_loopback_only());
+        assert!(auth.admits_loopback());
+    }
+
+    #[test]
+    fn production_trusts_loopback_only_when_told_to() {
+        let auth = AccountAuth::from_config(&AccountApiConfig::default(), false, true).unwrap();
+        assert!(!auth.admits_loopback());
+        let told = AccountApiConfig {
+            trust_loopback: true,
+            ..AccountApiConfig::default()
+        };
+        assert!(
+            AccountAuth::from_config(&told, false, true)
+                .unwrap()
+                .admits_loopback()
+        );
+        // With a key configured, loopback is no longer implied, but can still be asked for.
+        let keyed = AccountApiConfig {
+            api_key_sha256: vec![digest("k")],
+            ..AccountApiConfig::default()
+        };
+        assert!(
+            !AccountAuth::from_config(&keyed, false, false)
+                .unwrap()
+                .admits_loopback()
+        );
+        let keyed_and_told = AccountApiConfig {
+            trust_loopback: true,
+            ..keyed
+        };
+        assert!(
+            AccountAuth::from_config(&keyed_and_told, false, false)
+                .unwrap()
+                .admits_loopback()
+        );
     }
 }

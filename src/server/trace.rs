@@ -160,7 +160,7 @@ mod tests {
     fn who_is_trusted_with_a_traceparent() {
         let gateway: IpAddr = "10.0.0.7".parse().unwrap();
         let stranger: IpAddr = "203.0.113.1".parse().unwrap();
-        let proxies = TrustedProxies::new(&["10.0.0.0/8".parse().unwrap()]);
+        let proxies = TrustedProxies::new(&["10.0.0.0/8".parse().unwrap()], 1);
         let layer = GrpcTraceLayer::new(TraceparentTrust::Proxies, proxies.clone());
         assert!(layer.trusts(Some(gateway)));
         assert!(!layer.trusts(Some(stranger)));

@@ -492,6 +492,41 @@ async fn a_path_that_is_not_one_of_our_methods_makes_no_series_of_its_own() {
     );
 }
 
+/// A trusted proxy's `x-forwarded-for` that names no client is no error to the caller, and is
+/// counted by reason, so a hop count set too high shows up before anyone is locked out.
+#[tokio::test]
+async fn an_unusable_forwarded_for_is_counted_by_reason() {
+    let Some(server) = start_with(&[
+        ("RECOVERY_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ("RECOVERY_SERVER__TRUSTED_HOPS", "2"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let mut client = server.client().await;
+    for header in ["unknown, 127.0.0.1", "203.0.113.5", "203.0.113.6"] {
+        let mut request = tonic::Request::new(proto::ValidatePasswordRequest {
+            password: "Granite-Harbor-73!".into(),
+            login_id: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", header.parse().unwrap());
+        client
+            .validate_password(request)
+            .await
+            .unwrap_or_else(|status| panic!("{header}: {status:?}"));
+    }
+    let scrape = server.scrape().await;
+    let rejected = "recovery_forwarded_for_rejected_total";
+    assert_eq!(value(&scrape, rejected, &[("reason", "unparseable")]), 1.0);
+    assert_eq!(
+        value(&scrape, rejected, &[("reason", "too_few_entries")]),
+        2.0
+    );
+}
+
 #[tokio::test]
 async fn webhook_attempts_and_the_backlog_per_endpoint_are_exported() {
     // An endpoint nobody listens on: the account.deleted event fails and waits.

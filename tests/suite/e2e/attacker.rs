@@ -425,32 +425,30 @@ fn assert_ip_limited(answer: Result<tonic::Response<proto::RecoveryFlow>, tonic:
     assert_eq!(failure.metadata("scope").as_deref(), Some("client_ip"));
 }
 
-/// Behind a gateway whose addresses change (a CIDR in `trusted_proxies`), the client is the
-/// right-most forwarded address that is not one of ours: what a client prepends is ignored, and
-/// two clients behind the same gateway hop get a bucket each (with exact addresses only, every
-/// caller used to share the gateway's bucket).
+/// Behind two proxies of ours (`server.trusted_hops = 2`: an edge that appends the client, an
+/// inner hop that appends the edge), the client is the second entry from the right: what a
+/// client prepends is ignored, and two clients behind the same edge get a bucket each.
 #[tokio::test]
-async fn a_trusted_proxy_range_forwards_the_right_most_untrusted_client() {
+async fn behind_two_trusted_hops_the_client_is_the_second_entry_from_the_right() {
     let app = spawn_app_with(
         |c| {
-            c.server.trusted_proxies = vec![
-                "127.0.0.0/8".parse().unwrap(),
-                "10.0.0.0/8".parse().unwrap(),
-            ];
+            c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            c.server.trusted_hops = 2;
             c.rate_limits.per_ip.limit = 3;
         },
         Overrides::default(),
     )
     .await;
-    // The client forges a new left-most address each time; the gateway at 10.1.2.3 appended
-    // what it saw (203.0.113.5), and an inner hop (10.9.9.9) appended the gateway.
+    // The client forges a new left-most address each time; the edge appended what it saw
+    // (203.0.113.5), and the inner hop appended the edge (10.1.2.3).
     for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
         assert_counted(get_flow_forwarded(&app, &format!("{forged}, 203.0.113.5, 10.1.2.3")).await);
     }
     assert_ip_limited(get_flow_forwarded(&app, "4.4.4.4, 203.0.113.5, 10.1.2.3").await);
-    // Another client behind the same gateway pod is not locked out by the first.
+    // Another client behind the same edge is not locked out by the first.
     assert_counted(get_flow_forwarded(&app, "203.0.113.6, 10.1.2.3").await);
-    assert_counted(get_flow_forwarded(&app, "203.0.113.6, 10.7.7.7, 10.1.2.3").await);
+    // Nothing left of the client entry counts, even an address that looks like ours.
+    assert_counted(get_flow_forwarded(&app, "203.0.113.5, 10.7.7.7, 10.1.2.3").await);
     app.stop().await;
 }
 

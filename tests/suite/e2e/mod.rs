@@ -5,6 +5,7 @@
 
 mod admin_recovery;
 mod attacker;
+mod boundary;
 mod breach_check;
 mod live_code;
 mod localized_errors;

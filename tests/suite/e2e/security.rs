@@ -310,6 +310,7 @@ async fn production_starts_with_a_strong_secret_and_a_real_notifier() {
     let dir = TempDir::new();
     let mut config = test_config(&dir);
     config.production = true;
+    config.account_api.api_key_sha256 = vec!["00".repeat(32)];
     let overrides = Overrides {
         notifier: Some(std::sync::Arc::new(
             recovery_service::notify::CapturingNotifier::new(),

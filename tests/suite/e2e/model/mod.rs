@@ -38,6 +38,10 @@ fn configure(config: &mut Config) {
         limit: 20,
         window_secs: 600,
     };
+    // `per_network` stays at its default, far above `per_ip`: each client has an IPv4 /24 of its
+    // own (harness `fresh_address`, one `x-forwarded-for` entry, the one hop the test config
+    // trusts), so the network limit never refuses before the per-IP one and the model need not
+    // know it (e2e::boundary tests it).
     limits.verify_password_per_login = RateLimit {
         limit: 4,
         window_secs: 300,
