@@ -444,13 +444,13 @@ def plot_soak(series, out_dir, png_dir=None):
     lat.set_ylabel("latency of a try, ms")
     lat.set_title(f"latency of every try (each attempt of a call, whatever its answer), per {width:g} s",
                   loc="left")
-    lat.legend(loc="upper right", ncol=2, frameon=False)
+    lat.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
 
     shade(err)
     base = [0.0] * len(buckets)
-    kinds = [("unavailable", "answered UNAVAILABLE (retried)", "#fdae61"),
-             ("no_answer", "no answer (connection lost; retried)", "#d7191c"),
-             ("other_error", "other error (documented after-effects)", "#7b3294")]
+    kinds = [("unavailable", "answered\nUNAVAILABLE\n(retried)", "#fdae61"),
+             ("no_answer", "no answer\n(connection lost,\nretried)", "#d7191c"),
+             ("other_error", "other error\n(documented\nafter-effects)", "#7b3294")]
     for key, label, colour in kinds:
         share = [100.0 * b[key] / b["calls"] if b["calls"] else 0.0 for b in buckets]
         top = [a + s for a, s in zip(base, share)]
@@ -460,7 +460,7 @@ def plot_soak(series, out_dir, png_dir=None):
     err.set_ylabel("% of tries")
     err.set_title(f"tries not answered OK, per {width:g} s (replayed codes and tokens left out: "
                   "their refusal is the expected answer)", loc="left")
-    err.legend(loc="upper right", frameon=False, ncol=3)
+    err.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
 
     shade(rss)
     replicas = sorted({s["replica"] for s in series if s["kind"] == "rss"})
@@ -477,15 +477,17 @@ def plot_soak(series, out_dir, png_dir=None):
             ys.append(y)
         c = rss_colours[r % len(rss_colours)]
         rss.plot(xs, ys, color=c, lw=1.3, label=f"replica {r}")
-        for b in (s for s in series if s["kind"] == "rss_baseline" and s["replica"] == r):
+        baselines = [s for s in series if s["kind"] == "rss_baseline" and s["replica"] == r]
+        for i, b in enumerate(baselines):
             mib = b["kib"] / 1024
-            rss.hlines([mib * 0.9, mib * 1.1], b["t"], end, colors=c, lw=0.8, linestyles=":")
+            until = baselines[i + 1]["t"] if i + 1 < len(baselines) else end
+            rss.hlines([mib * 0.9, mib * 1.1], b["t"], until, colors=c, lw=0.8, linestyles=":")
             rss.plot([b["t"]], [mib], marker="D", color=c, ms=4)
     rss.set_ylabel("RSS, MiB")
     rss.set_xlabel("seconds since the load started")
     rss.set_title("resident memory of each replica, every second (diamond: the baseline after warm-up; "
                   "dotted: ±10 %, the bound at the end)", loc="left")
-    rss.legend(loc="lower right", frameon=False, ncol=len(replicas))
+    rss.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
     rss.set_xlim(0, end)
 
     handles = [Patch(color=FAULT_COLOURS.get(label, "#888888"), alpha=0.35, label=label) for label in labels]
@@ -504,7 +506,10 @@ def soak_verdict(series):
     cycles = sum(1 for f in faults if f["label"] == "Redis master killed")
 
     def in_fault(b):
-        return next((f for f in faults if b["t"] < f["end"] + SETTLE_S and b["t"] + width > f["start"]), None)
+        # The latest fault that started before the stretch ended and ended (plus the settling
+        # time) after it began, as the soak's report assigns errors.
+        hits = [f for f in faults if b["t"] < f["end"] + SETTLE_S and b["t"] + width > f["start"]]
+        return max(hits, key=lambda f: f["start"], default=None)
 
     loaded = [b for b in buckets if b["calls"]]
     calm = [b for b in loaded if not in_fault(b) and b["t"] >= meta["warm_up_s"]]
