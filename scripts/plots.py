@@ -395,7 +395,9 @@ def plot_soak(series, out_dir, png_dir=None):
 
     meta, buckets, faults = _soak_parts(series)
     width = meta["bucket_s"]
-    end = max(meta["load_end_s"], max((b["t"] + width for b in buckets), default=0))
+    load_end = max(meta["load_end_s"], max((b["t"] + width for b in buckets if b["calls"]), default=0))
+    # The RSS goes on until the queue has drained and the invariants are checked.
+    end = max([load_end] + [s["t"] for s in series if s["kind"] == "rss"])
     labels = []
     for f in faults:
         if f["label"] not in labels:
@@ -403,8 +405,12 @@ def plot_soak(series, out_dir, png_dir=None):
     fig, axes = plt.subplots(4, 1, figsize=(12.5, 9.6), sharex=True,
                              gridspec_kw={"height_ratios": [0.22 * max(len(labels), 1), 2.2, 1.6, 1.6]})
     lane, lat, err, rss = axes
+    load = ""
+    if meta.get("load_average_start") is not None:
+        load = (f"; machine load average {meta['load_average_start']:g} → {meta.get('load_average_end', 0):g}"
+                f" on {meta.get('cpus', '?')} cores")
     fig.suptitle(f"Soak under faults: {meta['minutes']:g} min at {meta['rate']:g} recoveries/s, "
-                 f"{meta['replicas']} replicas on Redis Sentinel + PostgreSQL + SMTP", fontsize=11.5,
+                 f"{meta['replicas']} replicas on Redis Sentinel + PostgreSQL + SMTP{load}", fontsize=11.5,
                  fontweight="bold", x=0.01, ha="left")
 
     def shade(ax):
@@ -415,6 +421,8 @@ def plot_soak(series, out_dir, png_dir=None):
             else:
                 ax.axvspan(f["start"], f["end"], color=c, alpha=0.12, lw=0)
         ax.axvspan(0, meta["warm_up_s"], color="#000000", alpha=0.04, lw=0)
+        if end > load_end + 1:
+            ax.axvspan(load_end, end, color="#000000", alpha=0.04, lw=0, hatch="//", fill=False)
 
     # Fault lanes: one row per kind of fault, a bar for each window.
     for i, label in enumerate(labels):
@@ -429,8 +437,9 @@ def plot_soak(series, out_dir, png_dir=None):
     lane.invert_yaxis()
     lane.set_ylim(len(labels) - 0.5, -0.5)
     lane.grid(axis="y", visible=False)
-    lane.set_title("faults (bars: from the fault's start until it is over; the first "
-                   f"{meta['warm_up_s']:g} s are the warm-up, shaded grey below)", loc="left")
+    lane.set_title("faults (bars: from the fault's start until it is over); grey below: the "
+                   f"first {meta['warm_up_s']:g} s, warm-up; hatched: the load has stopped, the queue drains",
+                   loc="left")
 
     t = [b["t"] + width / 2 for b in buckets]
     shade(lat)
@@ -450,7 +459,7 @@ def plot_soak(series, out_dir, png_dir=None):
     base = [0.0] * len(buckets)
     kinds = [("unavailable", "answered\nUNAVAILABLE\n(retried)", "#fdae61"),
              ("no_answer", "no answer\n(connection lost,\nretried)", "#d7191c"),
-             ("other_error", "other error\n(documented\nafter-effects)", "#7b3294")]
+             ("other_error", "another error\n(not UNAVAILABLE;\nsee the report)", "#7b3294")]
     for key, label, colour in kinds:
         share = [100.0 * b[key] / b["calls"] if b["calls"] else 0.0 for b in buckets]
         top = [a + s for a, s in zip(base, share)]
@@ -492,6 +501,8 @@ def plot_soak(series, out_dir, png_dir=None):
 
     handles = [Patch(color=FAULT_COLOURS.get(label, "#888888"), alpha=0.35, label=label) for label in labels]
     handles.append(Patch(color="#000000", alpha=0.08, label="warm-up"))
+    if end > load_end + 1:
+        handles.append(Patch(fill=False, hatch="//", edgecolor="#999999", label="draining"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
                bbox_to_anchor=(0.5, -0.03))
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))
@@ -518,7 +529,11 @@ def soak_verdict(series):
     outside = sum(bad(b) for b in loaded if not in_fault(b))
     worst = max(loaded, key=lambda b: bad(b) / b["calls"], default=None)
     text = (f"{meta['minutes']:g} minutes at {meta['rate']:g} recoveries/s, {len(faults)} faults "
-            f"({cycles} cycle{'s' if cycles != 1 else ''}): ")
+            f"({cycles} cycle{'s' if cycles != 1 else ''})")
+    if meta.get("load_average_start") is not None:
+        text += (f", on a machine whose load average went {meta['load_average_start']:g} → "
+                 f"{meta.get('load_average_end', 0):g} ({meta.get('cpus', '?')} cores, shared)")
+    text += ": "
     if checks:
         text += (f"all {len(checks)} invariants passed. " if not failed else
                  f"**{len(failed)} of {len(checks)} invariants failed** ({'; '.join(failed)}). ")

@@ -176,6 +176,7 @@ async fn main() -> Result<()> {
     // The clock of the report starts with the load.
     let load_start = load.now();
     let at = move |seconds: f64| load_start + seconds;
+    let load_average_start = series::load_average();
     let sampler = {
         let load = load.clone();
         let pids = replicas.lock().unwrap().iter().map(Replica::pid).collect();
@@ -382,6 +383,7 @@ async fn main() -> Result<()> {
     eprintln!("soak: load ends at {:.0} s; draining", at(run_for));
     generator.await?;
     let load_end = load.now() - load_start;
+    let load_average_end = series::load_average();
     // Let the queue and the outbox finish: nothing pending, nothing unpublished.
     let drain_deadline = load.now() + 120.0;
     loop {
@@ -833,6 +835,7 @@ async fn main() -> Result<()> {
             replicas: rss_end.len(),
             load_end,
             warm_up: WARM_UP,
+            load_average: (load_average_start, load_average_end),
             faults: faults
                 .iter()
                 .map(|f| series::Window {

@@ -89,6 +89,9 @@ pub struct Run<'a> {
     /// When the load stopped and the last recovery had ended (report's clock).
     pub load_end: f64,
     pub warm_up: f64,
+    /// The machine's 1-minute load average when the load started and when it ended (the soak
+    /// shares its cores with whatever else runs).
+    pub load_average: (Option<f64>, Option<f64>),
     pub faults: Vec<Window<'a>>,
     /// (replica, time, KiB): the RSS baselines the memory invariant compares against.
     pub rss_baselines: Vec<(usize, f64, u64)>,
@@ -96,6 +99,16 @@ pub struct Run<'a> {
     pub rss_end: Vec<(usize, u64)>,
     /// (invariant, passed).
     pub checks: Vec<(&'a str, bool)>,
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -129,6 +142,9 @@ pub fn write(
         "bucket_s": BUCKET,
         "warm_up_s": run.warm_up,
         "load_end_s": round(run.load_end, 2),
+        "load_average_start": run.load_average.0,
+        "load_average_end": run.load_average.1,
+        "cpus": std::thread::available_parallelism().map_or(0, usize::from),
     }));
     let buckets = (run.load_end / BUCKET).ceil().max(1.0) as usize;
     let mut per_bucket: Vec<Vec<&Call>> = vec![Vec::new(); buckets];
