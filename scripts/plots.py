@@ -21,7 +21,6 @@ version scripts/test-services.sh installs), so the same data gives the same byte
 """
 import io
 import json
-import math
 import os
 import sys
 import tempfile
@@ -413,7 +412,6 @@ def _soak_parts(series):
 
 def plot_soak(series, out_dir, png_dir=None):
     plt = _pyplot()
-    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     meta, buckets, faults = _soak_parts(series)
