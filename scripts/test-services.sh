@@ -158,8 +158,11 @@ ensure_checkers() {
   # openapi-spec-validator: docs/openapi.yaml; taplo: TOML against docs/config.schema.json as
   # editors check it; grpcio-tools and googleapis-common-protos: the Python client example
   # (examples/clients/python).
+  # matplotlib: the benchmark's and the soak's pictures (scripts/plots.py; pinned, because the
+  # committed SVGs are checked byte for byte against what it draws).
   local want=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 dockerfile==3.4.0 oteltest==0.49.0
-    openapi-spec-validator==0.9.0 taplo==0.9.3 grpcio-tools==1.85.4 googleapis-common-protos==1.76.0)
+    openapi-spec-validator==0.9.0 taplo==0.9.3 grpcio-tools==1.85.4 googleapis-common-protos==1.76.0
+    matplotlib==3.11.2)
   local have
   have=$(python3 -m pip freeze 2>/dev/null)
   for package in "${want[@]}"; do

@@ -4,7 +4,9 @@
 #   1. makes sure PostgreSQL, Redis, MariaDB, Envoy and the Python peers are there (installing and
 #      starting them when needed), and starts a 3-master Redis Cluster and a Redis Sentinel
 #      set-up (master, replica, 3 sentinels) on spare ports;
-#   2. cargo fmt --check, cargo clippy -D warnings; promtool on the suggested alert rules;
+#   2. cargo fmt --check, cargo clippy -D warnings; promtool on the suggested alert rules; the
+#      committed benchmark and soak pictures are what scripts/plots.py draws from the committed
+#      run data (benches/results/; nothing is measured here);
 #   3. all tests on the embedded defaults (SQLite + in-process store), with every backend
 #      variable set, so the suites that pick their backends themselves run on all of them: store
 #      conformance (memory, Redis, Redis Cluster, Redis Sentinel, plus fail-overs on a private
@@ -48,6 +50,9 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== Prometheus alert rules (deploy/prometheus): syntax and unit tests"
 promtool check rules deploy/prometheus/alerts.yaml
 promtool test rules deploy/prometheus/alerts.test.yaml
+
+echo "== benchmark and soak pictures: redrawn from benches/results/, byte for byte (scripts/plots.py check)"
+python3 scripts/plots.py check
 
 echo "== all tests: SQLite + in-process store (the embedded defaults)"
 cargo test --all-targets --locked

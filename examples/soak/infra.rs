@@ -334,11 +334,7 @@ impl Replica {
 
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kib_of(self.pid()?)
     }
 
     pub fn terminate(&mut self) {
@@ -357,6 +353,15 @@ impl Replica {
             let _ = child.wait();
         }
     }
+}
+
+/// Resident set size of a process in KiB, from /proc.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 impl Drop for Replica {

@@ -1,13 +1,15 @@
-//! Soak under faults (issue 13): two replicas of the service behind client-side round robin, on
+//! Soak under faults: two replicas of the service behind client-side round robin, on
 //! Redis Sentinel + PostgreSQL (behind a fault-injecting TCP proxy) + a real SMTP sink, running
 //! whole recoveries at a steady rate while a fault schedule runs; invariants checked at the end
-//! and a Markdown report written. Run through `scripts/soak.sh` (which builds the service,
+//! and a Markdown report written, and the run as a time series for `scripts/plots.py soak`
+//! (`series.rs`). Run through `scripts/soak.sh` (which builds the service,
 //! starts the Sentinel set-up and passes its URL); see `benches/SOAK.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod infra;
 mod proxy;
 mod scenario;
+mod series;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -43,6 +45,9 @@ struct Args {
     /// Where to write the Markdown report.
     #[arg(long)]
     report: PathBuf,
+    /// Where to write the run's time series (JSON lines, see `series.rs`); none if absent.
+    #[arg(long)]
+    series: Option<PathBuf>,
     #[arg(long, default_value_t = 150)]
     accounts: usize,
 }
@@ -69,6 +74,8 @@ enum Probe {
 }
 
 struct Fault {
+    /// Short name for the pictures.
+    label: &'static str,
     name: String,
     start: f64,
     end: f64,
@@ -169,6 +176,12 @@ async fn main() -> Result<()> {
     // The clock of the report starts with the load.
     let load_start = load.now();
     let at = move |seconds: f64| load_start + seconds;
+    let load_average_start = series::load_average();
+    let sampler = {
+        let load = load.clone();
+        let pids = replicas.lock().unwrap().iter().map(Replica::pid).collect();
+        series::RssSampler::start(pids, move || load.now() - load_start)
+    };
 
     // The load: one recovery every 1/rate s, each on an account no other recovery holds.
     let busy = Arc::new(Mutex::new(vec![false; accounts.len()]));
@@ -224,6 +237,7 @@ async fn main() -> Result<()> {
     // The fault schedule, cycle after cycle, leaving the last stretch of the run quiet.
     let mut faults: Vec<Fault> = Vec::new();
     let mut rss_baseline: [Option<u64>; 2] = [None, None];
+    let mut rss_baseline_at = [0.0f64; 2];
     let sleep_until = |t: f64| {
         let load = load.clone();
         async move {
@@ -240,6 +254,7 @@ async fn main() -> Result<()> {
         let replicas = replicas.lock().unwrap();
         for replica in replicas.iter() {
             rss_baseline[replica.index] = replica.rss_kib();
+            rss_baseline_at[replica.index] = load.now() - load_start;
         }
     }
     let mut cycle_start = WARM_UP;
@@ -257,6 +272,7 @@ async fn main() -> Result<()> {
             new_master = sentinel.master().unwrap_or_default();
         }
         faults.push(Fault {
+            label: "Redis master killed",
             name: format!("Redis master killed ({killed} -> {new_master})"),
             start,
             end: load.now(),
@@ -272,6 +288,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(5)).await;
         postgres.start_again()?;
         faults.push(Fault {
+            label: "PostgreSQL restarted",
             name: "PostgreSQL restarted".into(),
             start,
             end: load.now(),
@@ -285,6 +302,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(30)).await;
         smtp.lock().unwrap().start_again()?;
         faults.push(Fault {
+            label: "SMTP stopped",
             name: "SMTP stopped for 30 s".into(),
             start,
             end: load.now(),
@@ -304,12 +322,15 @@ async fn main() -> Result<()> {
         }
         let killed_at = load.now();
         replicas.lock().unwrap()[1].kill();
+        sampler.set_pid(1, None);
         tokio::time::sleep(Duration::from_secs(5)).await;
         {
             let replicas = replicas.clone();
             tokio::task::spawn_blocking(move || replicas.lock().unwrap()[1].start()).await??;
         }
+        sampler.set_pid(1, replicas.lock().unwrap()[1].pid());
         faults.push(Fault {
+            label: "replica 1 SIGKILLed",
             name: format!(
                 "replica 1 SIGKILLed {} and restarted",
                 if mid_reset {
@@ -332,6 +353,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(15)).await;
         proxy.set_latency(Duration::ZERO);
         faults.push(Fault {
+            label: "PostgreSQL +200 ms",
             name: "PostgreSQL proxy +200 ms latency for 15 s".into(),
             start,
             end: load.now(),
@@ -341,6 +363,7 @@ async fn main() -> Result<()> {
         let start = load.now();
         proxy.cut_all();
         faults.push(Fault {
+            label: "PostgreSQL connections cut",
             name: "PostgreSQL proxy cut every connection".into(),
             start,
             end: load.now(),
@@ -352,12 +375,15 @@ async fn main() -> Result<()> {
             login_burst(&load, &accounts, &initial_passwords).await;
             sleep_until(when).await;
             rss_baseline[index] = replicas.lock().unwrap()[index].rss_kib();
+            rss_baseline_at[index] = load.now() - load_start;
         }
         cycle_start += CYCLE;
     }
 
     eprintln!("soak: load ends at {:.0} s; draining", at(run_for));
     generator.await?;
+    let load_end = load.now() - load_start;
+    let load_average_end = series::load_average();
     // Let the queue and the outbox finish: nothing pending, nothing unpublished.
     let drain_deadline = load.now() + 120.0;
     loop {
@@ -390,6 +416,7 @@ async fn main() -> Result<()> {
         .iter()
         .map(Replica::rss_kib)
         .collect();
+    let rss_samples = sampler.finish();
 
     // ---- invariants ----
     let recoveries = results.lock().unwrap().clone();
@@ -801,6 +828,42 @@ async fn main() -> Result<()> {
     std::fs::write(&args.report, &report)
         .with_context(|| format!("writing {}", args.report.display()))?;
     eprintln!("soak: report written to {}", args.report.display());
+    if let Some(path) = &args.series {
+        let run = series::Run {
+            minutes: args.minutes,
+            rate: args.rate,
+            replicas: rss_end.len(),
+            load_end,
+            warm_up: WARM_UP,
+            load_average: (load_average_start, load_average_end),
+            faults: faults
+                .iter()
+                .map(|f| series::Window {
+                    label: f.label,
+                    name: &f.name,
+                    start: f.start - load_start,
+                    end: f.end - load_start,
+                })
+                .collect(),
+            rss_baselines: rss_baseline
+                .iter()
+                .zip(rss_baseline_at)
+                .enumerate()
+                .filter_map(|(i, (kib, t))| kib.map(|kib| (i, t, kib)))
+                .collect(),
+            rss_end: rss_end
+                .iter()
+                .enumerate()
+                .filter_map(|(i, kib)| kib.map(|kib| (i, kib)))
+                .collect(),
+            checks: checks
+                .iter()
+                .map(|(name, ok, _)| (name.as_str(), *ok))
+                .collect(),
+        };
+        series::write(path, &run, &calls, load_start, &rss_samples)?;
+        eprintln!("soak: time series written to {}", path.display());
+    }
     drop(postgres);
     if !passed {
         anyhow::bail!("an invariant failed");

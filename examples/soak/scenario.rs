@@ -2,8 +2,8 @@
 //! reset, then replay the used code and token), each call sent to the next replica in turn
 //! (client-side round robin), every call and its outcome recorded for the invariants.
 //!
-//! This is the piece the load generator of issue 10 replaces: `run_recovery` takes an account
-//! and returns a `Recovery`; the driver needs nothing else from it.
+//! This is the seam for a different load generator (such as `src/bin/loadgen`): `run_recovery`
+//! takes an account and returns a `Recovery`; the driver needs nothing else from it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +43,8 @@ pub struct Call {
     pub rpc: &'static str,
     pub replica: usize,
     pub outcome: Outcome,
+    /// How long this try took, from sending it to its answer (or to giving up on it).
+    pub ms: f64,
 }
 
 /// How one logical step (a call and its retries) failed.
@@ -240,12 +242,13 @@ impl Load {
         self.started.elapsed().as_secs_f64()
     }
 
-    fn record(&self, rpc: &'static str, replica: usize, outcome: Outcome) {
+    fn record(&self, rpc: &'static str, replica: usize, outcome: Outcome, sent: Instant) {
         let call = Call {
             at: self.now(),
             rpc,
             replica,
             outcome,
+            ms: sent.elapsed().as_secs_f64() * 1000.0,
         };
         self.calls
             .lock()
@@ -279,15 +282,16 @@ impl Load {
         let mut unavailable = false;
         loop {
             let replica = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+            let sent = Instant::now();
             let result = call(self.channels[replica].clone(), replica).await;
             match result {
                 Ok(response) => {
-                    self.record(rpc, replica, Outcome::Ok);
+                    self.record(rpc, replica, Outcome::Ok, sent);
                     return (Ok(response.into_inner()), ambiguous, unavailable);
                 }
                 Err(status) => {
                     let outcome = classify(&status);
-                    self.record(rpc, replica, outcome.clone());
+                    self.record(rpc, replica, outcome.clone(), sent);
                     let retry = match &outcome {
                         Outcome::Transport { .. } => {
                             ambiguous = true;
