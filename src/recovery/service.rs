@@ -938,7 +938,10 @@ impl Recovery {
         self.limit_caller(ctx, "CancelRecovery").await?;
         let now = self.clock.now();
         let flow = self.load_live(flow_id, now).await?;
-        self.store.delete_flow(flow_id).await?;
+        // Of two cancels at once, the one that did not remove the flow found it gone.
+        if !self.store.delete_flow(flow_id).await? {
+            return Err(RecoveryError::FlowNotFound);
+        }
         self.record(self.audit("recovery.cancelled", Some(&flow.value), ctx, "ok"))
             .await;
         Ok(())

@@ -252,10 +252,8 @@ impl EphemeralStore for MemoryStore {
         })
     }
 
-    async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
-        self.with(|s, _| {
-            s.flows.remove(id);
-        })
+    async fn delete_flow(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|s, now| s.flows.remove(id).is_some_and(|e| e.live(now)))
     }
 
     async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError> {

@@ -562,10 +562,11 @@ impl EphemeralStore for RedisStore {
         Ok(swapped == 1)
     }
 
-    async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete_flow(&self, id: &str) -> Result<bool, StoreError> {
         let mut invocation = self.scripts.delete_key.prepare_invoke();
         invocation.key(self.key("flow", id));
-        self.run_script::<()>("delete_flow", &invocation).await
+        let deleted: i64 = self.run_script("delete_flow", &invocation).await?;
+        Ok(deleted == 1)
     }
 
     async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError> {

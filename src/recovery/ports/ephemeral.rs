@@ -69,7 +69,8 @@ pub trait EphemeralStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<bool, StoreError>;
 
-    async fn delete_flow(&self, id: &str) -> Result<(), StoreError>;
+    /// Removes the flow; `true` if this call removed a live one (of two deletes at once, one).
+    async fn delete_flow(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Ids of the flows opened for an account (some may have ended since).
     async fn account_flows(&self, account_id: &str) -> Result<Vec<String>, StoreError>;

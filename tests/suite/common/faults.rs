@@ -123,7 +123,7 @@ impl EphemeralStore for FaultyStore {
         self.check()?;
         self.inner.replace_flow(flow, expected_version, ttl).await
     }
-    async fn delete_flow(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete_flow(&self, id: &str) -> Result<bool, StoreError> {
         self.check()?;
         let failing =
             self.failing_flow_deletes
