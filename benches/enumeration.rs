@@ -1,5 +1,5 @@
 //! Enumeration timing: do `StartRecovery`, `SendVerificationCode` and `VerifyPassword` take as
-//! long for a login that does not exist as for one that does? (issue 4, point 2; target: the
+//! long for a login that does not exist as for one that does? (target: the
 //! medians within 5 %.)
 //!
 //! Starts the real server in-process (SQLite in a temporary directory, in-process store,
