@@ -1,6 +1,6 @@
-//! Enumeration timing: do `StartRecovery`, `SendVerificationCode` and `VerifyPassword` take as
-//! long for a login that does not exist as for one that does? (issue 4, point 2; target: the
-//! medians within 5 %.)
+//! Enumeration timing: do `StartRecovery`, `SendVerificationCode`, `VerifyCode` (a wrong code)
+//! and `VerifyPassword` take as long for a login that does not exist as for one that does?
+//! (target: the medians within 5 %.)
 //!
 //! Starts the real server in-process (SQLite in a temporary directory, in-process store,
 //! captcha off, rate limits off, the default OWASP argon2id parameters), then for N interleaved
@@ -31,6 +31,8 @@ const WARM_UP: usize = 20;
 const KNOWN_PASSWORD: &str = "Old-Granite-Harbor-73!";
 /// What an attacker probing logins sends: a plausible but wrong password.
 const GUESS: &str = "Summer-Holiday-2024!";
+/// Six digits no code drawn in this run is (the chance is 10^-6 per flow; the run checks).
+const WRONG_CODE: &str = "000000";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -100,6 +102,27 @@ impl Clients {
         let began = Instant::now();
         self.recovery.send_verification_code(request).await?;
         Ok(began.elapsed())
+    }
+
+    /// A wrong code: what someone guessing, or probing whether the flow's login exists, sends.
+    async fn verify_wrong_code(&mut self, flow_id: &str) -> anyhow::Result<Duration> {
+        let request = proto::VerifyCodeRequest {
+            flow_id: flow_id.to_owned(),
+            code: WRONG_CODE.to_owned(),
+        };
+        let began = Instant::now();
+        let answer = self.recovery.verify_code(request).await;
+        let took = began.elapsed();
+        let status = match answer {
+            Ok(_) => anyhow::bail!("a wrong code was accepted"),
+            Err(status) => status,
+        };
+        anyhow::ensure!(
+            status.code() == tonic::Code::InvalidArgument,
+            "a wrong code must be CODE_INVALID on both sides, got {:?}",
+            status.code()
+        );
+        Ok(took)
     }
 
     async fn verify_password(&mut self, login: &str) -> anyhow::Result<Duration> {
@@ -191,6 +214,7 @@ async fn run(iterations: usize) -> anyhow::Result<()> {
     );
     let mut start = Samples::default();
     let mut send = Samples::default();
+    let mut wrong_code = Samples::default();
     let mut verify = Samples::default();
     for i in 0..WARM_UP + iterations {
         let order = if i % 2 == 0 {
@@ -215,6 +239,12 @@ async fn run(iterations: usize) -> anyhow::Result<()> {
             }
         }
         for side in order {
+            let took = clients.verify_wrong_code(&flows[side as usize]).await?;
+            if record {
+                wrong_code.push(side, took);
+            }
+        }
+        for side in order {
             let took = clients.verify_password(login(side)).await?;
             if record {
                 verify.push(side, took);
@@ -231,6 +261,7 @@ async fn run(iterations: usize) -> anyhow::Result<()> {
     for (name, samples) in [
         ("StartRecovery", &start),
         ("SendVerificationCode", &send),
+        ("VerifyCode (wrong)", &wrong_code),
         ("VerifyPassword", &verify),
     ] {
         let (k50, u50) = (

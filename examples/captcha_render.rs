@@ -1,4 +1,4 @@
-//! CPU cost of drawing captchas (issue 10), on one thread and with no server around it, so the
+//! CPU cost of drawing captchas, on one thread and with no server around it, so the
 //! renderer's own cost can be measured repeatably: wall time here, instruction counts under
 //! callgrind (`valgrind --tool=callgrind target/release/examples/captcha_render`), where the
 //! box is too noisy for time.

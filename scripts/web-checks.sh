@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks the ecosystem's own tools make on this service (issue 12), run by scripts/test.sh
+# The checks the ecosystem's own tools make on this service, run by scripts/test.sh
 # after the cargo suites (it needs the debug binary, target/debug/recovery-service):
 #
 #   1. npm ci (pinned by web/package-lock.json);

@@ -22,7 +22,7 @@ const BACKGROUND_NICENESS: i32 = 10;
 /// first thing by every closure run on tokio's blocking threads (argon2, zxcvbn, captcha
 /// drawing: the service gives them no other work), so on a busy machine the scheduler runs the
 /// async workers — every cheap RPC — before the expensive work: a flood of CreateCaptcha or
-/// VerifyPassword then costs GetRecoveryFlow little latency (issue 10). Throughput of the
+/// VerifyPassword then costs GetRecoveryFlow little latency. Throughput of the
 /// expensive work is unchanged when the cores are otherwise idle. On Linux the nice value is
 /// per thread; raising it needs no privilege. A failure only costs the latency benefit.
 pub fn background_priority() {

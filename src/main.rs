@@ -179,7 +179,7 @@ fn main() -> ExitCode {
 /// argon2 (`hashing.max_in_flight` permits) and the CPU pool (one permit per core); tokio's
 /// default cap of 512 threads let a flood grow ~25 short-lived threads beyond those, because a
 /// permit is handed on before its thread is idle again, and every new thread costs its stack
-/// and often a malloc arena of its own (issue 10: peak RSS under 1,000 concurrent resets).
+/// and often a malloc arena of its own (peak RSS under 1,000 concurrent resets).
 /// The few other users (DNS lookups, file reads) get `BLOCKING_SPARE` threads of their own;
 /// work beyond the cap waits in tokio's queue, which is safe because no blocking task waits
 /// for another.

@@ -379,7 +379,7 @@ impl App {
             // No HTTP/2 stream limit (SETTINGS_MAX_CONCURRENT_STREAMS): h2 enforces it from the
             // connection's first frame, so a client that opens a burst of calls before it has
             // read the server's SETTINGS gets REFUSED_STREAM, which tonic and others answer with
-            // UNAVAILABLE (seen in the benchmark's preparation, issue 10). Calls past
+            // UNAVAILABLE (seen in the benchmark's preparation). Calls past
             // `concurrency_limit` wait here instead, before any of their work has started.
             .accept_http1(true)
             // Outermost: a request for a foreign host, or AccountService over grpc-web or
@@ -472,7 +472,7 @@ fn webhook_dispatcher(
 /// Accepted connections with Nagle's algorithm off. tonic sets `TCP_NODELAY` only on sockets
 /// it accepts itself, not on an incoming stream handed to it: without this, an answer of more
 /// than one segment (a captcha picture) waited for the client's delayed ACK, ~40 ms per call
-/// (issue 10: CreateCaptcha at 1 in flight took 48 ms for under 1 ms of work).
+/// (CreateCaptcha at 1 in flight took 48 ms for under 1 ms of work).
 fn no_delay(
     listener: TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {

@@ -323,7 +323,7 @@ pub mod metrics {
     /// our methods (`package.Service/Method`, from `server::routes::known`), `None` for any other
     /// path: a method this server does not have (UNIMPLEMENTED) is recorded as `_OTHER`, as the
     /// conventions say, so a scanner cannot blow up the number of series. The labels borrow the
-    /// `'static` route: recording a call allocates nothing (issue 10).
+    /// `'static` route: recording a call allocates nothing.
     pub fn rpc_finished(
         route: Option<&'static str>,
         grpc_status: i64,

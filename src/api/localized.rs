@@ -72,7 +72,7 @@ fn about_a_flow(reason: &str) -> bool {
 
 /// The caller's raw `accept-language`, kept (a reference-counted copy, no allocation) before the
 /// request is consumed and parsed only if an error is answered: most calls succeed, and a
-/// success never needed it (issue 10).
+/// success never needed it.
 struct Accepted(Option<MetadataValue<Ascii>>);
 
 impl Accepted {

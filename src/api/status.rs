@@ -1,5 +1,5 @@
 //! The one mapping from domain errors to gRPC: a status code, an `ErrorInfo` with a stable
-//! reason (SPEC §3), and `BadRequest` / `RetryInfo` where they help. Unexpected errors leave the
+//! reason, and `BadRequest` / `RetryInfo` where they help. Unexpected errors leave the
 //! process as a bare `INTERNAL`; their chain goes to the log only.
 
 use std::collections::HashMap;

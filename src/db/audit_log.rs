@@ -1,4 +1,4 @@
-//! Group commit of audit rows (issue 10). `record_audit` used to be one synchronous INSERT — and
+//! Group commit of audit rows. `record_audit` used to be one synchronous INSERT — and
 //! on PostgreSQL one commit, one WAL flush — inside every `StartRecovery`, `SendVerificationCode`
 //! and wrong `VerifyCode`. Now the call puts the row on a bounded queue and returns; one task
 //! writes what has queued up, up to `audit_batch_rows` rows in one multi-row INSERT, at most

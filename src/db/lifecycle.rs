@@ -1,4 +1,4 @@
-//! The data lifecycle of issue 15: erasure and export of one account, and the retention sweep
+//! The data lifecycle: erasure and export of one account, and the retention sweep
 //! that keeps the audit, outbox and delivery tables from growing forever.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Account lookups by login, coalesced (issue 10). Every `StartRecovery` looks its login up,
+//! Account lookups by login, coalesced. Every `StartRecovery` looks its login up,
 //! known or not, and one lookup on its own costs a pool checkout, a query, and SQLx's ping when
 //! the connection is released (unconditional in sqlx-core 0.9, `return_to_pool`): under load
 //! that was about a third of the service's CPU for the call and most of PostgreSQL's.

@@ -305,7 +305,7 @@ impl MigrationTrait for MySqlPreciseTimestamps {
     }
 }
 
-/// Logins compared exactly (issue 9): MySQL/MariaDB's default collation is accent- and
+/// Logins compared exactly: MySQL/MariaDB's default collation is accent- and
 /// case-insensitive, so `jöhn@` found John's account there. The column becomes `utf8mb4_bin` (the
 /// unique index follows it), and every backend's existing rows get the canonical form of their
 /// typed login (`canonical_login`: NFKC + full case fold), which older versions only

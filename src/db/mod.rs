@@ -204,7 +204,7 @@ impl Database {
             // database restart, a fail-over or a proxy's idle cut is replaced instead of failing
             // the call. A connection in steady use is not: pinging on every checkout was one
             // more round trip per query (SQLx also pings on every release), and on PostgreSQL
-            // the ping is a query of its own (issue 10).
+            // the ping is a query of its own.
             .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .sqlx_logging(false);
         if let Some(timeout) = optional_ms(settings.statement_timeout_ms) {
@@ -213,7 +213,7 @@ impl Database {
         // SQLite's settings are per connection, so they are set on every connection the pool
         // opens (an `execute_unprepared` after connecting reaches only one of them). A larger
         // `wal_autocheckpoint` was tried against the checkpoints' share of a wrong-code flood
-        // (issue 10) and measured no different: the log of an append-mostly audit table is
+        // and measured no different: the log of an append-mostly audit table is
         // mostly distinct new pages, which a checkpoint must copy however rarely it runs.
         options.map_sqlx_sqlite_opts(|sqlite| {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};

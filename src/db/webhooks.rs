@@ -1,4 +1,4 @@
-//! Webhook delivery state (issue 11): one row per (outbox event, endpoint), and one row per
+//! Webhook delivery state: one row per (outbox event, endpoint), and one row per
 //! endpoint with the outbox id below which every event has been fanned out to it.
 //!
 //! - Fan-out copies the event (type, account, payload, time) into the delivery row, so the

@@ -1,4 +1,4 @@
-//! Webhooks (issue 11): the events of the transactional outbox, POSTed to HTTP endpoints and
+//! Webhooks: the events of the transactional outbox, POSTed to HTTP endpoints and
 //! signed per the Standard Webhooks specification (<https://www.standardwebhooks.com>).
 //!
 //! - Each endpoint has its own task: fan out (one delivery row per matching outbox event), claim

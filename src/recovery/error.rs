@@ -1,5 +1,5 @@
 //! The one error of the recovery boundary. `api::status` maps each variant to exactly one gRPC
-//! code and one stable `ErrorInfo` reason (SPEC §3).
+//! code and one stable `ErrorInfo` reason.
 
 use std::time::Duration;
 

@@ -23,7 +23,7 @@ pub struct Method {
     pub masked_destination: String,
 }
 
-/// Lifetimes and limits of a flow (SPEC §4 defaults in `config`).
+/// Lifetimes and limits of a flow (the defaults are in `config`).
 #[derive(Debug, Clone)]
 pub struct FlowSettings {
     pub flow_ttl: Duration,

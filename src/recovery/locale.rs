@@ -5,7 +5,7 @@
 //!
 //! A call run inside [`noting_flow_locale`] is told the language of the flow it read, so the
 //! answer to a flow-bound error (a wrong code, a refused password) needs no second read of the
-//! flow: on Redis that read was one of a wrong VerifyCode's three round trips (issue 10).
+//! flow: on Redis that read was one of a wrong VerifyCode's three round trips.
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -772,8 +772,8 @@ impl Recovery {
         // says VERIFIED with this very token, and writing it after could lose it and strand a
         // verified flow. A code that does not match the flow as read needs no token (the
         // cheap, common refusal: one read and one write in the store).
-        // The reset token is drawn and signed only then: a wrong code never needs one (issue 10:
-        // every wrong code paid a random draw and a MAC for nothing).
+        // The reset token is drawn and signed only then: a wrong code never needs one
+        // (every wrong code paid a random draw and a MAC for nothing).
         let token_indexed = code_matches(flow);
         let issued = if token_indexed {
             let token = SecretString::from(keys::random_token().map_err(RecoveryError::internal)?);

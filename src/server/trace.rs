@@ -134,7 +134,7 @@ where
         };
         // Without a `traceparent` there is no remote context to join or link (the W3C
         // propagator reads nothing else), and a span the filter turned off records neither:
-        // the global propagator is then not consulted at all (issue 10: every call paid it).
+        // the global propagator is then not consulted at all (every call paid it).
         if !span.is_disabled() && request.headers().contains_key(TRACEPARENT) {
             let remote = opentelemetry::global::get_text_map_propagator(|propagator| {
                 propagator.extract(&Headers(request.headers()))

@@ -58,7 +58,7 @@ impl State {
     /// stays below about twice the live entries plus that minimum. A sweep every 1,024
     /// operations, as before, walked every map that often: with 10^5 live flows that was ~100
     /// entries per call, and the walk, under the one lock, stalled every call in flight several
-    /// milliseconds (issue 10: GetRecoveryFlow's and CancelRecovery's p99 at 64 in flight).
+    /// milliseconds (GetRecoveryFlow's and CancelRecovery's p99 at 64 in flight).
     fn maybe_sweep(&mut self, now: Instant) {
         self.operations += 1;
         if self.operations < self.next_sweep {

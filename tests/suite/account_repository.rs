@@ -138,7 +138,7 @@ mod an_idle_connection_cut_by_the_server {
     }
 }
 
-/// The `WebhookStore` cases (issue 11), in their own file.
+/// The `WebhookStore` cases, in their own file.
 mod webhook_cases;
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -293,7 +293,7 @@ mod cases {
         );
     }
 
-    /// Issue 9: on MariaDB's default (accent-insensitive) collation `jöhn@` found John's account.
+    /// On MariaDB's default (accent-insensitive) collation `jöhn@` found John's account.
     /// Case and compatibility forms are one login; accents and combining marks are not.
     pub async fn a_login_matches_only_its_exact_canonical_spelling(f: &Fixture) {
         let db = &f.db;
@@ -336,7 +336,7 @@ mod cases {
         assert!(matches!(combined, Err(RepoError::Conflict)), "{combined:?}");
     }
 
-    /// The server's lookups by login are coalesced into batched queries (issue 10): hundreds of
+    /// The server's lookups by login are coalesced into batched queries: hundreds of
     /// concurrent callers, known and unknown logins, repeats, and spellings that differ only by
     /// an accent, each get exactly the answer a lookup on its own gives.
     pub async fn batched_lookups_answer_every_caller_with_its_own_account(f: &Fixture) {

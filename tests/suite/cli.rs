@@ -78,7 +78,7 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
             "smtp://mailer:mail-pass@127.0.0.1:2525",
         )
         .env("RECOVERY_CAPTCHA", "off")
-        // Issue 9: secrets in a URL's query were printed as they were.
+        // Secrets in a URL's query were printed as they were.
         .env(
             "RECOVERY_DATABASE_URL",
             "postgres://db.example:5432/recovery?sslmode=require&password=db-query-pass",
@@ -216,7 +216,7 @@ async fn sigterm_lets_an_in_flight_call_finish_and_then_exits_cleanly() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
-/// Audit rows are group-committed (issue 10): `StartRecovery` returns once its row is queued.
+/// Audit rows are group-committed: `StartRecovery` returns once its row is queued.
 /// A clean shutdown must still write every queued row. The flush interval is set to its
 /// maximum, so the rows are certainly still queued when SIGTERM lands.
 #[tokio::test]

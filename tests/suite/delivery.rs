@@ -1,4 +1,4 @@
-//! Delivery semantics of SPEC §4: `SendVerificationCode` only enqueues; the worker retries a
+//! Delivery semantics of the contract: `SendVerificationCode` only enqueues; the worker retries a
 //! temporary failure until the message is delivered or its code expires; a restart in between
 //! loses nothing; nothing is ever sent twice.
 

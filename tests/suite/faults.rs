@@ -14,7 +14,7 @@ use recovery_service::proto::{self, FlowState};
 use recovery_service::server::Overrides;
 use tonic::Code;
 
-/// The SPEC asks for "a bounded time"; the defaults (Redis command timeout 2 s, and here a
+/// The contract asks for "a bounded time"; the defaults (Redis command timeout 2 s, and here a
 /// 1 s pool acquire timeout) must answer well inside it.
 const BOUND: Duration = Duration::from_secs(5);
 

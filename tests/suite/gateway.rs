@@ -1,4 +1,4 @@
-//! The service behind the gateways its public callers use (SPEC §2):
+//! The service behind the gateways its public callers use:
 //!
 //! * a real Envoy running the shipped `deploy/envoy/envoy.yaml` (only its addresses and the
 //!   descriptor path changed), transcoding JSON/HTTP to gRPC with the `google.api.http`
@@ -571,7 +571,7 @@ async fn account_service_is_not_reachable_through_envoy() {
         .encode_to_vec(),
     );
 
-    // AccountService trusts loopback callers when no API keys are set (SPEC §5), and an Envoy
+    // AccountService trusts loopback callers when no API keys are set, and an Envoy
     // on the same host *is* a loopback caller: the route that refuses the service's path is
     // the only thing between the internet and CreateAccount. Envoy answers a gRPC request it
     // refuses locally with HTTP 200 and a gRPC status (404 becomes UNIMPLEMENTED, 12). Path

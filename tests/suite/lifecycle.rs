@@ -1,4 +1,4 @@
-//! Issue 15, data lifecycle: the retention sweep (on the database adapter), erasure and export
+//! The data lifecycle: the retention sweep (on the database adapter), erasure and export
 //! (through the gRPC API). Every case runs on SQLite, PostgreSQL and MariaDB in one process, as
 //! `<backend>::<case>` (PostgreSQL and MariaDB when their variable is set, `common::backend`); a
 //! database that cannot be reached fails the test.

@@ -130,7 +130,7 @@ async fn the_concurrency_limit_queues_calls_instead_of_failing_them() {
     app.stop().await;
 }
 
-/// Issue 9: zxcvbn ran on the async runtime, so 4 callers of worst-case `ValidatePassword`
+/// zxcvbn ran on the async runtime, so 4 callers of worst-case `ValidatePassword`
 /// stalled every other RPC for seconds. Loose on purpose: while the flood runs, each
 /// `GetRecoveryFlow` must come back within a bound far above its normal latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Issue 15, point 4: the audit table grown to over a million rows on PostgreSQL. The sweep
+//! The audit table grown to over a million rows on PostgreSQL. The sweep
 //! removes the expired ones in bounded batches through the index on `audit_events.at`
 //! (EXPLAIN shows it) while password resets keep working; their latency is printed, not
 //! asserted (run with `--nocapture` to see it). About 30 s.

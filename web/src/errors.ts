@@ -1,4 +1,4 @@
-// Turns a failed call into what the page shows: the ErrorInfo reason of SPEC §3 (decoded from
+// Turns a failed call into what the page shows: the ErrorInfo reason of docs/api.md (decoded from
 // the google.rpc.Status in grpc-status-details-bin with the generated google.rpc types), a
 // cooldown from RetryInfo, attempts left, and the BadRequest field violations.
 

@@ -1,6 +1,6 @@
 // The page's words in the 13 languages the service has e-mail templates for (templates/: en sv
 // ru de fr es pt it nl pl uk zh ar), so the page and the mail the person receives agree.
-// The English button labels are the contract (SPEC §1, §6): "Request", "Verify now",
+// The English button labels are the contract: "Request", "Verify now",
 // "Get verification code", "Confirm", "Confirm new password".
 
 export const LOCALES = ["en", "sv", "ru", "de", "fr", "es", "pt", "it", "nl", "pl", "uk", "zh", "ar"] as const;
@@ -53,7 +53,7 @@ const en = {
   retryNow: "You can try again now.",
   seconds: "{n}\u00a0s",
   minutes: "{n}\u00a0min",
-  // Error reasons of SPEC §3, as sentences.
+  // Error reasons of docs/api.md, as sentences.
   INVALID_ARGUMENT: "Please check the marked fields.",
   CAPTCHA_INVALID: "The digits did not match the picture. Here is a new one.",
   FLOW_NOT_FOUND: "This recovery has expired or was cancelled. Please start over.",

@@ -1,4 +1,4 @@
-// The reference front end of the recovery flow (SPEC §1): one screen per step, each a plain
+// The reference front end of the recovery flow: one screen per step, each a plain
 // form, talking grpc-web to the service that serves this page. No framework: six small screens
 // do not earn one, and the bundle stays small enough to embed in the binary.
 

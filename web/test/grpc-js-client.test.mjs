@@ -1,5 +1,5 @@
 // The whole recovery flow through @grpc/grpc-js against the real binary, with the rich errors
-// of SPEC §3 decoded from the trailer.
+// of docs/api.md decoded from the trailer.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";

@@ -1,4 +1,4 @@
-//! Issue 15 (data lifecycle): what retention and erasure need from the schema.
+//! Data lifecycle: what retention and erasure need from the schema.
 //!
 //! - `deliveries.account_id`: a queued message is sealed, so without it an erasure could not
 //!   find the mail it must drop.

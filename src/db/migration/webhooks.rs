@@ -1,4 +1,4 @@
-//! Issue 11 (webhooks): delivery state per (outbox event, endpoint), and per endpoint the outbox
+//! Webhooks: delivery state per (outbox event, endpoint), and per endpoint the outbox
 //! id up to which every event has been fanned out to it. Timestamps are `DATETIME(6)` on
 //! MySQL/MariaDB from the start (see `MySqlPreciseTimestamps`), `timestamptz` elsewhere.
 

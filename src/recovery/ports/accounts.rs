@@ -1,5 +1,5 @@
 //! What the domain needs from the account database: the records, the repository, the durable
-//! delivery queue and the transactional outbox (SPEC §4). `db` implements all of them.
+//! delivery queue and the transactional outbox. `db` implements all of them.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -203,7 +203,7 @@ pub struct QueuedDelivery {
     pub attempts: u32,
 }
 
-/// The durable delivery queue (SPEC §4).
+/// The durable delivery queue.
 #[async_trait]
 pub trait DeliveryQueue: Send + Sync + 'static {
     async fn enqueue(&self, delivery: SealedDelivery) -> Result<(), RepoError>;
@@ -240,7 +240,7 @@ pub struct OutboxEvent {
     pub created_at: DateTime<Utc>,
 }
 
-/// The outbox written in the same transaction as the change it announces (SPEC §4).
+/// The outbox written in the same transaction as the change it announces.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + 'static {
     /// Oldest unpublished events first.

@@ -52,7 +52,7 @@ pub trait EphemeralStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// `insert_flow` and `add_account_flow` (under `flow.owner()`) for a new flow, in as few
-    /// round trips as the backend allows (`StartRecovery`'s hot path, issue 10).
+    /// round trips as the backend allows (`StartRecovery`'s hot path).
     async fn insert_indexed_flow(&self, flow: &Flow, ttl: Duration) -> Result<(), StoreError> {
         self.insert_flow(flow, ttl).await?;
         self.add_account_flow(&flow.owner(), &flow.id, ttl).await

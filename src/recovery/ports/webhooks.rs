@@ -1,4 +1,4 @@
-//! What webhook delivery needs from the database (issue 11): the outbox fanned out into one
+//! What webhook delivery needs from the database: the outbox fanned out into one
 //! delivery row per (event, endpoint), claimed with a lease, finished or rescheduled. `db`
 //! implements it; `notify::webhooks` drives it. A domain port for the same reason as
 //! `EventSink`: `db` may not import `notify`.

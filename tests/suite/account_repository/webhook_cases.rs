@@ -1,4 +1,4 @@
-//! `WebhookStore` conformance (issue 11), run on every backend by `tests/account_repository.rs`:
+//! `WebhookStore` conformance, run on every backend by `tests/account_repository.rs`:
 
 //! fan-out from the outbox, per-account order, leases between replicas, give-up.
 

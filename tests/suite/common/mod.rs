@@ -77,7 +77,7 @@ impl Drop for TempDir {
     }
 }
 
-/// Defaults of SPEC §4 except argon2 cost (kept tiny so the suite stays fast; the
+/// The documented defaults except argon2 cost (kept tiny so the suite stays fast; the
 /// parameters themselves are tested in unit tests) and captcha answers.
 /// Which database the suite runs on: `RECOVERY_TEST_DB` = `sqlite` (default), `postgres` or
 /// `mysql`. Each test app gets a database of its own, so tests never see each other's rows.

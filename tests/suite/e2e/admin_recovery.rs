@@ -1,4 +1,4 @@
-//! Helpdesk recovery (issue 11, feature 4): `AccountService.AdminStartRecovery` starts a flow for
+//! Helpdesk recovery: `AccountService.AdminStartRecovery` starts a flow for
 //! an existing account and mails the code, or returns it for out-of-band delivery and mails
 //! nothing; the person continues with VerifyCode and ResetPassword. Runs on the embedded
 //! defaults and on Redis + PostgreSQL (`RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres`).

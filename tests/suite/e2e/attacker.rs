@@ -1,4 +1,4 @@
-//! Issue 9: what an attacker can do to one account is bounded per account, across all its
+//! What an attacker can do to one account is bounded per account, across all its
 //! flows, with the same numbers and the same answers for a login that does not exist.
 //! Runs on the embedded defaults and, in the test command, on Redis Cluster + MariaDB.
 

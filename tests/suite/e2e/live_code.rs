@@ -1,4 +1,4 @@
-//! One live code per account (issue 11, feature 1): a new code in any flow of an account makes
+//! One live code per account: a new code in any flow of an account makes
 //! the codes of its other flows stop working, answered exactly like a wrong code; a completed
 //! reset ends every other flow and reset token of the account. Runs on the embedded defaults
 //! and on Redis + PostgreSQL (`RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres`).

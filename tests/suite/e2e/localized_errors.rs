@@ -100,7 +100,7 @@ async fn a_wrong_code_is_explained_in_the_flows_language_whatever_the_header_say
 }
 
 /// The language comes from the flow VerifyCode read itself: answering the error reads no flow
-/// again (issue 10: on Redis that second read was a round trip on every wrong code).
+/// again (on Redis that second read was a round trip on every wrong code).
 #[tokio::test]
 async fn a_wrong_code_is_answered_in_the_flows_language_from_the_one_read_of_it() {
     let (app, store) = crate::common::faults::spawn_app_on_faulty_store().await;

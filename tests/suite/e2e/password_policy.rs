@@ -1,4 +1,4 @@
-//! The password policy end to end (issue 4, point 5): every rule has its own violation reason,
+//! The password policy end to end: every rule has its own violation reason,
 //! `ValidatePassword` and `ResetPassword` agree, Unicode mode with NFKC, and the history depth.
 
 use crate::common::*;

@@ -1,5 +1,5 @@
 //! The recovery flow end to end through the generated gRPC clients: the seed story, every
-//! reason of SPEC §3, enumeration safety, single use, races, bad input and expiry (with an
+//! reason of docs/api.md, enumeration safety, single use, races, bad input and expiry (with an
 //! injected clock, never by sleeping).
 
 use std::time::Duration;

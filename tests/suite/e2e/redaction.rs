@@ -1,4 +1,4 @@
-//! Redaction (issue 4, point 4): every log event and every span field, at TRACE and from every
+//! Redaction: every log event and every span field, at TRACE and from every
 //! crate (the service, tonic, h2, hyper, sqlx, sea-orm, redis), recorded while full flows run —
 //! successes and each kind of failure — and searched for passwords, codes, reset tokens,
 //! captcha answers and unmasked logins.

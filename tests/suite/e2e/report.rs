@@ -1,4 +1,4 @@
-//! "It wasn't me" (issue 11, feature 3): `ReportUnrequestedRecovery` with the report code from a
+//! "It wasn't me": `ReportUnrequestedRecovery` with the report code from a
 //! code mail ends the account's open flows and tokens, freezes recovery (starts answer as
 //! usual, nothing is sent), audits and emits `recovery.reported`. Runs on the embedded defaults
 //! and on Redis + PostgreSQL (`RECOVERY_TEST_STORE=redis RECOVERY_TEST_DB=postgres`).

@@ -1,4 +1,4 @@
-//! Security defences end to end (issue 4): rate limits and what a limited answer reveals, the
+//! Security defences end to end: rate limits and what a limited answer reveals, the
 //! trusted-proxy rule for client IPs, production-mode refusals, secrets at rest (Redis keyspace
 //! and database), and the audit trail. Each test fails if its defence is removed.
 

@@ -1,4 +1,4 @@
-//! Webhooks (issue 11): outbox events POSTed to HTTP endpoints, signed per Standard Webhooks.
+//! Webhooks: outbox events POSTed to HTTP endpoints, signed per Standard Webhooks.
 //! The receiver (`tests/support/webhook_receiver.py`) checks every request with the reference
 //! library from PyPI (`standardwebhooks`), not with the service's own signer; it goes down and
 //! comes back mid-run, and the service restarts mid-backlog.
