@@ -449,9 +449,12 @@ impl World {
         slot: u8,
         account: Option<u8>,
         helpdesk: bool,
+        read: Option<&World>,
     ) {
+        // The version the flow is bound to is read before the flow is stored: a reset or a
+        // report of the same step may bump it in between, and the flow's token is then stale.
         let password_version = account
-            .and_then(|a| self.accounts.get(&a))
+            .and_then(|a| read.unwrap_or(self).accounts.get(&a))
             .map_or(0, |a| a.version);
         let flow = Flow {
             slot,
@@ -554,11 +557,14 @@ impl World {
         self.apply_reading(settings, inv, None)
     }
 
-    /// Applies one call of a step whose calls ran at once, where the service may have read the
-    /// flow before another call of the step changed it: `VerifyCode` weighs a guess against the
-    /// account's budget on the flow it read, before the compare-and-set that settles the flow
-    /// (so a burst of guesses can never outrun the budget). Two right codes at once may then
-    /// spend two guesses, and the second one may be refused as over the budget.
+    /// Applies one call of a step whose calls ran at once, where the service may have read
+    /// state before another call of the step changed it (`read`: the world as the step found
+    /// it). `VerifyCode` weighs a guess against the account's budget on the flow it read, before
+    /// the compare-and-set that settles the flow (so a burst of guesses can never outrun the
+    /// budget): two right codes at once may spend two guesses, and the second one may be
+    /// refused as over the budget. A start binds its flow to the password version it read: a
+    /// reset or report of the same step may have bumped it since, leaving the flow's token
+    /// stale (refused at the reset, never the other way round).
     pub fn apply_reading(
         &mut self,
         settings: &Settings,
@@ -618,7 +624,7 @@ impl World {
                     .contains_key(&login.slot)
                     .then_some(login.slot)
                     .filter(|slot| !self.frozen(Owner::Account(*slot)));
-                self.open_flow(settings, inv.key, login.slot, account, false);
+                self.open_flow(settings, inv.key, login.slot, account, false, read);
                 let flow = &self.flows[&inv.key];
                 Ok(Answer::Flow(self.view(settings, flow)))
             }
@@ -864,7 +870,7 @@ impl World {
                 if !self.accounts.contains_key(&login.slot) {
                     return Err(refused("ACCOUNT_NOT_FOUND", Detail::None));
                 }
-                self.open_flow(settings, inv.key, login.slot, Some(login.slot), true);
+                self.open_flow(settings, inv.key, login.slot, Some(login.slot), true, read);
                 let delivery = if *return_code {
                     Delivery::ReturnToCaller
                 } else {

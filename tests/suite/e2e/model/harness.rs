@@ -924,13 +924,19 @@ impl Case<'_> {
         let mut next = Vec::new();
         for world in &self.worlds {
             for order in orders(invocations.len()) {
-                // Each VerifyCode of a step of several calls may have read its flow as the step
-                // found it (see `World::apply_reading`): try every such choice.
+                // Each VerifyCode or start of a step of several calls may have read what it
+                // reads as the step found it (see `World::apply_reading`): try every choice.
                 let stale: Vec<usize> = order
                     .iter()
                     .copied()
                     .filter(|&i| {
-                        invocations.len() > 1 && matches!(invocations[i].op, Op::VerifyCode { .. })
+                        invocations.len() > 1
+                            && matches!(
+                                invocations[i].op,
+                                Op::VerifyCode { .. }
+                                    | Op::StartRecovery { .. }
+                                    | Op::AdminStartRecovery { .. }
+                            )
                     })
                     .collect();
                 for mask in 0..(1u32 << stale.len()) {
