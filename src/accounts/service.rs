@@ -96,22 +96,29 @@ impl Recovery {
         Ok(Some(account.id))
     }
 
+    /// The account and the keyed hash of its login: together they name every row of this
+    /// person, which an erasure strips and an export shows (rows written while the login was
+    /// unknown carry only the hash). A stored login that no longer parses (rules tightened
+    /// since) has no hash to match.
+    async fn person(&self, account_id: &str) -> Result<(Account, Option<String>), RecoveryError> {
+        let account = self
+            .accounts
+            .find_by_id(account_id)
+            .await?
+            .ok_or(RecoveryError::AccountNotFound)?;
+        let login_key = LoginId::parse("login_id", &account.login_id)
+            .ok()
+            .map(|login| self.login_key(&login));
+        Ok((account, login_key))
+    }
+
     /// `AccountService.DeleteAccount` (erasure): the database forgets the account in one
     /// transaction (see `AccountRepository::erase_account`), then its open flows end, so its
     /// codes and reset tokens die. A flow the store cleanup misses is harmless: its code mail
     /// finds no recipient and its reset finds no account (the password-version guard).
     #[tracing::instrument(skip_all)]
     pub async fn delete_account(&self, command: DeleteAccount) -> Result<(), RecoveryError> {
-        let account = self
-            .accounts
-            .find_by_id(&command.account_id)
-            .await?
-            .ok_or(RecoveryError::AccountNotFound)?;
-        // Rows written while the login was unknown carry only its keyed hash. A stored login
-        // that no longer parses (rules tightened since) has none to match.
-        let login_key = LoginId::parse("login_id", &account.login_id)
-            .ok()
-            .map(|login| self.login_key(&login));
+        let (account, login_key) = self.person(&command.account_id).await?;
         let now = self.clock.now();
         let event_id = uuid::Uuid::now_v7().to_string();
         let event_payload = serde_json::json!({
@@ -173,15 +180,7 @@ impl Recovery {
         &self,
         command: ExportAccountData,
     ) -> Result<String, RecoveryError> {
-        let account = self
-            .accounts
-            .find_by_id(&command.account_id)
-            .await?
-            .ok_or(RecoveryError::AccountNotFound)?;
-        // The rows an erasure would strip: the account's and its login's (see delete_account).
-        let login_key = LoginId::parse("login_id", &account.login_id)
-            .ok()
-            .map(|login| self.login_key(&login));
+        let (account, login_key) = self.person(&command.account_id).await?;
         let data = self
             .accounts
             .export_account(&account.id, login_key.as_deref())

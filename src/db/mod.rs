@@ -358,6 +358,31 @@ fn to_account(model: account::Model) -> Account {
     }
 }
 
+/// The audit row and the outbox event of one change, written in the change's transaction.
+async fn insert_audit_and_event(
+    txn: &sea_orm::DatabaseTransaction,
+    record: AuditRecord,
+    event: OutboxEvent,
+) -> Result<(), RepoError> {
+    audit_event::Entity::insert(audit_row(record))
+        .exec_without_returning(txn)
+        .await
+        .map_err(classify)?;
+    outbox::Entity::insert(outbox::ActiveModel {
+        id: NotSet,
+        event_id: Set(event.event_id),
+        event_type: Set(event.event_type),
+        aggregate_id: Set(event.aggregate_id),
+        payload: Set(event.payload),
+        created_at: Set(event.created_at),
+        published_at: Set(None),
+    })
+    .exec_without_returning(txn)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
 fn audit_row(record: AuditRecord) -> audit_event::ActiveModel {
     fn clip(value: Option<String>, max: usize) -> Option<String> {
         value.map(|v| v.chars().take(max).collect())
@@ -643,22 +668,7 @@ impl AccountRepository for Database {
         event: OutboxEvent,
     ) -> Result<(), RepoError> {
         let txn = self.conn.begin().await.map_err(classify)?;
-        audit_event::Entity::insert(audit_row(record))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(classify)?;
-        outbox::Entity::insert(outbox::ActiveModel {
-            id: NotSet,
-            event_id: Set(event.event_id),
-            event_type: Set(event.event_type),
-            aggregate_id: Set(event.aggregate_id),
-            payload: Set(event.payload),
-            created_at: Set(event.created_at),
-            published_at: Set(None),
-        })
-        .exec_without_returning(&txn)
-        .await
-        .map_err(classify)?;
+        insert_audit_and_event(&txn, record, event).await?;
         txn.commit().await.map_err(classify)
     }
 
@@ -678,22 +688,7 @@ impl AccountRepository for Database {
             .exec(&txn)
             .await
             .map_err(classify)?;
-        audit_event::Entity::insert(audit_row(record))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(classify)?;
-        outbox::Entity::insert(outbox::ActiveModel {
-            id: NotSet,
-            event_id: Set(event.event_id),
-            event_type: Set(event.event_type),
-            aggregate_id: Set(event.aggregate_id),
-            payload: Set(event.payload),
-            created_at: Set(event.created_at),
-            published_at: Set(None),
-        })
-        .exec_without_returning(&txn)
-        .await
-        .map_err(classify)?;
+        insert_audit_and_event(&txn, record, event).await?;
         txn.commit().await.map_err(classify)
     }
 
