@@ -856,6 +856,12 @@ mod sentinel_failover {
         let output = sentinel.script("kill-master");
         assert!(output.status.success());
         let took = until_it_works(&store, Duration::from_secs(30)).await;
+        // The sentinel the script asks may learn of the new master a moment after the one the
+        // store asked: wait for it to agree before comparing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sentinel.master() == second && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         assert_ne!(sentinel.master(), second);
         eprintln!("store usable again {took:?} after the master was killed");
 
